@@ -1,0 +1,34 @@
+"""initwise: layer-aware weight initialization for PyTorch.
+
+Correct fans for grouped, depthwise, transposed, strided and packed layers; gains computed for any activation;
+``torch.nn.init``-compatible initializers; whole-model tracing, planning, diagnostics and advice.
+"""
+
+from ._activations import Activation as Activation
+from ._activations import activation_names as activation_names
+from ._activations import resolve_activation as resolve_activation
+from ._fans import Fans as Fans
+from ._fans import fans as fans
+from ._fans import tensor_fans as tensor_fans
+from ._gains import Moments as Moments
+from ._gains import gain as gain
+from ._gains import moments as moments
+from ._initializers import icnr_ as icnr_
+from ._initializers import identity_ as identity_
+from ._initializers import kaiming_normal_ as kaiming_normal_
+from ._initializers import kaiming_uniform_ as kaiming_uniform_
+from ._initializers import lecun_normal_ as lecun_normal_
+from ._initializers import lecun_uniform_ as lecun_uniform_
+from ._initializers import orthogonal_ as orthogonal_
+from ._initializers import truncated_normal_std as truncated_normal_std
+from ._initializers import variance_scaling_ as variance_scaling_
+from ._initializers import xavier_normal_ as xavier_normal_
+from ._initializers import xavier_uniform_ as xavier_uniform_
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation", "Fans", "Moments", "activation_names", "fans", "gain", "icnr_", "identity_", "kaiming_normal_",
+    "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "moments", "orthogonal_", "resolve_activation",
+    "tensor_fans", "truncated_normal_std", "variance_scaling_", "xavier_normal_", "xavier_uniform_",
+]
