@@ -5,12 +5,17 @@ Correct fans for grouped, depthwise, transposed, strided and packed layers; gain
 """
 
 from ._activations import Activation as Activation
+from ._apply import init_ as init_
 from ._activations import activation_names as activation_names
 from ._activations import resolve_activation as resolve_activation
 from ._fans import Fans as Fans
 from ._fans import fans as fans
 from ._fans import tensor_fans as tensor_fans
 from ._gains import Moments as Moments
+from ._graph import Graph as Graph
+from ._graph import LayerInfo as LayerInfo
+from ._graph import Node as Node
+from ._graph import trace as trace
 from ._gains import gain as gain
 from ._gains import moments as moments
 from ._initializers import icnr_ as icnr_
@@ -24,10 +29,18 @@ from ._initializers import truncated_normal_std as truncated_normal_std
 from ._initializers import variance_scaling_ as variance_scaling_
 from ._initializers import xavier_normal_ as xavier_normal_
 from ._initializers import xavier_uniform_ as xavier_uniform_
+from ._plan import SCHEMES as SCHEMES
+from ._plan import LayerPlan as LayerPlan
+from ._plan import ParamPlan as ParamPlan
+from ._plan import Plan as Plan
+from ._plan import parse_scheme as parse_scheme
+from ._plan import plan as plan
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SCHEMES", "Graph", "LayerInfo", "LayerPlan", "Node", "ParamPlan", "Plan", "init_", "parse_scheme", "plan",
+    "trace",
     "Activation", "Fans", "Moments", "activation_names", "fans", "gain", "icnr_", "identity_", "kaiming_normal_",
     "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "moments", "orthogonal_", "resolve_activation",
     "tensor_fans", "truncated_normal_std", "variance_scaling_", "xavier_normal_", "xavier_uniform_",

@@ -1,0 +1,556 @@
+"""Whole-model plans: per parameter, what an initialization scheme does, and its analytic forward/backward effect.
+
+``plan(model, example, scheme, mode)`` traces the model once (which activation, norm, residual join and pixel
+shuffle follows every layer), decides each weight's initializer, std and gain, and propagates second moments
+through the traced graph (:mod:`initwise._propagate`). Nothing is changed until :meth:`Plan.apply` (or
+:func:`initwise.init_`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ._activations import Activation, resolve_activation
+from ._fans import Fans, fans as layer_fans
+from ._gains import gain as activation_gain
+from ._graph import Graph, LayerInfo, trace
+from ._propagate import LayerMoments, propagate
+
+__all__ = ["Plan", "LayerPlan", "ParamPlan", "plan", "SCHEMES", "parse_scheme"]
+
+Scheme = Literal["kaiming", "xavier", "lecun", "orthogonal", "identity", "torch_default", "current"]
+SCHEMES = ("kaiming", "xavier", "lecun", "orthogonal", "identity", "torch_default", "current")
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
+_AFFINE = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+           nn.ConvTranspose3d)
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def parse_scheme(name: str, mode: str | None = None) -> tuple[str, str]:
+    """Split a candidate name such as ``"kaiming_fan_out"`` into ``("kaiming", "fan_out")``.
+
+    ``"default"`` and ``"torch"`` are aliases of ``"torch_default"``; ``"fan_in"`` alone means Kaiming fan_in.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"scheme must be a string, got {type(name).__name__}")
+    key = name.strip().lower()
+    key = {"default": "torch_default", "torch": "torch_default", "he": "kaiming", "glorot": "xavier"}.get(key, key)
+    for m in _MODES:
+        if key == m:
+            return "kaiming", m
+        if key.endswith("_" + m):
+            key, mode = key[: -len(m) - 1], m
+            break
+    if key not in SCHEMES:
+        raise ValueError(f"unknown scheme {name!r}; valid: {', '.join(SCHEMES)} "
+                         f"(optionally with a mode suffix, e.g. kaiming_fan_out), or default")
+    mode = mode or "fan_in"
+    if mode not in _MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(_MODES)}")
+    return key, mode
+
+
+@dataclass
+class ParamPlan:
+    """How one parameter is initialized. ``std`` is the root-mean-square value its entries will have."""
+
+    param: str
+    layer: str
+    shape: tuple[int, ...]
+    method: str  # normal | uniform | truncated_normal | orthogonal | identity | icnr | zeros | ones | torch_default | keep
+    fans: Fans | None = None
+    fan: float | None = None
+    gain: float | None = None
+    scale: float = 1.0
+    std: float | None = None
+    note: str = ""
+
+    @property
+    def bound(self) -> float | None:
+        return math.sqrt(3.0) * self.std if self.method == "uniform" and self.std is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("param", "layer", "method", "fan", "gain", "scale", "std", "note")}
+        d["shape"] = list(self.shape)
+        d["bound"] = self.bound
+        if self.fans is not None:
+            d["fans"] = {k: getattr(self.fans, k) for k in ("fan_in", "fan_out", "nominal_fan_in", "nominal_fan_out",
+                                                             "torch_fan_in", "torch_fan_out", "rule", "blocks")}
+        return d
+
+
+@dataclass
+class LayerPlan:
+    """One parameterized layer: its traced context, its parameters' plans and the analytic propagation.
+
+    ``forward_gain`` / ``backward_gain`` are the layer's own factors (``fan_in_eff * E[w^2]`` and
+    ``fan_out_eff * E[w^2]``); ``forward`` is the predicted second moment of its output (pre-activation) relative
+    to the input's; ``backward`` the predicted second moment of the gradient at its output relative to a
+    unit-variance cotangent at the model's output.
+    """
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    activation: str
+    gain: float | None
+    mode: str
+    method: str
+    std: float | None
+    fans: Fans | None
+    params: list[ParamPlan]
+    norm: str | None = None
+    residual_end: bool = False
+    pixel_shuffle: int | None = None
+    is_output: bool = False
+    forward_gain: float | None = None
+    backward_gain: float | None = None
+    forward: float | None = None
+    backward: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("name", "type", "activation", "gain", "mode", "method", "std", "norm",
+                                           "residual_end", "pixel_shuffle", "is_output", "forward_gain",
+                                           "backward_gain", "forward", "backward", "notes")}
+        d["shape"] = list(self.shape)
+        d["fan_in"] = self.fans.fan_in if self.fans else None
+        d["fan_out"] = self.fans.fan_out if self.fans else None
+        d["params"] = [p.to_dict() for p in self.params]
+        return d
+
+
+@dataclass
+class Plan:
+    """A whole-model initialization plan. Print it for a table; :meth:`to_dict` / :meth:`to_json` for data."""
+
+    scheme: str
+    mode: str
+    options: dict[str, Any]
+    layers: list[LayerPlan]
+    graph: Graph = field(repr=False)
+    input_ms: float = 1.0
+    output_forward: float | None = None
+    untouched: list[str] = field(default_factory=list)
+    approximate: list[str] = field(default_factory=list)
+    norm_params: list[ParamPlan] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, name: str) -> LayerPlan:
+        for lp in self.layers:
+            if lp.name == name:
+                return lp
+        raise KeyError(f"no layer {name!r} in the plan; layers: {', '.join(lp.name for lp in self.layers)}")
+
+    @property
+    def params(self) -> list[ParamPlan]:
+        """Every parameter's plan: layers' in execution order, then normalization layers'."""
+        return [p for lp in self.layers for p in lp.params] + list(self.norm_params)
+
+    def apply(self, model: nn.Module, generator: torch.Generator | None = None, seed: int | None = None) -> "Plan":
+        """Initialize ``model`` as planned (transactional: computes every tensor, then assigns them all)."""
+        from ._apply import apply_plan
+
+        apply_plan(self, model, generator=generator, seed=seed)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme, "mode": self.mode, "options": _jsonable(self.options),
+            "input_second_moment": self.input_ms, "output_forward": self.output_forward,
+            "layers": [lp.to_dict() for lp in self.layers], "untouched": list(self.untouched),
+            "approximate": list(self.approximate), "unknown_ops": list(self.graph.unknown),
+            "norm_params": [p.to_dict() for p in self.norm_params],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), **{"indent": 2, **kwargs})
+
+    def __str__(self) -> str:
+        from ._report import plan_table
+
+        return plan_table(self)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+@dataclass(frozen=True)
+class _Options:
+    gain: Any
+    gain_convention: str | None
+    distribution: str
+    residual_scale: float | None
+    zero_init_residual: bool
+    output_scale: float | None
+    icnr: bool
+    bias: str
+    norm: str
+    exclude: tuple[str, ...]
+
+
+def _check_options(opts: dict[str, Any]) -> _Options:
+    allowed = {"gain", "gain_convention", "distribution", "residual_scale", "zero_init_residual", "output_scale",
+               "icnr", "bias", "norm", "exclude"}
+    extra = sorted(set(opts) - allowed)
+    if extra:
+        raise TypeError(f"unknown option(s) {', '.join(extra)}; valid: {', '.join(sorted(allowed))}")
+    dist = opts.get("distribution", "normal")
+    if dist not in _DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {dist!r}; valid: {', '.join(_DISTRIBUTIONS)}")
+    bias = opts.get("bias", "zero")
+    if bias not in ("zero", "keep"):
+        raise ValueError(f"bias must be 'zero' or 'keep', got {bias!r}")
+    norm = opts.get("norm", "reset")
+    if norm not in ("reset", "keep"):
+        raise ValueError(f"norm must be 'reset' (weight 1, bias 0) or 'keep', got {norm!r}")
+    conv = opts.get("gain_convention")
+    if conv not in (None, "kaiming", "backward", "variance", "torch"):
+        raise ValueError(f"gain_convention must be one of kaiming, backward, variance, torch, got {conv!r}")
+    for key in ("residual_scale", "output_scale"):
+        v = opts.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+            raise ValueError(f"{key} must be a finite number >= 0, got {v!r}")
+    g = opts.get("gain")
+    if g is not None and not (g == "traced" or isinstance(g, (int, float, str, Activation)) or callable(g)):
+        raise TypeError(f"gain must be None, 'traced', a number or an activation, got {type(g).__name__}")
+    exclude = opts.get("exclude", ())
+    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    if not all(isinstance(p, str) for p in exclude):
+        raise TypeError("exclude must be a pattern string or a sequence of pattern strings (fnmatch syntax)")
+    return _Options(g, conv, dist, opts.get("residual_scale"), bool(opts.get("zero_init_residual", False)),
+                    opts.get("output_scale"), bool(opts.get("icnr", False)), bias, norm, exclude)
+
+
+def _gain_for(scheme: str, mode: str, act: Activation, o: _Options) -> float:
+    g = o.gain
+    if isinstance(g, (int, float)) and not isinstance(g, bool):
+        return float(g)
+    if g is not None and g != "traced":
+        # a fixed activation for every layer (e.g. "relu": the common kaiming_normal_(nonlinearity='relu') usage)
+        act = resolve_activation(g)
+    elif g is None and scheme in ("xavier", "lecun", "identity"):
+        return 1.0
+    convention = o.gain_convention or ("backward" if mode == "fan_out" else "kaiming")
+    if convention == "torch":
+        return activation_gain(act, "torch")
+    return activation_gain(act, convention)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _identity_ok(module: nn.Module, w: torch.Tensor) -> bool:
+    if w.dim() < 2:
+        return False
+    groups = int(getattr(module, "groups", 1) or 1)
+    return w.shape[0] // groups == w.shape[1]
+
+
+def _weight_params(layer: LayerInfo) -> list[tuple[str, nn.Module, str, torch.Tensor]]:
+    """(local dotted name, owning module, attribute name, tensor) of every parameter a layer owns."""
+    m = layer.module
+    out = [(n, m, n, p) for n, p in m.named_parameters(recurse=False)]
+    if isinstance(m, nn.MultiheadAttention):
+        out += [(f"out_proj.{n}", m.out_proj, n, p) for n, p in m.out_proj.named_parameters(recurse=False)]
+    return out
+
+
+def _param_plan(scheme: str, mode: str, o: _Options, layer: LayerInfo, local: str, owner: nn.Module, attr: str,
+                w: torch.Tensor, act: Activation) -> ParamPlan:
+    full = f"{layer.name}.{local}" if layer.name else local
+    shape = tuple(w.shape)
+    if w.dim() < 2:
+        if o.bias == "keep" or isinstance(layer.module, nn.PReLU):
+            return ParamPlan(full, layer.name, shape, "keep", note="bias kept" if o.bias == "keep" else "")
+        return ParamPlan(full, layer.name, shape, "zeros", std=0.0)
+    f = layer_fans(owner, attr)
+    # MultiheadAttention's q/k/v projections feed the attention softmax: linear gain
+    if isinstance(layer.module, nn.MultiheadAttention) and not local.startswith("out_proj"):
+        act = resolve_activation("linear")
+    if isinstance(layer.module, nn.RNNBase):
+        act = resolve_activation("linear")  # gate pre-activations: sigmoid/tanh act per gate, LeCun-like scaling
+    g = _gain_for(scheme, mode, act, o)
+    if scheme == "identity" and not _identity_ok(owner, w):
+        method, note = "normal", "identity impossible (in != out per group): Kaiming fan_in instead"
+        g = _gain_for("kaiming", "fan_in", act, o)
+        fan = f.fan_in
+    elif scheme == "identity":
+        method, note, fan = "identity", "", None
+    elif scheme == "orthogonal":
+        method, note, fan = "orthogonal", "", None
+    else:
+        method, note = o.distribution, ""
+        fan = f.get("fan_in" if scheme == "lecun" else "fan_avg" if scheme == "xavier" else mode)
+    extra = 1.0
+    if layer.residual_end and o.residual_scale is not None:
+        extra *= o.residual_scale
+        note = (note + "; " if note else "") + f"residual branch end x{o.residual_scale:g}"
+    if layer.is_output and o.output_scale is not None:
+        extra *= o.output_scale
+        note = (note + "; " if note else "") + f"output layer x{o.output_scale:g}"
+    if layer.residual_end and o.zero_init_residual and layer.norm is None:
+        return ParamPlan(full, layer.name, shape, "zeros", f, None, 0.0, 0.0, 0.0, "zero-init residual branch end")
+    if method in ("orthogonal", "identity"):
+        rows = shape[0] // int(getattr(owner, "groups", 1) or 1)
+        k = math.prod(shape[2:])
+        ms = min(rows, shape[1]) / (rows * shape[1] * k)  # mean square of a (delta-)orthogonal or identity kernel
+        std = g * extra * math.sqrt(ms)
+    else:
+        std = g * extra / math.sqrt(fan)
+    if o.icnr and layer.pixel_shuffle and method in _DISTRIBUTIONS and local == "weight":
+        note = (note + "; " if note else "") + f"ICNR for PixelShuffle({layer.pixel_shuffle})"
+        method = "icnr"
+    return ParamPlan(full, layer.name, shape, method, f, fan, g, extra, std, note)
+
+
+def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: str | None = None, *,
+         graph: Graph | None = None, **options: Any) -> Plan:
+    """Plan the initialization of every parameterized layer of ``model`` (nothing is changed).
+
+    Schemes: ``"kaiming"`` (``mode`` fan_in, fan_out or fan_avg; std = gain / sqrt(fan) with the gain of the
+    traced activation: the Kaiming gain for fan_in and fan_avg, the backward gain ``1/sqrt(E[phi'^2])`` for
+    fan_out, He et al. 2015 Eq. 10 and 14), ``"xavier"`` (1/fan_avg), ``"lecun"`` (1/fan_in), ``"orthogonal"``
+    (delta-orthogonal for convs, traced gain), ``"identity"`` (eye/dirac/nearest where in == out per group, else
+    Kaiming fan_in), ``"torch_default"`` (each module's own ``reset_parameters``: exactly PyTorch's constructors).
+    Fans are effective (:func:`initwise.fans`). A name with a mode suffix (``"kaiming_fan_out"``) sets both.
+
+    Options:
+        gain: None (the scheme's: traced for kaiming/orthogonal, 1 for xavier/lecun/identity), ``"traced"``,
+            a number, or an activation used for every layer (``"relu"`` reproduces the common usage).
+        gain_convention: override the gain convention (``"kaiming"``, ``"backward"``, ``"variance"``, ``"torch"``).
+        distribution: ``"normal"`` (default), ``"uniform"``, ``"truncated_normal"``.
+        residual_scale: multiply the std of the last layer of every residual branch (ESRGAN's 0.1).
+        zero_init_residual: zero the last layer of every residual branch (or the gamma of its norm).
+        output_scale: multiply the std of the layers that produce the model's output.
+        icnr: ICNR for convs feeding PixelShuffle.
+        bias: ``"zero"`` (default) or ``"keep"``. norm: ``"reset"`` (weight 1, bias 0; default) or ``"keep"``.
+        exclude: fnmatch patterns of layer or parameter names to leave untouched (warns if one matches nothing).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(16, 3, 3, padding=1))
+        >>> p = plan(net, torch.randn(1, 3, 16, 16), "kaiming", "fan_in")
+        >>> p["0"].activation
+        'leaky_relu(negative_slope=0.2)'
+    """
+    scheme, mode = parse_scheme(scheme, mode)
+    o = _check_options(options)
+    if scheme == "current":
+        o = dataclasses.replace(o, norm="keep", bias="keep")
+    g = graph if graph is not None else trace(model, example_inputs)
+    layers: list[LayerPlan] = []
+    seen: set[int] = set()
+    touched: set[str] = set()
+    used_patterns: set[str] = set()
+    norm_ms: dict[str, tuple[float, float]] = {}
+    layer_ms: dict[str, LayerMoments] = {}
+    for info in g.layers:
+        lp = _layer_plan(scheme, mode, o, info, seen, used_patterns)
+        layers.append(lp)
+        touched.add(info.name)
+        lm = layer_ms[info.name] = _moments_of(info, lp)
+        if lm.kind == "affine":
+            lp.forward_gain, lp.backward_gain = lm.fan_in * lm.weight_ms, lm.fan_out * lm.weight_ms
+    norms = _norm_modules(model, g)
+    norm_params: list[ParamPlan] = []
+    for name, m in norms.items():
+        zero = any(lp.residual_end and o.zero_init_residual and lp.norm == name for lp in layers)
+        norm_ms[name] = _norm_ms(m, o, zero)
+        norm_params += _norm_param_plans(name, m, o, zero, seen, used_patterns)
+    for pat in o.exclude:
+        if pat not in used_patterns:
+            warnings.warn(f"exclude pattern {pat!r} matches no layer or parameter of the model", UserWarning,
+                          stacklevel=2)
+    input_ms = _input_moments(g, example_inputs)
+    prop = propagate(g, layer_ms, norm_ms, input_ms)
+    q0 = next((v for v in input_ms.values() if v), 1.0)
+    _attach(g, layers, prop, q0)
+    untouched = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))
+                 and n not in touched and n not in norms and not _is_child_of_layer(n, touched)]
+    out_f = [prop.forward.get(i) for i in g.output_ids]
+    options_used = dict(options)
+    return Plan(scheme, mode, options_used, layers, g, q0,
+                (max(v for v in out_f if v is not None) / q0) if any(v is not None for v in out_f) else None,
+                untouched, sorted(set(prop.approximate)), norm_params)
+
+
+def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: set[int],
+                      used: set[str]) -> list[ParamPlan]:
+    out = []
+    for local, p in m.named_parameters(recurse=False):
+        full = f"{name}.{local}" if name else local
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        pats = [x for x in o.exclude if fnmatch.fnmatchcase(full, x) or fnmatch.fnmatchcase(name, x)]
+        used.update(pats)
+        if pats or o.norm == "keep":
+            out.append(ParamPlan(full, name, tuple(p.shape), "keep", note="excluded" if pats else "norm kept"))
+        elif local == "weight" and not zero:
+            out.append(ParamPlan(full, name, tuple(p.shape), "ones", std=1.0))
+        else:
+            out.append(ParamPlan(full, name, tuple(p.shape), "zeros", std=0.0,
+                                 note="zero-init residual branch end" if zero and local == "weight" else ""))
+    return out
+
+
+def _is_child_of_layer(name: str, layers: set[str]) -> bool:
+    return any(name.startswith(n + ".") for n in layers if n)
+
+
+def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[int], used: set[str]) -> LayerPlan:
+    act = info.activation
+    params: list[ParamPlan] = []
+    layer_excluded = [p for p in o.exclude if fnmatch.fnmatchcase(info.name, p)]
+    used.update(layer_excluded)
+    for local, owner, attr, w in _weight_params(info):
+        full = f"{info.name}.{local}" if info.name else local
+        if id(w) in seen:
+            params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note="tied: planned at first use"))
+            continue
+        seen.add(id(w))
+        pm = [p for p in o.exclude if fnmatch.fnmatchcase(full, p)]
+        used.update(pm)
+        if layer_excluded or pm:
+            params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note="excluded"))
+        elif scheme == "torch_default":
+            params.append(_torch_default_param(info, local, owner, attr, w))
+        elif scheme == "current":
+            params.append(_current_param(info, local, owner, attr, w))
+        else:
+            params.append(_param_plan(scheme, mode, o, info, local, owner, attr, w, act))
+    primary = next((p for p in params if len(p.shape) >= 2), params[0] if params else None)
+    return LayerPlan(
+        name=info.name, type=info.type, shape=primary.shape if primary else (), activation=str(act),
+        gain=primary.gain if primary else None, mode=mode if scheme in ("kaiming",) else scheme,
+        method=primary.method if primary else "keep", std=primary.std if primary else None,
+        fans=primary.fans if primary else None, params=params, norm=info.norm, residual_end=info.residual_end,
+        pixel_shuffle=info.pixel_shuffle, is_output=info.is_output, notes=list(info.notes),
+    )
+
+
+def _torch_default_param(info: LayerInfo, local: str, owner: nn.Module, attr: str, w: torch.Tensor) -> ParamPlan:
+    """The std PyTorch's constructor gives: kaiming_uniform_(a=sqrt(5)) -> U(+-1/sqrt(torch_fan_in)) for weights and
+    biases of Linear/Conv; MultiheadAttention: xavier_uniform_ in_proj, zero biases; RNNs U(+-1/sqrt(hidden))."""
+    full = f"{info.name}.{local}" if info.name else local
+    m = info.module
+    f = layer_fans(owner, attr) if w.dim() >= 2 else None
+    if isinstance(m, nn.MultiheadAttention):
+        if local in ("in_proj_bias", "out_proj.bias", "bias_k", "bias_v"):
+            std = 0.0 if "bias_" not in local else math.sqrt(2.0 / (1 + w.shape[-1]))
+        elif local == "out_proj.weight":
+            std = 1.0 / math.sqrt(3.0 * w.shape[1])
+        else:
+            std = math.sqrt(2.0 / (w.shape[0] + w.shape[1]))  # xavier_uniform_ with torch's shape fans
+    elif isinstance(m, nn.RNNBase):
+        std = 1.0 / math.sqrt(3.0 * m.hidden_size)
+    elif isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+        std = 1.0
+    elif w.dim() >= 2 and f is not None:
+        std = 1.0 / math.sqrt(3.0 * f.torch_fan_in)
+    else:
+        wt = getattr(owner, "weight", None)
+        fi = layer_fans(owner, "weight").torch_fan_in if isinstance(wt, torch.Tensor) and wt.dim() >= 2 else None
+        std = 1.0 / math.sqrt(3.0 * fi) if fi else None
+    return ParamPlan(full, info.name, tuple(w.shape), "torch_default", f, f.torch_fan_in if f else None,
+                     math.sqrt(1.0 / 3.0) if w.dim() >= 2 else None, 1.0, std, "the module's reset_parameters()")
+
+
+def _current_param(info: LayerInfo, local: str, owner: nn.Module, attr: str, w: torch.Tensor) -> ParamPlan:
+    """The weights as they are now: nothing changes, std is their measured root mean square."""
+    full = f"{info.name}.{local}" if info.name else local
+    f = layer_fans(owner, attr) if w.dim() >= 2 and not w.is_meta else None
+    rms = float(w.detach().double().pow(2).mean().sqrt()) if not w.is_meta else None
+    return ParamPlan(full, info.name, tuple(w.shape), "keep", f, None, None, 1.0, rms, "current weights")
+
+
+def _moments_of(info: LayerInfo, lp: LayerPlan) -> LayerMoments:
+    primary = next((p for p in lp.params if len(p.shape) >= 2), None)
+    m = info.module
+    if primary is None or isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) or not isinstance(
+            m, (*_AFFINE, nn.Embedding, nn.EmbeddingBag)):
+        return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
+    w = dict(m.named_parameters(recurse=False))["weight"]
+    w_ms = primary.std ** 2 if primary.std is not None else float(w.detach().double().pow(2).mean())
+    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+        return LayerMoments(1.0, 1.0, w_ms, kind="embedding")
+    bias = next((p for p in lp.params if p.param.endswith("bias")), None)
+    b_ms = 0.0
+    if bias is not None:
+        if bias.std is not None:
+            b_ms = bias.std ** 2
+        elif getattr(m, "bias", None) is not None:
+            b_ms = float(m.bias.detach().double().pow(2).mean())
+    return LayerMoments(primary.fans.fan_in, primary.fans.fan_out, w_ms, b_ms)
+
+
+def _norm_modules(model: nn.Module, g: Graph) -> dict[str, nn.Module]:
+    names = {n.module for n in g.nodes if n.kind == "norm" and n.module}
+    return {n: m for n, m in model.named_modules() if n in names}
+
+
+def _norm_ms(m: nn.Module, o: _Options, zero: bool) -> tuple[float, float]:
+    w = getattr(m, "weight", None)
+    b = getattr(m, "bias", None)
+    if zero:
+        return 0.0, 0.0
+    if o.norm == "reset" or w is None:
+        return 1.0, 0.0
+    wm = float(w.detach().double().pow(2).mean()) if isinstance(w, torch.Tensor) else 1.0
+    bm = float(b.detach().double().pow(2).mean()) if isinstance(b, torch.Tensor) else 0.0
+    return wm, bm
+
+
+def _input_moments(g: Graph, example_inputs: Any) -> dict[int, float | None]:
+    tensors = _flatten(example_inputs)
+    out: dict[int, float | None] = {}
+    for nid, t in zip(g.input_ids, tensors):
+        out[nid] = float(t.detach().double().pow(2).mean()) if t.is_floating_point() and t.numel() else None
+    return out
+
+
+def _flatten(x: Any) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, dict):
+        return [t for v in x.values() for t in _flatten(v)]
+    if isinstance(x, (list, tuple)):
+        return [t for v in x for t in _flatten(v)]
+    return []
+
+
+def _attach(g: Graph, layers: list[LayerPlan], prop, q0: float) -> None:
+    by_name = {lp.name: lp for lp in layers}
+    for n in g.nodes:
+        if n.kind != "layer" or n.module not in by_name:
+            continue
+        lp = by_name[n.module]
+        if lp.forward is None:  # first call of a reused layer
+            f = prop.forward.get(n.id)
+            lp.forward = f / q0 if f is not None and q0 else None
+            lp.backward = prop.backward.get(n.id)
