@@ -6,6 +6,9 @@ Correct fans for grouped, depthwise, transposed, strided and packed layers; gain
 
 from ._activations import Activation as Activation
 from ._apply import init_ as init_
+from ._candidates import CANDIDATES as CANDIDATES
+from ._candidates import Candidate as Candidate
+from ._candidates import candidate as candidate
 from ._activations import activation_names as activation_names
 from ._activations import resolve_activation as resolve_activation
 from ._fans import Fans as Fans
@@ -39,7 +42,7 @@ from ._plan import plan as plan
 __version__ = "0.1.0"
 
 __all__ = [
-    "SCHEMES", "Graph", "LayerInfo", "LayerPlan", "Node", "ParamPlan", "Plan", "init_", "parse_scheme", "plan",
+    "CANDIDATES", "Candidate", "candidate", "SCHEMES", "Graph", "LayerInfo", "LayerPlan", "Node", "ParamPlan", "Plan", "init_", "parse_scheme", "plan",
     "trace",
     "Activation", "Fans", "Moments", "activation_names", "fans", "gain", "icnr_", "identity_", "kaiming_normal_",
     "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "moments", "orthogonal_", "resolve_activation",

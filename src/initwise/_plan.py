@@ -211,11 +211,12 @@ class _Options:
     bias: str
     norm: str
     exclude: tuple[str, ...]
+    fans: str = "effective"
 
 
 def _check_options(opts: dict[str, Any]) -> _Options:
     allowed = {"gain", "gain_convention", "distribution", "residual_scale", "zero_init_residual", "output_scale",
-               "icnr", "bias", "norm", "exclude"}
+               "icnr", "bias", "norm", "exclude", "fans"}
     extra = sorted(set(opts) - allowed)
     if extra:
         raise TypeError(f"unknown option(s) {', '.join(extra)}; valid: {', '.join(sorted(allowed))}")
@@ -242,8 +243,18 @@ def _check_options(opts: dict[str, Any]) -> _Options:
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     if not all(isinstance(p, str) for p in exclude):
         raise TypeError("exclude must be a pattern string or a sequence of pattern strings (fnmatch syntax)")
+    fans_kind = opts.get("fans", "effective")
+    if fans_kind not in ("effective", "nominal", "torch"):
+        raise ValueError(f"fans must be 'effective', 'nominal' or 'torch' (shape-only, as torch.nn.init), got {fans_kind!r}")
     return _Options(g, conv, dist, opts.get("residual_scale"), bool(opts.get("zero_init_residual", False)),
-                    opts.get("output_scale"), bool(opts.get("icnr", False)), bias, norm, exclude)
+                    opts.get("output_scale"), bool(opts.get("icnr", False)), bias, norm, exclude, fans_kind)
+
+
+def _fan_of(f: Fans, mode: str, kind: str) -> float:
+    if kind == "effective":
+        return f.get(mode)
+    fi, fo = (f.nominal_fan_in, f.nominal_fan_out) if kind == "nominal" else (f.torch_fan_in, f.torch_fan_out)
+    return {"fan_in": fi, "fan_out": fo, "fan_avg": (fi + fo) / 2}[mode]
 
 
 def _gain_for(scheme: str, mode: str, act: Activation, o: _Options) -> float:
@@ -299,14 +310,14 @@ def _param_plan(scheme: str, mode: str, o: _Options, layer: LayerInfo, local: st
     if scheme == "identity" and not _identity_ok(owner, w):
         method, note = "normal", "identity impossible (in != out per group): Kaiming fan_in instead"
         g = _gain_for("kaiming", "fan_in", act, o)
-        fan = f.fan_in
+        fan = _fan_of(f, "fan_in", o.fans)
     elif scheme == "identity":
         method, note, fan = "identity", "", None
     elif scheme == "orthogonal":
         method, note, fan = "orthogonal", "", None
     else:
         method, note = o.distribution, ""
-        fan = f.get("fan_in" if scheme == "lecun" else "fan_avg" if scheme == "xavier" else mode)
+        fan = _fan_of(f, "fan_in" if scheme == "lecun" else "fan_avg" if scheme == "xavier" else mode, o.fans)
     extra = 1.0
     if layer.residual_end and o.residual_scale is not None:
         extra *= o.residual_scale
@@ -351,6 +362,8 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
         icnr: ICNR for convs feeding PixelShuffle.
         bias: ``"zero"`` (default) or ``"keep"``. norm: ``"reset"`` (weight 1, bias 0; default) or ``"keep"``.
         exclude: fnmatch patterns of layer or parameter names to leave untouched (warns if one matches nothing).
+        fans: ``"effective"`` (default: stride, groups, transposition, packing), ``"nominal"`` (stride ignored) or
+            ``"torch"`` (shape-only, exactly what ``torch.nn.init`` uses: reproduces common code).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(16, 3, 3, padding=1))
