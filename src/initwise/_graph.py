@@ -1,0 +1,389 @@
+"""Trace a model once and say, for every parameterized layer, what follows it: activation, norm, residual join.
+
+:func:`trace` runs one forward pass (no ``torch.fx``: Python control flow that depends on the data is fine) and
+returns a :class:`Graph`: the DAG of signal ops in execution order (:class:`Node`) and one :class:`LayerInfo` per
+layer, which is what the planner reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
+
+from ._activations import Activation, resolve_activation
+from ._trace import Node, Recorder, _tensors, module_role
+
+__all__ = ["Graph", "LayerInfo", "Node", "trace"]
+
+_LINEAR = resolve_activation("linear")
+_LOOK = frozenset(("pass", "scale", "shift"))
+
+
+@dataclass
+class LayerInfo:
+    """One parameterized layer and what its output meets (derived from the DAG of its first call).
+
+    ``activation``: the first activation reached through look-through ops, norms and add/sub/cat joins
+    (``through_join`` says a join was passed, as in ResNet's ``relu(x + bn(conv(x)))``); linear if none.
+    ``norm``: the norm on the path to that activation, or without one the first norm before any join.
+    ``consumers``: the next layers reached through any non-layer node. ``residual_end``: the output reaches a
+    residual add/sub as its branch operand through look-through ops, constant scales, activations, norms and the
+    signal side of a gating product; ``residual_scale`` is then the product of the constant factors met
+    (1.0 if none; the sign of a subtraction join is not included), else None. ``pixel_shuffle``: the upscale
+    factor of a pixel shuffle reached through look-through ops only. ``nodes``: one node id per call.
+    """
+
+    name: str
+    module: nn.Module = field(repr=False)
+    type: str
+    order: int
+    calls: int
+    activation: Activation
+    activation_node: int | None
+    norm: str | None
+    consumers: tuple[str, ...]
+    residual_end: bool
+    residual_scale: float | None
+    pixel_shuffle: int | None
+    is_output: bool
+    through_join: bool
+    notes: tuple[str, ...] = ()
+    nodes: tuple[int, ...] = ()  # one node id per call
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "order": self.order, "calls": self.calls,
+                "activation": _act_dict(self.activation), "activation_node": self.activation_node,
+                "norm": self.norm, "consumers": list(self.consumers), "residual_end": self.residual_end,
+                "residual_scale": self.residual_scale, "pixel_shuffle": self.pixel_shuffle,
+                "is_output": self.is_output, "through_join": self.through_join, "notes": list(self.notes),
+                "nodes": list(self.nodes)}
+
+
+@dataclass
+class Graph:
+    """The traced signal path: ``nodes`` (execution order), ``layers`` (execution order of first call), the ops
+    not understood (``unknown``), tied parameter groups and the input/output node ids.
+
+    Iterating yields the layers; ``graph["body.0"]`` is the :class:`LayerInfo` of that dotted name.
+    """
+
+    nodes: list[Node]
+    layers: list[LayerInfo]
+    unknown: list[str]
+    tied: list[tuple[str, ...]]
+    input_ids: tuple[int, ...]
+    output_ids: tuple[int, ...]
+
+    def layer(self, name: str) -> LayerInfo:
+        for info in self.layers:
+            if info.name == name:
+                return info
+        raise KeyError(f"no traced layer named {name!r}; layers: {', '.join(i.name for i in self.layers)}")
+
+    def __getitem__(self, name: str) -> LayerInfo:
+        return self.layer(name)
+
+    def __contains__(self, name: object) -> bool:
+        return any(info.name == name for info in self.layers)
+
+    def __iter__(self) -> Iterator[LayerInfo]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __str__(self) -> str:
+        rows = [("layer", "type", "activation", "norm", "flags")]
+        for i in self.layers:
+            flags = [f"calls={i.calls}"] if i.calls > 1 else []
+            if i.through_join:
+                flags.append("after-join")
+            if i.residual_end:
+                flags.append(f"residual-end(x{i.residual_scale:g})")
+            if i.pixel_shuffle:
+                flags.append(f"pixel-shuffle({i.pixel_shuffle})")
+            if i.is_output:
+                flags.append("output")
+            rows.append((i.name, i.type, str(i.activation), i.norm or "-", " ".join(flags)))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        lines = ["  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4] for r in rows]
+        lines += [f"tied: {', '.join(g)}" for g in self.tied]
+        lines += [f"unknown: {u}" for u in self.unknown]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        nodes = []
+        for n in self.nodes:
+            d = {k: getattr(n, k) for k in ("id", "kind", "op", "module", "factor", "cat_dim", "residual",
+                                            "branch", "skip", "scope", "inplace")}
+            d.update(inputs=list(n.inputs), shape=list(n.shape),
+                     activation=None if n.activation is None else _act_dict(n.activation))
+            nodes.append(d)
+        return {"nodes": nodes, "layers": [i.to_dict() for i in self.layers], "unknown": list(self.unknown),
+                "tied": [list(g) for g in self.tied], "input_ids": list(self.input_ids),
+                "output_ids": list(self.output_ids)}
+
+
+def _act_dict(a: Activation) -> dict[str, Any]:
+    return {"name": a.name, "params": {k: v for k, v in a.params}, "str": str(a), "known": a.known}
+
+
+def trace(model: nn.Module, example_inputs: Any) -> Graph:
+    """Run ``model`` once on ``example_inputs`` and record the dataflow between its parameterized layers.
+
+    The model is left exactly as it was: the pass runs under ``torch.no_grad()`` in the model's own train/eval
+    mode, buffers (BatchNorm running stats), train flags and the RNG state are restored and every hook removed,
+    also when the forward raises. The example inputs are cloned, so in-place ops cannot change them.
+
+    Args:
+        model: any ``nn.Module``; Python control flow in ``forward`` is fine.
+        example_inputs: a tensor, a tuple/list of positional arguments or a dict of keyword arguments.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or the inputs are of another kind.
+        ValueError: a lazy module has not been materialized yet.
+        RuntimeError: the forward failed; names the innermost module running and its input shapes.
+
+    Example:
+        >>> g = trace(nn.Sequential(nn.Linear(4, 8), nn.LeakyReLU(0.2), nn.Linear(8, 2)), torch.zeros(1, 4))
+        >>> str(g["0"].activation), g["2"].is_output
+        ('leaky_relu(negative_slope=0.2)', True)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        args, kwargs = (example_inputs,), {}
+    elif isinstance(example_inputs, (tuple, list)):
+        args, kwargs = tuple(example_inputs), {}
+    elif isinstance(example_inputs, dict):
+        args, kwargs = (), dict(example_inputs)
+    else:
+        raise TypeError("example_inputs must be a tensor, a tuple/list of positional arguments or a dict of "
+                        f"keyword arguments, got {type(example_inputs).__name__}")
+    named = list(model.named_modules())
+    for name, m in named:
+        lazy = any(isinstance(t, (UninitializedParameter, UninitializedBuffer))
+                   for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)))
+        if lazy:
+            raise ValueError(f"module '{name or type(model).__name__}' ({type(m).__name__}) has uninitialized "
+                             "(lazy) parameters; run one forward pass to materialize them before tracing")
+    rec = Recorder({id(m): (name, module_role(m)) for name, m in named})
+    output = _run(model, named, rec, args, kwargs)
+    return _build(model, rec, output)
+
+
+def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict) -> Any:
+    training = [(m, m.training) for _, m in named]
+    with torch.no_grad():
+        buffers = [(m, k, b, b.clone()) for _, m in named for k, b in m._buffers.items() if b is not None]
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        with contextlib.ExitStack() as hooks, torch.no_grad():
+            for _, m in named:
+                hooks.enter_context(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
+                hooks.enter_context(m.register_forward_hook(rec.post_hook, with_kwargs=True, always_call=True))
+            args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+            kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+            for i, (key, v) in enumerate([*enumerate(args), *kwargs.items()]):
+                if isinstance(v, torch.Tensor):
+                    rec.emit("input", "input" if isinstance(key, int) else str(key), (), [v])
+            try:
+                with rec:
+                    return model(*args, **kwargs)
+            except Exception as e:
+                where = rec.failures.get(id(e)) or (next(iter(rec.failures.values()), None) if rec.failures
+                                                    else f"the model ({type(model).__name__})")
+                raise RuntimeError(f"forward failed in {where}: {type(e).__name__}: {e}") from e
+    finally:
+        with torch.no_grad():
+            for m, k, b, saved in buffers:
+                m._buffers[k] = b
+                b.copy_(saved)
+        for m, flag in training:
+            m.training = flag
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
+    input_ids = tuple(n.id for n in rec.nodes if n.kind == "input")
+    outs = []
+    for t in _tensors(output if not hasattr(output, "_asdict") else tuple(output)):
+        n = rec.nid(t)
+        if n is not None:
+            outs.append(rec.emit("output", "output", (n,), []))
+            rec.nodes[-1].shape = tuple(t.shape)
+    nodes = rec.nodes
+    users: list[list[int]] = [[] for _ in nodes]
+    for n in nodes:
+        for i in dict.fromkeys(n.inputs):
+            users[i].append(n.id)
+    modules = dict(model.named_modules())
+    calls: dict[str, list[int]] = {}
+    for n in nodes:
+        if n.kind == "layer":
+            calls.setdefault(n.module, []).append(n.id)
+    layers = [_layer_info(name, modules[name], order, ids, nodes, users) for order, (name, ids) in
+              enumerate(calls.items())]
+    return Graph(nodes, layers, _unknown(nodes, users), _tied(model), input_ids, tuple(outs))
+
+
+def _walk(start: int, users: list[list[int]]) -> Iterator[tuple[int, int]]:
+    """``(node, came_from)`` pairs of the consumers of ``start`` in execution order; ``send(False)`` prunes."""
+    heap = [(u, start) for u in users[start]]
+    heapq.heapify(heap)
+    seen: set[int] = set()
+    while heap:
+        n, src = heapq.heappop(heap)
+        if n in seen:
+            continue
+        seen.add(n)
+        if (yield n, src) is not False:
+            for u in users[n]:
+                heapq.heappush(heap, (u, n))
+
+
+def _layer_info(name: str, module: nn.Module, order: int, ids: list[int], nodes: list[Node],
+                users: list[list[int]]) -> LayerInfo:
+    act_node, norm, through, notes = _activation_after(ids[0], nodes, users)
+    activation = nodes[act_node].activation if act_node is not None else _LINEAR
+    for i in ids[1:]:
+        other = _activation_after(i, nodes, users)[0]
+        a = nodes[other].activation if other is not None else _LINEAR
+        if a != activation:
+            notes.append(f"call at node {i} is followed by {a}, not {activation}")
+    consumers: dict[str, None] = {}
+    is_output = False
+    for i in ids:
+        walk = _walk(i, users)
+        step = next(walk, None)
+        while step is not None:
+            n = nodes[step[0]]
+            is_output |= n.kind == "output"
+            if n.kind == "layer":
+                consumers[n.module] = None
+            step = _send(walk, n.kind != "layer")
+    res = _residual_after(ids[0], nodes, users)
+    return LayerInfo(name, module, type(module).__name__, order, len(ids), activation, act_node, norm,
+                     tuple(consumers), res is not None, res, _shuffle_after(ids[0], nodes, users), is_output,
+                     through, tuple(notes), tuple(ids))
+
+
+def _send(walk: Any, go_on: bool) -> Any:
+    try:
+        return walk.send(go_on)
+    except StopIteration:
+        return None
+
+
+def _activation_after(start: int, nodes: list[Node], users: list[list[int]]) -> tuple[int | None, str | None,
+                                                                                     bool, list[str]]:
+    """First activation reached through look-through ops, norms and add/sub/cat joins: (node, norm, joined, notes).
+
+    The norm reported is the one on the path to that activation, or without an activation the first norm reached
+    before any join.
+    """
+    state: dict[int, tuple[str | None, bool]] = {start: (None, False)}
+    found: list[int] = []
+    plain_norm = None
+    walk = _walk(start, users)
+    step = next(walk, None)
+    while step is not None:
+        n, src = nodes[step[0]], step[1]
+        norm, joined = state[src]
+        go_on = True
+        if n.kind == "act":
+            found.append(n.id)
+            go_on = False
+        elif n.kind == "norm":
+            here = n.module or n.op
+            if not joined and plain_norm is None:
+                plain_norm = here
+            norm = norm or here
+        elif n.kind in ("add", "sub", "cat"):
+            joined = True
+        elif n.kind not in _LOOK:
+            go_on = False
+        state.setdefault(n.id, (norm, joined))
+        step = _send(walk, go_on)
+    if not found:
+        return None, plain_norm, False, []
+    first = found[0]
+    norm, joined = state[first]
+    notes = [f"also followed by {nodes[f].activation} at node {f} (in '{nodes[f].scope}')" for f in found[1:]
+             if nodes[f].activation != nodes[first].activation]
+    return first, norm, joined, notes
+
+
+def _residual_after(start: int, nodes: list[Node], users: list[list[int]]) -> float | None:
+    """Product of the constant factors up to the residual add/sub that the output joins as the branch, or None."""
+    gain: dict[int, float] = {start: 1.0}
+    walk = _walk(start, users)
+    step = next(walk, None)
+    while step is not None:
+        n, src = nodes[step[0]], step[1]
+        g = gain[src] * (n.factor if n.kind == "scale" and n.factor is not None else 1.0)
+        gain[n.id] = g
+        if n.kind in ("add", "sub") and n.residual and n.branch == src:
+            return g
+        go_on = n.kind in _LOOK or n.kind in ("act", "norm") or n.kind == "mul" and n.skip == src
+        step = _send(walk, go_on)
+    return None
+
+
+def _shuffle_after(start: int, nodes: list[Node], users: list[list[int]]) -> int | None:
+    walk = _walk(start, users)
+    step = next(walk, None)
+    while step is not None:
+        n = nodes[step[0]]
+        if n.op == "pixel_shuffle" and n.factor is not None:
+            return int(n.factor)
+        step = _send(walk, n.kind in _LOOK)
+    return None
+
+
+def _unknown(nodes: list[Node], users: list[list[int]]) -> list[str]:
+    """Unknown ops whose result reaches a layer, a norm or an output (a dead end such as the ``x.mean() > 0`` of
+    Python control flow carries no signal and stays a node only)."""
+    live = [False] * len(nodes)
+    for n in reversed(nodes):
+        live[n.id] = n.kind in ("layer", "norm", "output") or any(live[u] for u in users[n.id])
+    out = []
+    for n in nodes:
+        if n.kind == "unknown" and live[n.id]:
+            after = sorted(_producers(n.id, nodes))
+            where = f"'{n.scope}'" if n.scope else "the model's forward"
+            out.append(f"{n.op} in {where} (node {n.id}, consumes the output of {', '.join(after) or 'a constant'})")
+    return out
+
+
+def _producers(start: int, nodes: list[Node]) -> set[str]:
+    """The layers (or inputs) whose output reaches node ``start`` without passing another layer."""
+    found, todo, seen = set(), list(nodes[start].inputs), set()
+    while todo:
+        i = todo.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        n = nodes[i]
+        if n.kind in ("layer", "input"):
+            found.add(f"layer '{n.module}'" if n.kind == "layer" else f"input '{n.op}'")
+        else:
+            todo.extend(n.inputs)
+    return found
+
+
+def _tied(model: nn.Module) -> list[tuple[str, ...]]:
+    groups: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    return [tuple(g) for g in groups.values() if len(g) > 1]

@@ -1,0 +1,387 @@
+"""Record one forward pass as a DAG of signal ops (the engine behind :func:`initwise._graph.trace`).
+
+Module hooks say which module is running; a ``TorchFunctionMode`` sees every torch function and tensor method
+called outside leaf modules. Each produced tensor is mapped to its node by ``id`` (checked against a weak
+reference, so a reused id is never confused with a dead tensor); an in-place op returns the same object and
+simply re-maps it to the new node. Nothing is guessed: an op outside the tables below becomes an ``unknown`` node.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import sys
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ._activations import _FUNCTIONS, Activation, resolve_activation
+
+__all__ = ["Node", "Recorder", "module_role"]
+
+
+@dataclass
+class Node:
+    """One op of the signal DAG, in execution order (``id`` is the position in ``Graph.nodes``).
+
+    ``kind`` is one of "input", "layer", "norm", "act", "pass", "add", "sub", "cat", "mul", "scale", "shift",
+    "output", "unknown". For the binary joins "add"/"sub"/"mul", ``branch`` is the operand that descends from the
+    other one (the residual branch, or the gate of ``x * gate(x)``) and ``skip`` the other; ``residual`` marks
+    an add/sub that rejoins a branch with its own input (or with a one-layer projection of it).
+    """
+
+    id: int
+    kind: str
+    op: str
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    module: str | None = None
+    activation: Activation | None = None
+    factor: float | None = None
+    cat_dim: int | None = None
+    residual: bool = False
+    branch: int | None = None
+    skip: int | None = None
+    scope: str = ""
+    inplace: bool = False
+
+
+def _classes(*names: str) -> tuple[type, ...]:
+    return tuple(c for c in (getattr(nn, n, None) for n in names) if isinstance(c, type))
+
+
+_ACT_MODULES = _classes(
+    "ReLU", "LeakyReLU", "PReLU", "RReLU", "GELU", "SiLU", "Mish", "ELU", "CELU", "SELU", "Tanh", "Sigmoid",
+    "Hardswish", "Hardsigmoid", "Softplus", "Hardtanh", "ReLU6", "Softsign", "Tanhshrink", "LogSigmoid",
+    "Threshold", "Softshrink", "Hardshrink")
+_NORM_MODULES = _classes(
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "LayerNorm", "InstanceNorm1d",
+    "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "LocalResponseNorm", "CrossMapLRN2d",
+    "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d", "LazyInstanceNorm1d", "LazyInstanceNorm2d",
+    "LazyInstanceNorm3d")
+_PASS_MODULES = _classes(
+    "Identity", "Flatten", "Unflatten", "PixelShuffle", "PixelUnshuffle", "Upsample", "ChannelShuffle",
+    "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
+    *(f"{p}{d}d" for p in ("MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "LPPool") for d in (1, 2, 3)),
+    "FractionalMaxPool2d", "FractionalMaxPool3d",
+    *(f"{p}Pad{d}d" for p in ("Zero", "Constant", "Reflection", "Replication", "Circular") for d in (1, 2, 3)))
+
+
+def module_role(m: nn.Module) -> str:
+    """"act", "norm", "pass" (leaf modules recorded as one node), "layer" (leaf with weights) or "through".
+
+    A module with its own parameters is a layer, unless it is a user module whose children hold parameters too
+    (then its own parameters are constants of its forward, e.g. NAFNet's ``beta``, and it is traced through).
+    A user module whose class name contains "Norm" and whose children hold no parameters is a norm.
+    """
+    if isinstance(m, _ACT_MODULES):
+        return "act"
+    if isinstance(m, _NORM_MODULES):
+        return "norm"
+    if isinstance(m, _PASS_MODULES):
+        return "pass"
+    direct = next(m.parameters(recurse=False), None) is not None
+    child_params = any(next(c.parameters(), None) is not None for c in m.children())
+    if "Norm" in type(m).__name__ and not child_params:
+        return "norm"
+    if direct and (type(m).__module__.startswith("torch.") or not child_params):
+        return "layer"
+    return "through"
+
+
+_PASS_OPS = frozenset("""
+view view_as reshape reshape_as permute flatten unflatten transpose t contiguous clone squeeze unsqueeze
+expand expand_as broadcast_to repeat repeat_interleave tile pad constant_pad_nd pixel_shuffle pixel_unshuffle
+channel_shuffle native_channel_shuffle interpolate upsample upsample_nearest upsample_bilinear getitem chunk
+split split_with_sizes tensor_split unbind narrow select index_select movedim moveaxis swapaxes swapdims roll
+flip fliplr flipud rot90 to float double half bfloat16 type type_as cpu cuda detach requires_grad mean
+dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout feature_dropout
+max_pool1d max_pool2d max_pool3d max_pool1d_with_indices max_pool2d_with_indices max_pool3d_with_indices
+avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d
+adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d adaptive_max_pool1d_with_indices
+adaptive_max_pool2d_with_indices adaptive_max_pool3d_with_indices lp_pool1d lp_pool2d lp_pool3d
+fractional_max_pool2d fractional_max_pool3d fractional_max_pool2d_with_indices fractional_max_pool3d_with_indices
+T mT H mH data
+""".split())
+_NORM_OPS = frozenset("layer_norm batch_norm group_norm instance_norm rms_norm local_response_norm normalize".split())
+_CAT_OPS = frozenset(("cat", "concat", "concatenate", "stack"))
+# ops that make a new tensor from another one's shape only: their output carries no signal
+_SOURCE_OPS = frozenset("""zeros_like ones_like empty_like full_like rand_like randn_like randint_like new_zeros
+new_ones new_empty new_full new_tensor size""".split())
+_BINARY = {"add": "add", "sub": "sub", "subtract": "sub", "mul": "mul", "multiply": "mul", "div": "div",
+           "truediv": "div", "true_divide": "div", "divide": "div"}
+# positional parameters after the input, per canonical activation (F signatures; builtins have none to inspect)
+_ACT_POSITIONAL = {"leaky_relu": ("negative_slope", "inplace"), "elu": ("alpha", "inplace"),
+                   "celu": ("alpha", "inplace"), "softplus": ("beta", "threshold"),
+                   "hardtanh": ("min_val", "max_val", "inplace"), "gelu": ("approximate",)}
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", None) or type(func).__name__
+    if name == "__get__":  # a Tensor property such as .T or .data
+        name = getattr(getattr(func, "__self__", None), "__name__", "attribute")
+    return name
+
+
+def _normalize(name: str) -> tuple[str, bool]:
+    """``"__rsub__" -> ("sub", True)`` (reflected), ``"add_" -> ("add", False)``, ``"__getitem__" -> "getitem"``."""
+    reflected = False
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+        if name[:1] in ("r", "i") and name[1:] in _BINARY:
+            reflected, name = name[0] == "r", name[1:]
+    elif name.endswith("_") and not name.startswith("_"):
+        name = name[:-1]
+    return name.lstrip("_"), reflected
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+def _shape(ts: list[torch.Tensor]) -> tuple[int, ...]:
+    return tuple(ts[0].shape) if ts else ()
+
+
+def _factor(v: Any) -> float | None:
+    """A constant multiplier as one number: itself, or the RMS of a constant tensor (second-moment equivalent)."""
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, torch.Tensor) and v.numel() > 0:
+        x = v.detach().double()
+        f = float(x.reshape(())) if x.numel() == 1 else float(x.pow(2).mean().sqrt())
+        return f if f == f and abs(f) != float("inf") else None
+    return None
+
+
+def shapes_str(args: Any) -> str:
+    return ", ".join("x".join(map(str, t.shape)) or "scalar" for t in _tensors(args)) or "no tensors"
+
+
+class Recorder(TorchFunctionMode):
+    """Collects :class:`Node` s while active (as a torch function mode) and while its hooks are registered."""
+
+    def __init__(self, roles: dict[int, tuple[str, str]]) -> None:
+        super().__init__()
+        self.roles = roles  # id(module) -> (dotted name, role)
+        self.nodes: list[Node] = []
+        self.ldepth: list[int] = []  # layers on the longest path from an input, per node
+        self.failures: dict[int, str] = {}  # id(exception) -> where it happened
+        self._map: dict[int, tuple[weakref.ref, int]] = {}
+        self._stack: list[tuple[nn.Module, str, str, Any, bool]] = []  # module, name, role, args, muted
+        self._mute = 0
+
+    # ---- tensors and nodes
+    def nid(self, t: Any) -> int | None:
+        if not isinstance(t, torch.Tensor):
+            return None
+        e = self._map.get(id(t))
+        return e[1] if e is not None and e[0]() is t else None
+
+    def emit(self, kind: str, op: str, inputs: tuple[int, ...], outs: list[torch.Tensor], **kw: Any) -> int:
+        i = len(self.nodes)
+        self.nodes.append(Node(i, kind, op, inputs, _shape(outs), scope=self.scope(), **kw))
+        self.ldepth.append(max((self.ldepth[j] for j in inputs), default=0) + (kind == "layer"))
+        for t in outs:
+            self._map[id(t)] = (weakref.ref(t), i)
+        return i
+
+    def scope(self) -> str:
+        return self._stack[-1][1] if self._stack else ""
+
+    # ---- module hooks
+    def pre_hook(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        name, role = self.roles[id(module)]
+        muted = self._mute > 0
+        self._stack.append((module, name, role, (args, kwargs), muted))
+        if muted or role != "through":
+            self._mute += 1
+
+    def post_hook(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        frame = None
+        while self._stack:
+            frame = self._stack.pop()
+            if frame[4] or frame[2] != "through":
+                self._mute -= 1
+            if frame[0] is module:
+                break
+        if frame is None or frame[0] is not module:
+            return
+        _, name, role, inputs, muted = frame
+        err = sys.exc_info()[1]
+        self._mute += 1  # the code below uses tensor methods: keep it out of the record
+        try:
+            if err is not None and output is None:
+                self.failures.setdefault(id(err), f"'{name}' ({type(module).__name__}, input {shapes_str(inputs)})")
+            elif not muted and role != "through":
+                self._module_node(module, name, role, inputs, output)
+        finally:
+            self._mute -= 1
+
+    def _module_node(self, module: nn.Module, name: str, role: str, inputs: Any, output: Any) -> None:
+        ins = tuple(dict.fromkeys(n for n in map(self.nid, _tensors(inputs)) if n is not None))
+        outs = _tensors(output)
+        if not outs or (not ins and role != "layer"):
+            return
+        op, kw = type(module).__name__, {}
+        if role == "act":
+            kw["activation"] = resolve_activation(module)
+        elif isinstance(module, (nn.PixelShuffle, nn.PixelUnshuffle)):
+            shuffle = isinstance(module, nn.PixelShuffle)
+            op = "pixel_shuffle" if shuffle else "pixel_unshuffle"
+            kw["factor"] = float(module.upscale_factor if shuffle else module.downscale_factor)
+        self.emit(role, op, ins, outs, module=name, **kw)
+
+    # ---- functions and methods
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if self._mute:
+            return result
+        try:
+            self._record(func, args, kwargs, result)
+        except Exception as e:  # a gap in the tracer must not break the user's forward: report it instead
+            ins = tuple(n for n in map(self.nid, _tensors((args, kwargs))) if n is not None)
+            if ins:
+                self.emit("unknown", f"{_op_name(func)} (tracer error: {type(e).__name__}: {e})", ins,
+                          _tensors(result))
+        return result
+
+    def _record(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
+        raw = _op_name(func)
+        name, reflected = _normalize(raw)
+        if name == "setitem":  # x[i] = y mutates x: not understood as a signal op
+            ins = tuple(n for n in map(self.nid, _tensors(args)) if n is not None)
+            if ins and isinstance(args[0], torch.Tensor):
+                self.emit("unknown", raw, ins, [args[0]], inplace=True)
+            return
+        outs = _tensors(result)
+        if not outs or name in _SOURCE_OPS:
+            return
+        a0 = args[0] if args else kwargs.get("input")
+        n0 = self.nid(a0)
+        inplace = result is a0
+        if func in _FUNCTIONS or name in ("rrelu", "prelu"):
+            if n0 is not None:
+                self.emit("act", raw, (n0,), outs, activation=self._activation(func, name, args, kwargs),
+                          inplace=inplace)
+                return
+        elif name in _PASS_OPS or name in _NORM_OPS:
+            if n0 is not None:
+                kw: dict[str, Any] = {}
+                if name in ("pixel_shuffle", "pixel_unshuffle"):
+                    kw["factor"] = float(args[1] if len(args) > 1 else next(iter(kwargs.values())))
+                self.emit("norm" if name in _NORM_OPS else "pass", name, (n0,), outs, inplace=inplace, **kw)
+            return
+        elif name in _CAT_OPS:
+            seq = a0 if isinstance(a0, (list, tuple)) else ()
+            ins = tuple(n for n in map(self.nid, seq) if n is not None)
+            if ins:
+                dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+                self.emit("cat", name, ins, outs, cat_dim=int(dim))
+                return
+        elif name in _BINARY or name in ("neg", "negative", "copy"):
+            if self._binary(_BINARY.get(name, name), reflected, args, kwargs, outs, inplace):
+                return
+        ins = tuple(dict.fromkeys(n for n in map(self.nid, _tensors((args, kwargs))) if n is not None))
+        if ins:
+            self.emit("unknown", raw, ins, outs, inplace=inplace)
+
+    def _activation(self, func: Any, name: str, args: tuple, kwargs: dict) -> Activation:
+        if name == "rrelu":
+            lower = args[1] if len(args) > 1 else kwargs.get("lower", 1.0 / 8)
+            upper = args[2] if len(args) > 2 else kwargs.get("upper", 1.0 / 3)
+            return resolve_activation("leaky_relu", (lower + upper) / 2)
+        if name == "prelu":
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            # same convention as a PReLU module: the RMS of the slopes (see _activations._prelu_slope)
+            return resolve_activation("prelu", float(weight.detach().double().pow(2).mean().sqrt()))
+        canonical = _FUNCTIONS[func]
+        kw = {k: v for k, v in kwargs.items() if k != "inplace"}
+        kw.update((k, v) for k, v in zip(_ACT_POSITIONAL.get(canonical, ()), args[1:]) if k != "inplace")
+        return resolve_activation(functools.partial(func, **kw) if kw else func)
+
+    def _binary(self, op: str, reflected: bool, args: tuple, kwargs: dict, outs: list, inplace: bool) -> bool:
+        a = args[0] if args else kwargs.get("input")
+        b = args[1] if len(args) > 1 else kwargs.get("other")
+        na, nb = self.nid(a), self.nid(b)
+        if op in ("neg", "negative"):
+            if na is None:
+                return False
+            self.emit("scale", "neg", (na,), outs, factor=-1.0, inplace=inplace)
+            return True
+        if op == "copy":  # dst.copy_(src): dst now holds src
+            if nb is not None:
+                self.emit("pass", "copy", (nb,), outs, inplace=True)
+            else:
+                self._map.pop(id(a), None)
+            return True
+        if na is not None and nb is not None:
+            if op == "div":
+                return False
+            alpha = kwargs.get("alpha", 1)
+            if alpha != 1:
+                nb = self.emit("scale", "alpha", (nb,), [], factor=float(alpha))
+            self._join(op, na, nb, outs, inplace)
+            return True
+        n, other = (na, b) if na is not None else (nb, a)
+        if n is None:
+            return False
+        if op in ("add", "sub"):
+            self.emit("shift", "rsub" if reflected or na is None and op == "sub" else op, (n,), outs,
+                      inplace=inplace)
+            return True
+        f = _factor(other)
+        if f is None or op == "div" and (na is None or reflected or f == 0.0):
+            return False
+        if op == "div":
+            f = 1.0 / f if isinstance(other, (int, float)) or other.numel() == 1 else _factor(1.0 / other)
+            if f is None:
+                return False
+        self.emit("scale", op, (n,), outs, factor=f, inplace=inplace)
+        return True
+
+    def _join(self, op: str, na: int, nb: int, outs: list, inplace: bool) -> None:
+        branch = skip = None
+        if na != nb:
+            f = self._lca(na, nb)
+            if f == na or f == nb:
+                skip, branch = (na, nb) if f == na else (nb, na)
+            elif f is not None:  # a projection shortcut: one side has at most one layer, the other more
+                da, db = self.ldepth[na] - self.ldepth[f], self.ldepth[nb] - self.ldepth[f]
+                if min(da, db) <= 1 and da != db:
+                    skip, branch = (na, nb) if da < db else (nb, na)
+        self.emit(op, op, (na, nb), outs, residual=op in ("add", "sub") and branch is not None, branch=branch,
+                  skip=skip, inplace=inplace)
+
+    def _lca(self, a: int, b: int) -> int | None:
+        """The latest common ancestor of nodes a and b (a or b itself when one descends from the other).
+
+        Walks back in decreasing id order: a node's descendants all have larger ids, so its marks are final
+        when it is popped, and the first node marked from both sides is the latest common ancestor.
+        """
+        marks = {a: 1, b: 2}
+        heap = [-max(a, b), -min(a, b)]  # a valid heap: the larger id first
+        while heap:
+            n = -heapq.heappop(heap)
+            m = marks[n]
+            if m == 3:
+                return n
+            for i in self.nodes[n].inputs:
+                old = marks.get(i, 0)
+                if old | m != old:
+                    marks[i] = old | m
+                    if not old:
+                        heapq.heappush(heap, -i)
+        return None
+
