@@ -12,6 +12,11 @@ from ._candidates import candidate as candidate
 from ._activations import activation_names as activation_names
 from ._activations import resolve_activation as resolve_activation
 from ._fans import Fans as Fans
+from ._diagnose import LayerProfile as LayerProfile
+from ._diagnose import Profile as Profile
+from ._diagnose import SchemeProfile as SchemeProfile
+from ._diagnose import Stats as Stats
+from ._diagnose import diagnose as diagnose
 from ._fans import fans as fans
 from ._fans import tensor_fans as tensor_fans
 from ._gains import Moments as Moments
@@ -42,6 +47,7 @@ from ._plan import plan as plan
 __version__ = "0.1.0"
 
 __all__ = [
+    "LayerProfile", "Profile", "SchemeProfile", "Stats", "diagnose",
     "CANDIDATES", "Candidate", "candidate", "SCHEMES", "Graph", "LayerInfo", "LayerPlan", "Node", "ParamPlan", "Plan", "init_", "parse_scheme", "plan",
     "trace",
     "Activation", "Fans", "Moments", "activation_names", "fans", "gain", "icnr_", "identity_", "kaiming_normal_",

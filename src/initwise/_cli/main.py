@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # subcommand name -> module in this package that defines ``add_parser(subparsers)`` and ``run(args) -> int``
-SUBCOMMANDS = {"fans": "fans", "bench": "bench"}
+SUBCOMMANDS = {"fans": "fans", "bench": "bench", "diagnose": "diagnose"}
 DEFAULT = "fans"
 
 

@@ -1,0 +1,580 @@
+"""Measure what an initialization does to the forward signal and the backward gradient, layer by layer.
+
+:func:`diagnose` runs the model once forward and once backward with a :class:`initwise._probe.Probe` attached and
+puts the plan's analytic prediction (:func:`initwise.plan`) beside every measurement, with flags for vanishing,
+exploding, dead and saturated units and for a measurement that departs from its prediction by more than its noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._candidates import Candidate, candidate
+from ._graph import Graph, trace
+from ._plan import Plan, plan as make_plan
+from ._probe import Probe, SiteStats, finish, reduce
+from ._propagate import _EXACT_PASS
+
+__all__ = ["LayerProfile", "Profile", "SchemeProfile", "Stats", "diagnose", "VANISHING", "EXPLODING", "DEAD",
+           "SATURATED", "MISMATCH_Z"]
+
+VANISHING = 1e-2  # forward E[y^2] / E[x^2] (or backward E[dy^2] / E[c^2]) below this: vanishing
+EXPLODING = 1e2  # ... above this: exploding (two decades either way: a 20-layer net at 0.8x or 1.25x per layer)
+DEAD = 0.1  # flag when more than a tenth of a ReLU-like layer's channels are never positive over the batch
+SATURATED = 0.1  # flag when more than a tenth of tanh (|z| > 2.5) / sigmoid (|z| > 5) inputs are saturated
+MISMATCH_Z = 4.0  # departs from the prediction by more than 4 standard errors (two-sided p = 6e-5 if normal)
+_HOMOGENEOUS = frozenset(("linear", "relu", "leaky_relu", "prelu"))
+_MAX_POOLS = frozenset(("max_pool1d", "max_pool2d", "max_pool3d", "MaxPool1d", "MaxPool2d", "MaxPool3d"))
+
+
+@dataclass
+class Stats:
+    """Mean, variance and second moment of one measured tensor (over every element of the batch)."""
+
+    mean: float
+    variance: float
+    second_moment: float
+    count: int
+
+    @classmethod
+    def of(cls, s: SiteStats | None) -> "Stats | None":
+        return None if s is None else cls(s.mean, s.variance, s.second_moment, s.count)
+
+
+@dataclass
+class LayerProfile:
+    """One layer under one scheme: measurements, the plan's predictions, their noise and the flags.
+
+    ``forward`` is the measured ``E[y^2] / E[x^2]`` of the layer's output (pre-activation) relative to the model's
+    input, ``backward`` the measured ``E[dy^2] / E[c^2]`` of the gradient there relative to the cotangent ``c`` at
+    the model's output; ``predicted_*`` are the plan's (:class:`initwise.LayerPlan` ``forward``/``backward``);
+    ``*_noise`` the relative standard error of the measurement (see :func:`diagnose`); ``*_exact`` is False when
+    the prediction passes through an op the analytic rules only approximate.
+    """
+
+    name: str
+    type: str
+    order: int
+    calls: int
+    activation: str
+    fan_in: float | None
+    fan_out: float | None
+    std: float | None
+    output: Stats | None
+    activation_output: Stats | None
+    grad_output: Stats | None
+    weight_grad: Stats | None
+    forward: float | None
+    backward: float | None
+    predicted_forward: float | None
+    predicted_backward: float | None
+    forward_noise: float | None
+    backward_noise: float | None
+    forward_exact: bool
+    backward_exact: bool
+    dead_fraction: float | None = None
+    saturated_fraction: float | None = None
+    flags: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for k in ("output", "activation_output", "grad_output", "weight_grad"):
+            d[k] = None if d[k] is None else vars(d[k]).copy()
+        d["flags"] = list(self.flags)
+        return d
+
+
+@dataclass
+class SchemeProfile:
+    """The profile of the model under one scheme (``"current"``: the weights as they are)."""
+
+    scheme: str
+    description: str
+    layers: list[LayerProfile]
+    input_second_moment: float
+    cotangent_second_moment: float
+    plan: Plan = field(repr=False)
+
+    def __iter__(self) -> Iterator[LayerProfile]:
+        return iter(self.layers)
+
+    def __getitem__(self, name: str) -> LayerProfile:
+        for lp in self.layers:
+            if lp.name == name:
+                return lp
+        raise KeyError(f"no layer {name!r} in the profile; layers: {', '.join(lp.name for lp in self.layers)}")
+
+    @property
+    def flagged(self) -> list[LayerProfile]:
+        return [lp for lp in self.layers if lp.flags]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "description": self.description, "input_second_moment":
+                self.input_second_moment, "cotangent_second_moment": self.cotangent_second_moment,
+                "layers": [lp.to_dict() for lp in self.layers]}
+
+
+@dataclass
+class Profile:
+    """What :func:`diagnose` returns: one :class:`SchemeProfile` per scheme. ``str()`` is a table (80 columns)."""
+
+    runs: list[SchemeProfile]
+    cotangent: str
+    input_shapes: list[list[int]]
+    thresholds: dict[str, float]
+
+    @property
+    def schemes(self) -> list[str]:
+        return [r.scheme for r in self.runs]
+
+    @property
+    def layers(self) -> list[LayerProfile]:
+        """The layers of the only scheme profiled (``profile[scheme].layers`` when there are several)."""
+        if len(self.runs) != 1:
+            raise ValueError(f"{len(self.runs)} schemes were profiled ({', '.join(self.schemes)}): "
+                             "use profile[scheme].layers")
+        return self.runs[0].layers
+
+    def __iter__(self) -> Iterator[SchemeProfile]:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __getitem__(self, scheme: str) -> SchemeProfile:
+        for r in self.runs:
+            if r.scheme == scheme:
+                return r
+        raise KeyError(f"scheme {scheme!r} was not profiled; profiled: {', '.join(self.schemes)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cotangent": self.cotangent, "input_shapes": self.input_shapes, "thresholds": self.thresholds,
+                "schemes": self.schemes, "runs": [r.to_dict() for r in self.runs]}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **{"indent": 2, **kwargs})
+
+    def plot(self, path: Any = None, **kwargs: Any) -> Any:
+        """The signal-propagation plot (needs matplotlib); see :func:`initwise._plot.plot_profile`."""
+        from ._plot import plot_profile
+
+        return plot_profile(self, path, **kwargs)
+
+    def __str__(self) -> str:
+        return profile_table(self)
+
+
+def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tensor] | None = None,
+             schemes: Sequence[str | Candidate] | None = None,
+             generator: torch.Generator | None = None) -> Profile:
+    """Measure forward and backward second moments per layer, beside the plan's analytic prediction.
+
+    One forward and one backward pass per scheme. Per parameterized layer (execution order, first call) the probe
+    reduces inside hooks the layer's output (pre-activation), the output of the activation that follows it, the
+    gradient with respect to the layer's output, and the weight's gradient; nothing is stored per activation.
+
+    The backward signal is, by default, a standard normal cotangent ``c`` at every floating-point output (drawn
+    from ``generator``, the same for every scheme); ``loss(output) -> scalar`` replaces it (the cotangent is then
+    ``dloss/doutput``). Measurements are relative: ``forward = E[y^2] / E[x^2]`` (the input's), ``backward =
+    E[dy^2] / E[c^2]``, as the plan predicts them (He et al., 2015, Eq. 10 and 14).
+
+    Noise: the relative standard error of a layer's forward measurement is the root sum of squares of the standard
+    errors of the realized gains of this layer and the layers before it (each from the spread of its per-channel
+    second moments, floored at the Gaussian-weight value ``sqrt(2 / (fan * channels))``) and of the per-sample
+    spread at this layer; the backward one likewise over the layers after it.
+
+    Flags (thresholds are the module constants): ``forward_vanishing`` / ``forward_exploding`` (forward below
+    ``VANISHING`` = 1e-2 or above ``EXPLODING`` = 1e2), ``backward_vanishing`` / ``backward_exploding``,
+    ``dead`` (more than ``DEAD`` of a ReLU-like activation's channels never positive over the batch),
+    ``saturated`` (more than ``SATURATED`` of tanh inputs beyond +-2.5, sigmoid beyond +-5, read from the output),
+    ``forward_mismatch`` / ``backward_mismatch`` (``|ln(measured / predicted)|`` above ``MISMATCH_Z`` standard
+    errors). Zero padding at image borders is not modelled: small images show it as a departure.
+
+    The model is never changed: parameters, buffers (BatchNorm running stats), ``.grad`` (gradients come from
+    ``torch.autograd.grad``), train/eval mode, ``requires_grad``, the global and CUDA RNG states and hooks are as
+    before, also when the forward, the loss or the backward raises. Schemes are profiled on deep copies. The model
+    runs in its own train/eval mode.
+
+    Args:
+        model: any ``nn.Module``.
+        inputs: a tensor, a tuple/list of positional arguments or a dict of keyword arguments (as
+            :func:`initwise.trace`); a batch of several samples gives the noise estimates something to work with.
+        loss: ``loss(output)`` returning a scalar tensor; None for the random cotangent.
+        schemes: candidate names (:func:`initwise.candidate`: ``"default"``, ``"kaiming_fan_in"``,
+            ``"kaiming_fan_out"``, ``"orthogonal"``, ``"kaiming_fan_in:residual_scale=0.1"``, ...); each is applied
+            to a copy with :meth:`initwise.Plan.apply` and predicted by its own plan. None: the model as it is
+            (plan scheme ``"current"``).
+        generator: draws the cotangent and the schemes' weights; None draws a seed from the global RNG (whose
+            state is restored).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        >>> prof = diagnose(net, torch.randn(32, 64), schemes=["kaiming_fan_in"])
+        >>> [lp.activation for lp in prof["kaiming_fan_in"]]
+        ['relu', 'linear']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if loss is not None and not callable(loss):
+        raise TypeError(f"loss must be a callable output -> scalar tensor, got {type(loss).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if isinstance(schemes, (str, Candidate)):
+        schemes = [schemes]
+    cands = [candidate(s) for s in schemes] if schemes is not None else None
+    if cands is not None and not cands:
+        raise ValueError("schemes is empty: pass None to profile the model as it is, or candidate names")
+    args, kwargs = _split(inputs)
+    saved = _Saved(model)
+    try:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        graph, sliced = _trace_once(model, inputs)
+        for attempt in (0, 1):
+            runs = []
+            for i, cand in enumerate(cands or [None]):
+                saved.restore_rng()  # the same dropout masks for every scheme
+                if cand is None:
+                    p, target, name, desc = make_plan(model, inputs, "current", graph=graph), model, "current", \
+                        "the model's weights as they are"
+                else:
+                    p = make_plan(model, inputs, graph=graph, **cand.plan_kwargs())
+                    target, name, desc = _copy(model), cand.name, cand.description
+                    p.apply(target, generator=torch.Generator().manual_seed(seed + 1 + i))
+                run, consistent = _measure(target, graph, p, args, kwargs, loss, seed, name, desc)
+                if not consistent and sliced and attempt == 0:
+                    break  # the one-sample trace took another path: trace the whole batch and start again
+                runs.append(run)
+            else:
+                break
+            graph, sliced = trace(model, inputs), False
+        shapes = [list(t.shape) for t in _tensors((args, kwargs))]
+        return Profile(runs, "loss" if loss is not None else "random normal", shapes,
+                       {"vanishing": VANISHING, "exploding": EXPLODING, "dead": DEAD, "saturated": SATURATED,
+                        "mismatch_z": MISMATCH_Z})
+    finally:
+        saved.restore()
+
+
+def _split(inputs: Any) -> tuple[tuple, dict]:
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    if isinstance(inputs, dict):
+        return (), dict(inputs)
+    raise TypeError("inputs must be a tensor, a tuple/list of positional arguments or a dict of keyword arguments, "
+                    f"got {type(inputs).__name__}")
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+def _map(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_map(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    return obj
+
+
+class _Saved:
+    """What a forward pass may change behind our back: RNG states, buffers, train flags. Restored on exit."""
+
+    def __init__(self, model: nn.Module) -> None:
+        mods = list(model.modules())
+        self.training = [(m, m.training) for m in mods]
+        with torch.no_grad():
+            self.buffers = [(m, k, b, b.clone()) for m in mods for k, b in m._buffers.items() if b is not None]
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() \
+            else None
+
+    def restore_rng(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for m, k, b, value in self.buffers:
+                m._buffers[k] = b
+                b.copy_(value)
+        for m, flag in self.training:
+            m.training = flag
+        self.restore_rng()
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    try:
+        return copy.deepcopy(model)
+    except Exception as e:
+        raise TypeError(f"schemes are profiled on copies, and copy.deepcopy({type(model).__name__}) failed: "
+                        f"{type(e).__name__}: {e}") from e
+
+
+def _trace_once(model: nn.Module, inputs: Any) -> tuple[Graph, bool]:
+    """Trace on a one-sample slice of the batch (a fraction of a forward) when every input has the same batch size.
+
+    BatchNorm on one sample, or anything else that fails on the slice, falls back to the whole batch; so does a
+    slice whose path differs from the batch's (detected by the probe: layer order or call counts).
+    """
+    ts = _tensors(inputs)
+    n = {t.shape[0] if t.dim() else 0 for t in ts}
+    if len(n) == 1 and next(iter(n)) > 1:
+        try:
+            return trace(model, _map(inputs, lambda t: t[:1])), True
+        except Exception:
+            pass
+    return trace(model, inputs), False
+
+
+def _weight(module: nn.Module) -> torch.Tensor | None:
+    w = getattr(module, "weight", None)
+    if isinstance(w, torch.Tensor) and w.dim() >= 2:
+        return w
+    return next((p for p in module.parameters(recurse=False) if p.dim() >= 2), None)
+
+
+def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict, loss: Any, seed: int, name: str,
+             desc: str) -> tuple[SchemeProfile, bool]:
+    modules = dict(model.named_modules())
+    infos = graph.layers
+    weights = {i.name: _weight(modules[i.name]) for i in infos}
+    wanted = [(n, w) for n, w in weights.items() if w is not None and w.requires_grad]
+    frozen = len(wanted) < len(infos)
+    leaves: list[torch.Tensor] = []
+
+    def prepare(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().clone()
+        if frozen and t.is_floating_point():
+            t.requires_grad_(True)
+            leaves.append(t)
+            return t.clone()  # not a leaf: in-place ops in the model stay legal
+        return t
+
+    args, kwargs = _map(args, prepare), _map(kwargs, prepare)
+    gen = torch.Generator().manual_seed(seed)
+    cot_sites = []
+    with torch.enable_grad():
+        probe = Probe(model, [(i.name, i.activation_node is not None) for i in infos])
+        with probe:
+            out = model(*args, **kwargs)
+        outs = [t for t in _tensors(out) if t.is_floating_point() and t.requires_grad]
+        if not outs:
+            raise RuntimeError(f"the output of {type(model).__name__} does not depend on any parameter or input "
+                               "that requires grad: there is no backward pass to measure")
+        targets = [w for _, w in wanted] + leaves
+        if loss is None:
+            cots = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in outs]
+            cot_sites = [reduce(c, -1) for c in cots]
+            value: Any = outs
+        else:
+            value = loss(out)
+            if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
+                raise TypeError("loss(output) must return a scalar tensor that depends on the output, got "
+                                f"{type(value).__name__}{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}")
+            cots = None
+            for t in outs:
+                t.register_hook(lambda g: cot_sites.append(reduce(g, -1)))
+        grads = torch.autograd.grad(value, targets, cots, allow_unused=True)
+    del out, outs, value
+    results = probe.results()
+    wgrad = dict(zip((n for n, _ in wanted), (reduce(g, -1) if g is not None else None for g in grads)))
+    wsites = [reduce(weights[i.name].detach(), -1) if weights[i.name] is not None else None for i in infos]
+    extra = finish([*(wgrad.get(i.name) for i in infos), *wsites, *cot_sites])
+    k = len(infos)
+    wg, ws, cs = extra[:k], extra[k:2 * k], extra[2 * k:]
+    cot_ms = (sum(c.second_moment * c.count for c in cs) / sum(c.count for c in cs)) if cs else float("nan")
+    observed = sorted((n for n in results if results[n]["calls"]), key=lambda n: probe.order.get(n, 0))
+    consistent = observed == [i.name for i in infos] and all(results[i.name]["calls"] == i.calls for i in infos)
+    layers = _layers(graph, p, results, wg, ws, cot_ms)
+    return SchemeProfile(name, desc, layers, p.input_ms, cot_ms, p), consistent
+
+
+def _exactness(graph: Graph, p: Plan) -> tuple[dict[int, bool], dict[int, bool]]:
+    """Per node: is the predicted forward (backward) second moment there free of approximate rules?
+
+    Approximate: ops outside the exact tables of :mod:`initwise._propagate` (average pooling, interpolation other
+    than nearest, unknown ops), products of two signals, added constants (a shift changes E[x^2]), layers the
+    rules treat as opaque (attention, recurrent), and max pooling in the forward direction (it keeps the largest
+    value of a window: E[max^2] > E[x^2]; its backward routing is exact).
+    """
+    affine = {lp.name for lp in p.layers if lp.forward_gain is not None}
+    nodes = graph.nodes
+
+    def approx(n: Any, forward: bool) -> bool:
+        if n.kind in ("unknown", "mul") or (forward and n.kind == "shift"):
+            return True
+        if n.kind == "pass":
+            return n.op not in _EXACT_PASS or (forward and n.op in _MAX_POOLS)
+        return n.kind == "layer" and n.module not in affine
+
+    fx: dict[int, bool] = {}
+    for n in nodes:
+        fx[n.id] = not approx(n, True) and all(fx.get(i, True) for i in n.inputs)
+    users: dict[int, list[Any]] = {n.id: [] for n in nodes}
+    for n in nodes:
+        for i in dict.fromkeys(n.inputs):
+            users[i].append(n)
+    bx: dict[int, bool] = {}
+    for n in reversed(nodes):
+        ok = True
+        for u in users[n.id]:
+            nonlinear = u.kind == "act" and u.activation is not None and u.activation.name not in _HOMOGENEOUS
+            ok &= not approx(u, False) and bx[u.id] and (not nonlinear or fx.get(n.id, True))
+        bx[n.id] = ok
+    return fx, bx
+
+
+def _noise(own: SiteStats | None, fan: float | None) -> float:
+    """Relative standard error of one layer's realized gain: the spread of its per-channel second moments, floored
+    at the Gaussian-weight value ``sqrt((2 / fan + 2 rho^2) / C)``.
+
+    Channel ``c`` of ``y = W x`` has ``E[y_c^2] = sum_i w_ci^2 Var(x_i) + (w_c . mu)^2``: over weight draws the first
+    term has relative variance ``2 / fan``, the second (a chi-square with one degree of freedom) ``2 rho^2`` with
+    ``rho = |mu|^2 / E[|x|^2]``, which the channel means of ``y`` estimate (``E[(w_c . mu)^2] = Var(w) |mu|^2``).
+    A few channels estimate a spread poorly, hence the floor.
+    """
+    if own is None:
+        return 0.0
+    rho = own.mean_ratio or 0.0
+    floor = math.sqrt((2.0 / fan + 2.0 * rho * rho) / own.channels) if fan else 0.0
+    return max(own.se_channel or 0.0, floor)
+
+
+def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list, ws: list,
+            cot_ms: float) -> list[LayerProfile]:
+    fx, bx = _exactness(graph, p)
+    q0 = p.input_ms or 1.0
+    plans = {lp.name: lp for lp in p.layers}
+    rows: list[LayerProfile] = []
+    for k, info in enumerate(graph.layers):
+        lp, r = plans[info.name], results[info.name]
+        out, act, grad = r["output"], r["activation"], r["grad"]
+        fans = lp.fans
+        rows.append(LayerProfile(
+            name=info.name, type=info.type, order=info.order, calls=r["calls"], activation=str(info.activation),
+            fan_in=fans.fan_in if fans else None, fan_out=fans.fan_out if fans else None,
+            std=math.sqrt(ws[k].second_moment) if ws[k] is not None else None,
+            output=Stats.of(out), activation_output=Stats.of(act), grad_output=Stats.of(grad), weight_grad=Stats.of(wg[k]),
+            forward=out.second_moment / q0 if out is not None else None,
+            backward=grad.second_moment / cot_ms if grad is not None and cot_ms > 0 else None,
+            predicted_forward=lp.forward, predicted_backward=lp.backward, forward_noise=None, backward_noise=None,
+            forward_exact=fx.get(info.nodes[0], False) if info.nodes else False,
+            backward_exact=bx.get(info.nodes[0], False) if info.nodes else False,
+            dead_fraction=act.dead_fraction if act is not None else None,
+            saturated_fraction=act.saturated_fraction if act is not None else None))
+    own_f = [_noise(results[i.name]["output"], rows[k].fan_in) for k, i in enumerate(graph.layers)]
+    own_b = [_noise(results[i.name]["grad"], rows[k].fan_out) for k, i in enumerate(graph.layers)]
+    for k, row in enumerate(rows):
+        out, grad = results[row.name]["output"], results[row.name]["grad"]
+        if out is not None:
+            row.forward_noise = math.sqrt(sum(v * v for v in own_f[:k + 1]) + (out.se_sample or 0.0) ** 2)
+        if grad is not None:
+            row.backward_noise = math.sqrt(sum(v * v for v in own_b[k:]) + (grad.se_sample or 0.0) ** 2)
+        row.flags = _flags(row)
+    return rows
+
+
+def _departs(measured: float | None, predicted: float | None, noise: float | None) -> bool:
+    if measured is None or predicted is None or noise is None or not (measured > 0 and predicted > 0):
+        return bool(measured is not None and predicted is not None and (measured > 0) != (predicted > 0))
+    return abs(math.log(measured / predicted)) > MISMATCH_Z * noise
+
+
+def _flags(r: LayerProfile) -> list[str]:
+    f = []
+    for direction, v in (("forward", r.forward), ("backward", r.backward)):
+        if v is not None and v < VANISHING:
+            f.append(f"{direction}_vanishing")
+        elif v is not None and v > EXPLODING:
+            f.append(f"{direction}_exploding")
+    if r.dead_fraction is not None and r.dead_fraction > DEAD:
+        f.append("dead")
+    if r.saturated_fraction is not None and r.saturated_fraction > SATURATED:
+        f.append("saturated")
+    if _departs(r.forward, r.predicted_forward, r.forward_noise):
+        f.append("forward_mismatch")
+    if _departs(r.backward, r.predicted_backward, r.backward_noise):
+        f.append("backward_mismatch")
+    return f
+
+
+# ---- the table (80 columns)
+
+_CODES = {"forward_vanishing": "f-", "forward_exploding": "f+", "backward_vanishing": "b-",
+          "backward_exploding": "b+", "forward_mismatch": "f?", "backward_mismatch": "b?"}
+_ACT_SHORT = {"linear": "-", "leaky_relu": "lrelu", "hardswish": "hswish", "hardsigmoid": "hsigm", "sigmoid": "sigm",
+              "gelu_tanh": "gelu_t", "softplus": "splus", "hardtanh": "htanh"}
+
+
+def _num(v: float | None, approx: bool = False) -> str:
+    if v is None or v != v:
+        return "-"
+    if v == 0:
+        s = "0"
+    elif 1e-2 <= abs(v) < 1e3:
+        s = f"{v:.3g}"
+    else:
+        m, e = f"{v:.1e}".split("e")
+        s = f"{m}e{int(e)}"
+    return ("~" + s) if approx else s
+
+
+def _cell_flags(r: LayerProfile) -> str:
+    out = [_CODES[f] for f in r.flags if f in _CODES]
+    if "dead" in r.flags:
+        out.append(f"d{100 * r.dead_fraction:.0f}%")
+    if "saturated" in r.flags:
+        out.append(f"s{100 * r.saturated_fraction:.0f}%")
+    return ",".join(out)
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else ".." + text[-(width - 2):]
+
+
+def run_table(run: SchemeProfile) -> str:
+    """One scheme's profile as a table that fits 80 columns (flags abbreviated, legend in :func:`profile_table`)."""
+    header = ["layer", "act", "fan i/o", "std", "fwd", "pred", "bwd", "pred", "flags"]
+    rows = [header]
+    for r in run.layers:
+        act = r.activation.split("(")[0]
+        fans = "-" if r.fan_in is None else f"{r.fan_in:g}/{r.fan_out:g}"
+        rows.append([_short(r.name or "(root)", 16), _short(_ACT_SHORT.get(act, act), 6), _short(fans, 10),
+                     _num(r.std), _num(r.forward), _num(r.predicted_forward, not r.forward_exact),
+                     _num(r.backward), _num(r.predicted_backward, not r.backward_exact), _cell_flags(r)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = set(range(3, 8))
+    lines = [" ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    lines.insert(1, " ".join("-" * w for w in widths))
+    return "\n".join([f"scheme: {run.scheme}" + (f" ({run.description})" if run.description else ""), *lines])
+
+
+def profile_table(profile: Profile) -> str:
+    """Every scheme's table, then the legend."""
+    legend = [
+        "fwd: E[y^2]/E[x^2] at the layer output (pre-activation); bwd: E[dy^2]/E[c^2]",
+        f"there, cotangent c at the output ({profile.cotangent}); pred: the plan's, ~ approximate.",
+        f"flags: f-/f+ b-/b+ vanishing (<{VANISHING:g}) / exploding (>{EXPLODING:g}); f?/b? measured departs",
+        f"from pred by >{MISMATCH_Z:g} std errors; dN% dead ReLU channels; sN% saturated units.",
+    ]
+    return "\n\n".join([*(run_table(r) for r in profile.runs), "\n".join(legend)])
