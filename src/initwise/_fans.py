@@ -147,6 +147,7 @@ def tensor_fans(
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _RNN_GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
+_CELL_GATES = {nn.LSTMCell: 4, nn.GRUCell: 3, nn.RNNCell: 1}
 
 
 def _packed(w: torch.Tensor, blocks: int, rule: str) -> Fans:
@@ -165,8 +166,8 @@ def fans(module: nn.Module, name: str = "weight") -> Fans:
     gradient of input 1, with unit-variance input 2); Conv ``(out, in/g, *k)``: fan_in ``in/g*prod(k)``,
     fan_out ``out/g*prod(k/s)``; ConvTranspose ``(in, out/g, *k)``: fan_in ``in/g*prod(k/s)``, fan_out
     ``out/g*prod(k)``; MultiheadAttention ``in_proj_weight (3E, E)`` per block (fan_out E), ``q/k/v_proj_weight``
-    separately; RNN/LSTM/GRU ``weight_ih_l*``/``weight_hh_l*`` per gate; Embedding ``(num, dim)``: fan_in 1 and
-    fan_out 1 (an output is one looked-up row, so ``Var(y) = Var(w)``; fan_in mode then gives nn.Embedding's
+    separately; RNN/LSTM/GRU ``weight_ih_l*``/``weight_hh_l*`` and their cells' ``weight_ih``/``weight_hh``
+    per gate; Embedding ``(num, dim)``: fan_in 1 and fan_out 1 (an output is one looked-up row, so ``Var(y) = Var(w)``; fan_in mode then gives nn.Embedding's
     own N(0, 1)); any other >= 2-d weight falls back to torch's shape convention (the ``rule`` says so).
 
     Example:
@@ -204,6 +205,9 @@ def fans(module: nn.Module, name: str = "weight") -> Fans:
             return _packed(w, 1, f"MultiheadAttention: {name} (E, dim)")
     for cls, gates in _RNN_GATES.items():
         if isinstance(module, cls) and name.startswith(("weight_ih_l", "weight_hh_l")):
+            return _packed(w, gates, f"{kind}: {name} ({gates}*hidden, in), per gate")
+    for cls, gates in _CELL_GATES.items():
+        if isinstance(module, cls) and name in ("weight_ih", "weight_hh"):
             return _packed(w, gates, f"{kind}: {name} ({gates}*hidden, in), per gate")
     if isinstance(module, (nn.RNNBase,)) and name.startswith("weight_hr_l"):
         return _packed(w, 1, f"{kind}: {name} projection (proj, hidden)")

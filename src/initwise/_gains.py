@@ -6,7 +6,8 @@ needs are the forward second moment ``E[phi(z)^2]``, the variance ``Var[phi(z)]`
 
 - ``"kaiming"``: ``1/sqrt(E[phi(z)^2])`` at q = 1 (He et al., 2015, Eq. 10): ReLU sqrt(2).
 - ``"backward"``: ``1/sqrt(E[phi'(z)^2])`` (He et al., 2015, Eq. 14's factor): ReLU sqrt(2), tanh differs.
-- ``"variance"``: ``1/sqrt(Var[phi(z)])`` (Brock et al., 2021, NF-Net "gamma"): ReLU 1.7139.
+- ``"variance"``: ``1/sqrt(Var[phi(z)])`` (Brock et al., 2021, NF-Net "gamma"): ReLU
+  ``1/sqrt(1/2 - 1/(2 pi)) = 1.7129`` (NF-Net's code lists 1.7139, a Monte Carlo estimate).
 - ``"torch"``: exactly ``torch.nn.init.calculate_gain``'s value, for the activations it knows.
 
 Smooth activations use Gauss-Hermite quadrature (probabilists' nodes, 96 points: exact for polynomials of
@@ -181,7 +182,7 @@ def gain(activation: Any = "relu", convention: Convention = "kaiming", *, param:
 
     Example:
         >>> round(gain("relu"), 4), round(gain("relu", "variance"), 4), gain("tanh", "torch")
-        (1.4142, 1.7139, 1.6666666666666667)
+        (1.4142, 1.7129, 1.6666666666666667)
     """
     if convention not in _CONVENTIONS:
         raise ValueError(f"unknown gain convention {convention!r}; valid: {', '.join(_CONVENTIONS)}")

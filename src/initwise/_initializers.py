@@ -127,8 +127,13 @@ def variance_scaling_(
     if distribution not in _DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}; valid: {', '.join(_DISTRIBUTIONS)}")
     bound = _check_number(bound, "bound", positive=True)
-    fan = resolve_fans(tensor, module, fans).get(mode)
-    std = math.sqrt(scale) / math.sqrt(fan)
+    f = resolve_fans(tensor, module, fans)
+    if mode == "fan_avg":
+        # torch's xavier expression gain * sqrt(2 / (fan_in + fan_out)) (sqrt(g * g) == g exactly in IEEE
+        # arithmetic), so that xavier_* stays bit-equal to torch.nn.init's for the same generator
+        std = math.sqrt(scale) * math.sqrt(2.0 / (f.fan_in + f.fan_out))
+    else:
+        std = math.sqrt(scale) / math.sqrt(f.get(mode))
     if tensor.is_meta:
         return tensor
     with torch.no_grad():
