@@ -566,14 +566,15 @@ def run_table(run: SchemeProfile) -> str:
     lines = [" ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
              for row in rows]
     lines.insert(1, " ".join("-" * w for w in widths))
-    return "\n".join([f"scheme: {run.scheme}" + (f" ({run.description})" if run.description else ""), *lines])
+    title = f"scheme: {run.scheme}" + (f" ({run.description})" if run.description else "")
+    return "\n".join([title if len(title) <= 80 else title[:77] + "...", *lines])
 
 
 def profile_table(profile: Profile) -> str:
     """Every scheme's table, then the legend."""
     legend = [
         "fwd: E[y^2]/E[x^2] at the layer output (pre-activation); bwd: E[dy^2]/E[c^2]",
-        f"there, cotangent c at the output ({profile.cotangent}); pred: the plan's, ~ approximate.",
+        f"there, c = cotangent at the output ({profile.cotangent}); pred: plan's, ~ approx.",
         f"flags: f-/f+ b-/b+ vanishing (<{VANISHING:g}) / exploding (>{EXPLODING:g}); f?/b? measured departs",
         f"from pred by >{MISMATCH_Z:g} std errors; dN% dead ReLU channels; sN% saturated units.",
     ]

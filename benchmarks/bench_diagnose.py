@@ -1,0 +1,105 @@
+"""Benchmark: one diagnose() of a ResNet-50 (25.6M parameters) at batch 8, 3x224x224, against a plain
+forward + backward of the same model and batch (targets: at most 1.3x the wall time, 1.1x the peak memory).
+
+Run: python benchmarks/bench_diagnose.py [--batch 8] [--repeats 2] [--rounds 2]
+
+Method. Every measurement runs in a fresh subprocess (so that peaks are comparable and neither variant inherits
+the other's allocator state), and the two variants alternate, round after round, so that both see the same machine
+load. A subprocess builds the model (seeded) and the input, records its resident set size, runs one untimed pass
+(its peak is what a user pays once) and then ``--repeats`` timed passes; it reports the wall times and
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak resident set: torch's CPU allocations are not seen by
+tracemalloc). Memory is reported two ways: whole-process peak, and the peak above the resident set just before the
+first pass (model, input and interpreter excluded: the cost of the pass itself).
+
+- plain:    ``y = model(x); y.backward(torch.randn_like(y))`` after ``model.zero_grad(set_to_none=True)``;
+- diagnose: ``initwise.diagnose(model, x)`` (the model as it is: one trace of a one-sample slice, the "current"
+  plan, one probed forward, one ``torch.autograd.grad`` backward, the statistics reduced in the hooks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+
+
+def child(variant: str, batch: int, repeats: int) -> None:
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    import initwise as iw
+    from resnet50 import resnet50
+
+    torch.manual_seed(0)
+    model = resnet50()
+    x = torch.randn(batch, 3, 224, 224)
+
+    def plain() -> None:
+        model.zero_grad(set_to_none=True)
+        y = model(x)
+        y.backward(torch.randn_like(y))
+
+    def diag() -> None:
+        iw.diagnose(model, x)
+
+    fn = plain if variant == "plain" else diag
+    base = _rss_kib()
+    fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"variant": variant, "times": times, "peak_kib": peak, "base_kib": base,
+                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2, help="timed passes per subprocess (after one untimed)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating subprocess pairs")
+    ap.add_argument("--child", choices=("plain", "diagnose"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.batch, args.repeats)
+        return
+    res: dict[str, list[dict]] = {"plain": [], "diagnose": []}
+    for r in range(args.rounds):
+        for variant in (("plain", "diagnose") if r % 2 == 0 else ("diagnose", "plain")):
+            out = subprocess.run([sys.executable, __file__, "--child", variant, "--batch", str(args.batch),
+                                  "--repeats", str(args.repeats)], check=True, capture_output=True, text=True)
+            rec = json.loads(out.stdout.strip().splitlines()[-1])
+            res[variant].append(rec)
+            print(f"round {r + 1} {variant:8s} times {', '.join(f'{t:.2f}' for t in rec['times'])} s, "
+                  f"peak {rec['peak_kib'] / 2**20:.2f} GiB (above start {(rec['peak_kib'] - rec['base_kib']) / 2**20:.2f})",
+                  flush=True)
+    t = {v: statistics.median(x for rec in recs for x in rec["times"]) for v, recs in res.items()}
+    peak = {v: statistics.median(rec["peak_kib"] for rec in recs) for v, recs in res.items()}
+    above = {v: statistics.median(rec["peak_kib"] - rec["base_kib"] for rec in recs) for v, recs in res.items()}
+    rec = res["plain"][0]
+    print(f"\nResNet-50, batch {args.batch}x3x224x224, torch {rec['torch']}, {rec['threads']} threads, "
+          f"{args.rounds} rounds x {args.repeats} timed passes")
+    print(f"wall time   plain fwd+bwd {t['plain']:.2f} s   diagnose {t['diagnose']:.2f} s   "
+          f"ratio {t['diagnose'] / t['plain']:.3f}  (target <= 1.3)")
+    print(f"peak memory plain {peak['plain'] / 2**20:.2f} GiB   diagnose {peak['diagnose'] / 2**20:.2f} GiB   "
+          f"ratio {peak['diagnose'] / peak['plain']:.3f}  (target <= 1.1)")
+    print(f"peak above the pre-pass resident set: plain {above['plain'] / 2**20:.2f} GiB   diagnose "
+          f"{above['diagnose'] / 2**20:.2f} GiB   ratio {above['diagnose'] / above['plain']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

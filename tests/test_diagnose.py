@@ -1,0 +1,246 @@
+"""diagnose(): predictions against measurements, flags, schemes, and that the model is never changed."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import initwise as iw
+from zoo_models import PLAIN, ZOO
+
+# plain nets on inputs large enough that zero padding at the borders is a small effect
+_BIG = {"mlp": (128, 16), "vgg": (8, 3, 32, 32), "fsrcnn": (4, 1, 48, 48), "espcn": (4, 1, 40, 40),
+        "functional": (256, 8)}
+
+
+@pytest.mark.parametrize("scheme", ["kaiming_fan_in", "kaiming_fan_out"])
+@pytest.mark.parametrize("name", PLAIN)
+def test_predictions_match_measurements_on_plain_nets(name, scheme):
+    model, _ = ZOO[name]()
+    x = torch.randn(_BIG[name])
+    run = iw.diagnose(model, x, schemes=[scheme], generator=torch.Generator().manual_seed(1))[scheme]
+    checked = 0
+    for lp in run.layers:
+        assert lp.forward is not None and lp.backward is not None
+        if lp.forward_exact:
+            z = abs(math.log(lp.forward / lp.predicted_forward)) / lp.forward_noise
+            assert z <= iw._diagnose.MISMATCH_Z, (lp.name, lp.forward, lp.predicted_forward, lp.forward_noise)
+            assert "forward_mismatch" not in lp.flags
+            checked += 1
+        if lp.backward_exact:
+            z = abs(math.log(lp.backward / lp.predicted_backward)) / lp.backward_noise
+            assert z <= iw._diagnose.MISMATCH_Z, (lp.name, lp.backward, lp.predicted_backward, lp.backward_noise)
+            assert "backward_mismatch" not in lp.flags
+            checked += 1
+    assert checked >= 2
+
+
+def test_noise_is_tight_enough_to_see_a_hidden_factor():
+    """A layer that doubles its weight inside forward (unseen by the plan) is flagged, and only from there on."""
+
+    class Doubled(nn.Linear):
+        def forward(self, x):
+            return F.linear(x, 2 * self.weight, self.bias)
+
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), Doubled(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    run = iw.diagnose(model, torch.randn(256, 32), schemes=["kaiming_fan_in"],
+                      generator=torch.Generator().manual_seed(0))["kaiming_fan_in"]
+    flags = {lp.name: lp.flags for lp in run.layers}
+    assert "forward_mismatch" not in flags["0"]
+    assert "forward_mismatch" in flags["2"] and "forward_mismatch" in flags["4"]
+    assert run["2"].forward / run["2"].predicted_forward == pytest.approx(4.0, rel=0.3)
+
+
+def test_flags_vanishing_exploding_dead_saturated():
+    deep = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(32, 32), nn.ReLU())], nn.Linear(32, 4))
+    x = torch.randn(64, 32)
+    vanish = iw.diagnose(deep, x, schemes=["kaiming_fan_in:gain=0.3"])
+    assert "forward_vanishing" in vanish.layers[-1].flags
+    assert "backward_vanishing" in vanish.layers[0].flags
+    explode = iw.diagnose(deep, x, schemes=["kaiming_fan_in:gain=4"])
+    assert "forward_exploding" in explode.layers[-1].flags
+    dead = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    with torch.no_grad():
+        dead[0].bias[:16] = -100.0
+    lp = iw.diagnose(dead, x).layers[0]
+    assert lp.dead_fraction == pytest.approx(0.5) and "dead" in lp.flags
+    sat = nn.Sequential(nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
+    lp = iw.diagnose(sat, x, schemes=["kaiming_fan_in:gain=8"]).layers[0]
+    assert lp.saturated_fraction > 0.5 and "saturated" in lp.flags
+    assert not iw.diagnose(sat, x, schemes=["lecun"]).layers[0].flags  # z ~ N(0, 1): 1.2% beyond 2.5
+
+
+def test_schemes_use_their_own_plans_and_copies():
+    model, x = ZOO["vgg"]()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prof = iw.diagnose(model, x, schemes=["default", "kaiming_fan_out", "orthogonal"])
+    assert prof.schemes == ["default", "kaiming_fan_out", "orthogonal"]
+    for run in prof:
+        cand = iw.candidate(run.scheme)
+        p = iw.plan(model, x, **cand.plan_kwargs())
+        assert [lp.predicted_forward for lp in run.layers] == pytest.approx([lp.forward for lp in p.layers])
+        assert [lp.predicted_backward for lp in run.layers] == pytest.approx([lp.backward for lp in p.layers])
+    assert prof["kaiming_fan_out"].layers[0].std != pytest.approx(prof["default"].layers[0].std, rel=0.05)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_weight_gradient_and_loss_cotangent():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 3))
+    x = torch.randn(32, 8)
+    run = iw.diagnose(model, x, loss=lambda y: y.pow(2).sum() / 2).runs[0]
+    y = model(x)
+    assert run.cotangent_second_moment == pytest.approx(float(y.detach().pow(2).mean()), rel=1e-5)  # d(y^2/2)/dy = y
+    g0, = torch.autograd.grad(y.pow(2).sum() / 2, [model[0].weight])
+    assert run.layers[0].weight_grad.second_moment == pytest.approx(float(g0.double().pow(2).mean()), rel=1e-4)
+    assert run.layers[0].weight_grad.mean == pytest.approx(float(g0.double().mean()), rel=1e-3, abs=1e-8)
+    assert model[0].weight.grad is None
+
+
+def test_reproducible_with_a_generator_and_json():
+    model, x = ZOO["mlp"]()
+    a = iw.diagnose(model, x, schemes=["kaiming_fan_in"], generator=torch.Generator().manual_seed(5))
+    b = iw.diagnose(model, x, schemes=["kaiming_fan_in"], generator=torch.Generator().manual_seed(5))
+    assert a.to_dict() == b.to_dict()
+    d = json.loads(a.to_json())
+    assert d["schemes"] == ["kaiming_fan_in"] and d["cotangent"] == "random normal"
+    layer = d["runs"][0]["layers"][0]
+    assert layer["name"] == "net.0" and layer["fan_in"] == 16 and layer["output"]["second_moment"] > 0
+    for key in ("forward", "backward", "predicted_forward", "predicted_backward", "forward_noise", "flags"):
+        assert key in layer
+
+
+@pytest.mark.parametrize("name", ["resnet", "edsr", "unet", "transformer"])
+def test_table_fits_80_columns(name):
+    model, x = ZOO[name]()
+    text = str(iw.diagnose(model, x, schemes=["default", "kaiming_fan_in"]))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "kaiming_fan_in" in text and "fwd" in text
+
+
+def test_one_sample_trace_that_takes_another_path_is_redone():
+    class ByBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            for _ in range(x.shape[0]):  # one call on the one-sample slice, four on the batch
+                x = torch.relu(self.a(x))
+            return self.b(x)
+
+    lp = iw.diagnose(ByBatch(), torch.randn(4, 4)).layers[0]
+    assert lp.calls == 4
+
+
+# ---- never mutates the model
+
+
+def _snapshot(model: nn.Module) -> dict:
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
+        "ids": {k: id(v) for k, v in model.state_dict(keep_vars=True).items()},
+        "grad": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+                   len(getattr(m, "_backward_pre_hooks", {}))) for m in model.modules()],
+        "rng": torch.get_rng_state(),
+    }
+
+
+def _assert_same(model: nn.Module, before: dict) -> None:
+    after = _snapshot(model)
+    for k, v in before["state"].items():
+        assert torch.equal(v, after["state"][k]), f"{k} changed"
+    assert before["ids"] == after["ids"]
+    for n, g in before["grad"].items():
+        assert (g is None) == (after["grad"][n] is None), f"{n}.grad appeared/disappeared"
+        assert g is None or torch.equal(g, after["grad"][n]), f"{n}.grad changed"
+    for key in ("training", "requires_grad", "hooks"):
+        assert before[key] == after[key], key
+    assert torch.equal(before["rng"], after["rng"]), "global RNG state changed"
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_never_mutates_zoo_models(name):
+    model, x = ZOO[name]()
+    model.train()
+    if name == "resnet":
+        model.layer1.eval()  # mixed modes stay mixed
+    first = next(model.parameters())
+    first.grad = torch.ones_like(first)  # a .grad present stays as it is; the others stay None
+    list(model.parameters())[-1].requires_grad_(False)  # a frozen parameter stays frozen
+    before = _snapshot(model)
+    with warnings.catch_warnings():
+        if name == "control_flow":  # float(x.mean()) under grad: torch's own warning about the model
+            warnings.simplefilter("ignore", UserWarning)
+        prof = iw.diagnose(model, x, schemes=None if name != "mlp" else ["default", "kaiming_fan_in"])
+    _assert_same(model, before)
+    assert all(r.layers for r in prof)
+
+
+class _Raising(nn.Module):
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        torch.rand(1)  # consumes the global RNG
+        if self.where == "forward" and torch.is_grad_enabled():
+            raise RuntimeError("forward fails on purpose")
+        y = self.head(x)
+        return _FailBackward.apply(y) if self.where == "backward" else y
+
+
+class _FailBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError("backward fails on purpose")
+
+
+@pytest.mark.parametrize("where", ["forward", "loss", "backward"])
+def test_never_mutates_when_something_raises(where):
+    model = _Raising(where).train()
+    model.conv.weight.grad = torch.zeros_like(model.conv.weight)
+    x = torch.randn(2, 3, 8, 8)
+    before = _snapshot(model)
+
+    def loss(y):
+        if where == "loss":
+            raise ValueError("loss fails on purpose")
+        return y.sum()
+
+    with pytest.raises((RuntimeError, ValueError), match="on purpose"):
+        iw.diagnose(model, x, loss=loss, schemes=None)
+    _assert_same(model, before)
+    with pytest.raises((RuntimeError, ValueError), match="on purpose"):
+        iw.diagnose(model, x, loss=loss, schemes=["kaiming_fan_in"])
+    _assert_same(model, before)
+
+
+def test_bad_arguments():
+    model, x = ZOO["mlp"]()
+    with pytest.raises(TypeError, match="nn.Module"):
+        iw.diagnose(lambda t: t, x)
+    with pytest.raises(ValueError, match="unknown candidate"):
+        iw.diagnose(model, x, schemes=["kaiming_fan_sideways"])
+    with pytest.raises(TypeError, match="loss"):
+        iw.diagnose(model, x, loss=3)
+    with pytest.raises(TypeError, match="scalar"):
+        iw.diagnose(model, x, loss=lambda y: y)
