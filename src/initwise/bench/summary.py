@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Row", "TEST_NAME", "format_table", "plot", "psnr_at", "summarize", "welch"]
+__all__ = ["Row", "TEST_NAME", "format_matrix", "format_table", "plot", "psnr_at", "summarize", "welch"]
 
 TEST_NAME = "Welch t-test, two-sided"
 ALPHA = 0.05  # significance level of the marks; conventional, not tuned
@@ -126,12 +126,12 @@ def _p(p: float) -> str:
 
 def format_table(rows: Sequence[Row], *, markdown: bool = False, step: int | None = None) -> str:
     """The summary as an aligned text table (or a Markdown table) with a header saying which test was used."""
-    head = ["task", "model", "scheme", "rank", "PSNR mean +- std", "n", "div", "base", "vs best", "p",
+    head = ["task", "model", "scheme", "rank", "PSNR mean +- std", "n", "div", "base", "vs base", "vs best", "p",
             "vs default", "p", "loss@0", "out std@0", "tgt std", "s/run"]
     body = []
     for r in rows:
         body.append([r.task, r.model, r.scheme, str(r.rank), f"{r.mean:.2f} +- {r.std:.2f}", str(r.n),
-                     str(r.diverged), f"{r.baseline:.2f}", "" if r.rank == 1 else f"{r.d_best:+.2f}", _p(r.p_best),
+                     str(r.diverged), f"{r.baseline:.2f}", f"{r.mean - r.baseline:+.2f}", "" if r.rank == 1 else f"{r.d_best:+.2f}", _p(r.p_best),
                      "" if math.isnan(r.d_default) else f"{r.d_default:+.2f}", _p(r.p_default),
                      f"{r.init_loss:.3g}", f"{r.init_output_std:.3g}", f"{r.init_target_std:.3g}",
                      f"{r.wall_s:.0f}"])
@@ -146,6 +146,32 @@ def format_table(rows: Sequence[Row], *, markdown: bool = False, step: int | Non
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body]]
     return note + "\n" + "\n".join(lines) + "\n"
+
+
+def format_matrix(rows: Sequence[Row], schemes: Sequence[str] | None = None) -> str:
+    """A Markdown matrix, schemes x (task, model): ``mean ± std``; **bold** the best of each model, ``*`` a
+    difference from ``default`` with Welch p < 0.05, ``(k div)`` diverged runs; a last row gives the baseline."""
+    cols = list(dict.fromkeys((r.task, r.model) for r in rows))
+    present = list(dict.fromkeys(r.scheme for r in rows))
+    schemes = [s for s in schemes if s in present] + [s for s in present if s not in schemes] if schemes else present
+    cell = {(r.task, r.model, r.scheme): r for r in rows}
+    lines = ["| scheme | " + " | ".join(f"{m} ({t})" for t, m in cols) + " |", "|---|" + "---|" * len(cols)]
+    for s in schemes:
+        out = []
+        for t, m in cols:
+            r = cell.get((t, m, s))
+            if r is None or r.n == 0:
+                out.append("" if r is None else f"({r.diverged} div)")
+                continue
+            txt = f"{r.mean:.2f} ± {r.std:.2f}" if r.n > 1 else f"{r.mean:.2f}"
+            txt = f"**{txt}**" if r.rank == 1 else txt
+            txt += " *" if not math.isnan(r.p_default) and r.p_default < ALPHA else ""
+            txt += f" ({r.diverged} div)" if r.diverged else ""
+            out.append(txt)
+        lines.append(f"| {s} | " + " | ".join(out) + " |")
+    base = {(r.task, r.model): r.baseline for r in rows}
+    lines.append("| *baseline* | " + " | ".join(f"*{base[c]:.2f}*" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(records: Sequence[dict[str, Any]], path: str, *, title: str | None = None) -> None:
