@@ -470,3 +470,13 @@ def test_stack_concat_identity_upsample_and_user_layers() -> None:
     assert g["gain"].type == "_Gain" and g.unknown == [] and g["b"].consumers == ("gain",)
     assert [(n.op, n.cat_dim) for n in g.nodes if n.kind == "cat"] == [("concat", 1), ("stack", 1)]
     assert [n.module for n in g.nodes if n.kind == "pass" and n.module] == ["idn", "up"]
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_meta_fast_path_gives_the_same_graph_as_the_real_forward(name: str) -> None:
+    model, x = ZOO[name]()
+    fast, real = trace(model, x), trace(model, x, meta=False)
+    key = lambda g: [(n.kind, n.op, n.inputs, n.shape, n.module, str(n.activation), n.factor, n.residual)  # noqa: E731
+                     for n in g.nodes]
+    assert key(fast) == key(real)
+    assert [i.to_dict() for i in fast.layers] == [i.to_dict() for i in real.layers]

@@ -43,7 +43,13 @@ def _torch_default(module: nn.Module, name: str, gen: torch.Generator | None) ->
 
 
 def apply_plan(plan: Any, model: nn.Module, generator: torch.Generator | None = None, seed: int | None = None) -> None:
-    """Initialize ``model`` as ``plan`` says; on any error the model is left exactly as it was."""
+    """Initialize ``model`` as ``plan`` says; on any error the model is left exactly as it was.
+
+    Every new value is drawn into a fresh tensor first; only when all exist are they swapped in by storage
+    assignment (``param.data = new``, what ``Module._apply`` does), so a failure half way changes nothing and no
+    extra copy is made. The Parameter objects stay the same (optimizers keep working); views taken of the old
+    storage before the call keep the old values.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     gen = _generator(generator, seed)
@@ -60,7 +66,7 @@ def apply_plan(plan: Any, model: nn.Module, generator: torch.Generator | None = 
                              f"({'missing' if p is None else f'shape {tuple(p.shape)}'}): plan and model differ")
         owner_name, _, attr = pp.param.rpartition(".")
         owner = modules[owner_name]
-        t = torch.empty_like(p, memory_format=torch.contiguous_format).detach()
+        t = torch.empty_like(p.detach())
         g, extra = pp.gain if pp.gain is not None else 1.0, pp.scale
         if pp.method in ("normal", "uniform", "truncated_normal"):
             variance_scaling_(t, (g * extra) ** 2, "fan_in", pp.method, fans=(pp.fan, pp.fan), generator=gen)
@@ -79,13 +85,13 @@ def apply_plan(plan: Any, model: nn.Module, generator: torch.Generator | None = 
             if pp.layer not in defaults:
                 defaults[pp.layer] = _torch_default(modules[pp.layer], pp.layer, gen)
             local = pp.param[len(pp.layer) + 1:] if pp.layer else pp.param
-            t.copy_(defaults[pp.layer][local])
+            t = defaults[pp.layer][local].detach()
         else:
             raise ValueError(f"unknown method {pp.method!r} for parameter {pp.param!r}")
         new.append((p, t))
-    with torch.no_grad():
-        for p, t in new:
-            p.copy_(t)
+    # every new tensor exists: now swap them in (storage assignment, as Module._apply does: no copy, cannot fail)
+    for p, t in new:
+        p.data = t
 
 
 

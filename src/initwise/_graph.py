@@ -135,7 +135,7 @@ def _act_dict(a: Activation) -> dict[str, Any]:
     return {"name": a.name, "params": {k: v for k, v in a.params}, "str": str(a), "known": a.known}
 
 
-def trace(model: nn.Module, example_inputs: Any) -> Graph:
+def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
     """Run ``model`` once on ``example_inputs`` and record the dataflow between its parameterized layers.
 
     The model is left exactly as it was: the pass runs under ``torch.no_grad()`` in the model's own train/eval
@@ -145,6 +145,9 @@ def trace(model: nn.Module, example_inputs: Any) -> Graph:
     Args:
         model: any ``nn.Module``; Python control flow in ``forward`` is fine.
         example_inputs: a tensor, a tuple/list of positional arguments or a dict of keyword arguments.
+        meta: first try the pass on the meta device (shapes only: a ResNet-50 traces in tens of milliseconds);
+            whenever that fails or meets an op it does not understand, the real forward decides. ``False``
+            always runs the real forward.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module`` or the inputs are of another kind.
@@ -174,13 +177,44 @@ def trace(model: nn.Module, example_inputs: Any) -> Graph:
         if lazy:
             raise ValueError(f"module '{name or type(model).__name__}' ({type(m).__name__}) has uninitialized "
                              "(lazy) parameters; run one forward pass to materialize them before tracing")
-    rec = Recorder({id(m): (name, module_role(m)) for name, m in named})
+    roles = {id(m): (name, module_role(m)) for name, m in named}
+    if meta:
+        # fast path: the same forward on the meta device (shapes only, no arithmetic); anything it cannot do
+        # (data-dependent control flow, values read from tensors, tensors made on another device) or any op it
+        # could not understand sends the trace to the real forward below, so the result never depends on it
+        acts = {id(m): resolve_activation(m) for _, m in named if roles[id(m)][1] == "act"}
+        rec = Recorder(roles, acts)
+        try:
+            output = _run(model, named, rec, args, kwargs, meta=True)
+            graph = _build(model, rec, output)
+            if not any(n.kind == "unknown" for n in graph.nodes):
+                return graph
+        except Exception:  # noqa: BLE001 - any failure on meta means: trace for real
+            pass
+    rec = Recorder(roles)
     output = _run(model, named, rec, args, kwargs)
     return _build(model, rec, output)
 
 
-def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict) -> Any:
+def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    state = {k: torch.empty_like(v, device="meta") for k, v in model.named_parameters(remove_duplicate=False)}
+    state.update({k: torch.empty_like(v, device="meta")
+                  for k, v in model.named_buffers(remove_duplicate=False) if v is not None})
+    return state
+
+
+_TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
+                *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+
+
+def _shape_only(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """A torch norm layer's forward on the meta device: same shape; spares torch's slow Python meta kernels."""
+    return torch.empty_like(input)
+
+
+def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict, meta: bool = False) -> Any:
     training = [(m, m.training) for _, m in named]
+    patched = [m for _, m in named if meta and isinstance(m, _TORCH_NORMS) and "forward" not in m.__dict__]
     with torch.no_grad():
         buffers = [(m, k, b, b.clone()) for _, m in named for k, b in m._buffers.items() if b is not None]
     cpu_rng = torch.get_rng_state()
@@ -190,19 +224,29 @@ def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict
             for _, m in named:
                 hooks.enter_context(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
                 hooks.enter_context(m.register_forward_hook(rec.post_hook, with_kwargs=True, always_call=True))
-            args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
-            kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+            for m in patched:
+                m.__dict__["forward"] = _shape_only
+            move = (lambda t: t.to("meta")) if meta else (lambda t: t.clone())
+            args = tuple(move(a) if isinstance(a, torch.Tensor) else a for a in args)
+            kwargs = {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
             for i, (key, v) in enumerate([*enumerate(args), *kwargs.items()]):
                 if isinstance(v, torch.Tensor):
                     rec.emit("input", "input" if isinstance(key, int) else str(key), (), [v])
             try:
                 with rec:
+                    if meta:
+                        return torch.func.functional_call(model, _meta_state(model), args, kwargs, strict=False,
+                                                          tie_weights=True)
                     return model(*args, **kwargs)
             except Exception as e:
+                if meta:
+                    raise
                 where = rec.failures.get(id(e)) or (next(iter(rec.failures.values()), None) if rec.failures
                                                     else f"the model ({type(model).__name__})")
                 raise RuntimeError(f"forward failed in {where}: {type(e).__name__}: {e}") from e
     finally:
+        for m in patched:
+            m.__dict__.pop("forward", None)
         with torch.no_grad():
             for m, k, b, saved in buffers:
                 m._buffers[k] = b

@@ -403,8 +403,9 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
     prop = propagate(g, layer_ms, norm_ms, input_ms)
     q0 = next((v for v in input_ms.values() if v), 1.0)
     _attach(g, layers, prop, q0)
+    acts = {n.module for n in g.nodes if n.kind == "act" and n.module}
     untouched = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))
-                 and n not in touched and n not in norms and not _is_child_of_layer(n, touched)]
+                 and n not in touched and n not in norms and n not in acts and not _is_child_of_layer(n, touched)]
     out_f = [prop.forward.get(i) for i in g.output_ids]
     options_used = dict(options)
     return Plan(scheme, mode, options_used, layers, g, q0,
@@ -519,7 +520,8 @@ def _moments_of(info: LayerInfo, lp: LayerPlan) -> LayerMoments:
             b_ms = bias.std ** 2
         elif getattr(m, "bias", None) is not None:
             b_ms = float(m.bias.detach().double().pow(2).mean())
-    return LayerMoments(primary.fans.fan_in, primary.fans.fan_out, w_ms, b_ms)
+    f = primary.fans if primary.fans is not None else layer_fans(m, "weight")
+    return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms)
 
 
 def _norm_modules(model: nn.Module, g: Graph) -> dict[str, nn.Module]:
@@ -543,7 +545,8 @@ def _input_moments(g: Graph, example_inputs: Any) -> dict[int, float | None]:
     tensors = _flatten(example_inputs)
     out: dict[int, float | None] = {}
     for nid, t in zip(g.input_ids, tensors):
-        out[nid] = float(t.detach().double().pow(2).mean()) if t.is_floating_point() and t.numel() else None
+        out[nid] = (float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64) ** 2 / t.numel())
+                    if t.is_floating_point() and t.numel() else None)
     return out
 
 

@@ -171,9 +171,10 @@ def shapes_str(args: Any) -> str:
 class Recorder(TorchFunctionMode):
     """Collects :class:`Node` s while active (as a torch function mode) and while its hooks are registered."""
 
-    def __init__(self, roles: dict[int, tuple[str, str]]) -> None:
+    def __init__(self, roles: dict[int, tuple[str, str]], acts: dict[int, Activation] | None = None) -> None:
         super().__init__()
         self.roles = roles  # id(module) -> (dotted name, role)
+        self.acts = acts or {}  # id(module) -> its Activation, read from the real module before a meta-device run
         self.nodes: list[Node] = []
         self.ldepth: list[int] = []  # layers on the longest path from an input, per node
         self.failures: dict[int, str] = {}  # id(exception) -> where it happened
@@ -235,7 +236,7 @@ class Recorder(TorchFunctionMode):
             return
         op, kw = type(module).__name__, {}
         if role == "act":
-            kw["activation"] = resolve_activation(module)
+            kw["activation"] = self.acts.get(id(module)) or resolve_activation(module)
         elif isinstance(module, (nn.PixelShuffle, nn.PixelUnshuffle)):
             shuffle = isinstance(module, nn.PixelShuffle)
             op = "pixel_shuffle" if shuffle else "pixel_unshuffle"
