@@ -30,13 +30,6 @@ N_SE = 4.0  # tolerance in standard errors
 MAX_SE = 0.02  # the relative SE must be this small, so a factor-2 (or s^2, groups) error is >25 SE away
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small kernels on a shared 2-core machine: one intra-op thread avoids OpenMP spin-waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _call(m: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -27,13 +27,6 @@ N_SE = 4.0
 SQRT_2PI = math.sqrt(2 * math.pi)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Elementwise kernels on a shared 2-core machine: one intra-op thread avoids OpenMP spin-waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- closed forms ------------------------------------------------------------------------------------------------

@@ -21,13 +21,6 @@ ROWS, COLS = 400, 500  # 2e5 elements; shape-only fans: fan_in 500, fan_out 400,
 FANS = {"fan_in": 500.0, "fan_out": 400.0, "fan_avg": 450.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small kernels on a shared 2-core machine: one intra-op thread avoids OpenMP spin-waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -55,7 +55,9 @@ def mixed_convnet() -> tuple[nn.Module, torch.Tensor]:
         nn.Conv2d(128, 128, 4, stride=2, padding=1, **c), nn.ReLU(),
         nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.ReLU(),
         nn.Conv2d(64, 3, 3, padding=1, **c),
-    ), torch.randn(2, 3, 32, 32)
+    ), torch.randn(2, 3, 16, 16)
+
+
 
 
 PLAIN_NETS = {"deep_mlp": deep_mlp, "leaky_convnet": leaky_convnet, "mixed_convnet": mixed_convnet}

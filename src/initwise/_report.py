@@ -76,3 +76,38 @@ def plan_table(plan: Any) -> str:
     if plan.graph.unknown:
         notes.append("ops not understood: " + "; ".join(plan.graph.unknown[:5]))
     return "\n".join([head, body, *notes])
+
+
+def _wrap(text: str, width: int = 78, indent: str = "  ") -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ") or [indent]
+
+
+def advice_report(advice: Any) -> str:
+    """The advice as text: the answer in a few lines, then the candidates' evidence, then the model's facts."""
+    rec = advice.recommended
+    lines = [f"Recommendation: {rec.name}  (confidence: {advice.confidence})"]
+    if rec.description:
+        lines += _wrap(rec.description)
+    opts = ", ".join(f"{k}={v!r}" for k, v in rec.options.items())
+    lines.append(f"  initwise.init_(model, example, scheme={rec.scheme!r}, mode={rec.mode!r}"
+                 + (f", {opts}" if opts else "") + ")")
+    lines.append("Why:")
+    for r in advice.reasons:
+        lines += _wrap(r)
+    rows = []
+    trial = any(r.trial_mean is not None for r in advice.results)
+    for r in advice.results:
+        loss = "-" if r.init_loss is None else f"{r.init_loss:.3g}+-{r.init_loss_std:.1g}"
+        row = [r.rank, r.name, loss, r.output_rms, r.min_backward, r.max_backward, "ok" if r.healthy else "NO"]
+        if trial:
+            row.append("-" if r.trial_mean is None else f"{r.trial_mean:.4g}+-{r.trial_std:.1g}")
+        rows.append(row)
+    head = ["#", "candidate", "init loss", "out rms", "bwd min", "bwd max", "ok"] + (["trial"] if trial else [])
+    lines += ["", f"Candidates (initial loss vs {advice.target_kind}; backward relative to the output's):",
+              table(head, rows, right=(0, 3, 4, 5))]
+    lines += ["", "Facts of this model:"]
+    for f in advice.facts:
+        lines += _wrap("- " + f, indent="  ")
+    return "\n".join(lines)

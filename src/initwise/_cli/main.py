@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 
 # subcommand name -> module in this package that defines ``add_parser(subparsers)`` and ``run(args) -> int``
-SUBCOMMANDS = {"fans": "fans", "bench": "bench", "diagnose": "diagnose"}
-DEFAULT = "fans"
+SUBCOMMANDS = {"advise": "advise", "diagnose": "diagnose", "bench": "bench", "fans": "fans"}
+DEFAULT = "advise"
 
 
 class CLIError(Exception):

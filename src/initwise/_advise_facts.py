@@ -1,0 +1,158 @@
+"""The facts of one model that decide its initialization, in words with numbers (used by :func:`initwise.advise`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+from ._diagnose import Profile
+from ._gains import gain
+from ._plan import Plan
+
+__all__ = ["facts"]
+
+_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _why(lp: Any, module: nn.Module, first: bool) -> str:
+    reasons = []
+    if first:
+        reasons.append("first layer (thin input)")
+    if lp.is_output:
+        reasons.append("last layer (thin output)")
+    if lp.pixel_shuffle:
+        reasons.append(f"upsampling conv: out = C*{lp.pixel_shuffle}^2 for PixelShuffle")
+    groups = int(getattr(module, "groups", 1) or 1)
+    if groups > 1:
+        depthwise = groups == getattr(module, "in_channels", -1)
+        reasons.append(("depthwise" if depthwise else f"groups={groups}") + f": torch's fan_out is {groups}x too big")
+    if isinstance(module, _CONVT):
+        reasons.append("transposed: torch swaps fan_in and fan_out")
+    stride = getattr(module, "stride", None)
+    if isinstance(stride, tuple) and any(s > 1 for s in stride):
+        reasons.append(f"stride {stride}")
+    if not reasons:
+        reasons.append("in/out widths differ")
+    return ", ".join(reasons)
+
+
+def _fan_facts(model: nn.Module, base: Plan) -> list[str]:
+    modules = dict(model.named_modules())
+    rows = [(lp, lp.fans.fan_out / lp.fans.fan_in) for lp in base.layers if lp.fans is not None]
+    uneven = [(lp, r) for lp, r in rows if r > 1.5 or r < 1 / 1.5]
+    out = []
+    if uneven:
+        uneven.sort(key=lambda t: -abs(math.log(t[1])))
+        parts = [f"{lp.name} ({lp.type}, fan_in {lp.fans.fan_in:g}, fan_out {lp.fans.fan_out:g}, x{r:.3g}: "
+                 f"{_why(lp, modules[lp.name], lp is base.layers[0])})" for lp, r in uneven[:5]]
+        more = f" and {len(uneven) - 5} more" if len(uneven) > 5 else ""
+        out.append(f"{len(uneven)} of {len(rows)} layers have fan_in != fan_out: " + "; ".join(parts) + more)
+    else:
+        out.append(f"all {len(rows)} layers have fan_in ~= fan_out: fan_in and fan_out differ little for this model")
+    return out
+
+
+def _product_facts(base: Plan, profile: Profile) -> list[str]:
+    out = []
+    first = base.layers[0] if base.layers else None
+    if first is not None and first.backward is not None:
+        line = (f"under fan_in the backward signal reaching the first layer is predicted at {first.backward:.3g}x "
+                "the output's (He et al.'s product of fan_out/fan_in over the layers above)")
+        if "kaiming_fan_in" in profile.schemes:
+            measured = profile["kaiming_fan_in"].layers[0].backward
+            if measured is not None:
+                line += f", measured {measured:.3g}x"
+        out.append(line)
+    if "kaiming_fan_out" in profile.schemes:
+        run = profile["kaiming_fan_out"]
+        pred = run.plan.output_forward
+        last = run.layers[-1].forward if run.layers else None
+        if pred is not None:
+            out.append(f"under fan_out the forward output is predicted at {pred:.3g}x the input's second moment"
+                       + (f" (measured {last:.3g}x at the last layer)" if last is not None else ""))
+    return out
+
+
+def _gain_facts(base: Plan) -> list[str]:
+    acts: dict[str, list[str]] = {}
+    for lp in base.layers:
+        acts.setdefault(lp.activation, []).append(lp.name)
+    out = []
+    relu = gain("relu")
+    for act, layers in acts.items():
+        if act == "linear":
+            continue
+        g = next(lp.gain for lp in base.layers if lp.activation == act)
+        if g is None:
+            continue
+        line = f"{act} follows {len(layers)} layer(s): Kaiming gain {g:.4g}"
+        try:
+            tg = gain(_act_of(base, act), "torch")
+            if abs(tg - g) > 1e-9:
+                line += f" (torch.nn.init.calculate_gain: {tg:.4g})"
+        except ValueError:
+            line += " (torch.nn.init.calculate_gain has no value for it)"
+        if act != "relu":
+            ratio = (relu / g) ** 2
+            if abs(ratio - 1) > 0.01:
+                line += (f"; the common nonlinearity='relu' gives {ratio:.3g}x the variance per layer, "
+                         f"{ratio ** len(layers):.3g}x over {len(layers)}")
+        out.append(line)
+    return out
+
+
+def _act_of(base: Plan, name: str) -> Any:
+    for info in base.graph.layers:
+        if str(info.activation) == name:
+            return info.activation
+    return name
+
+
+def _default_facts(profile: Profile) -> list[str]:
+    if "default" not in profile.schemes:
+        return []
+    run = profile["default"]
+    pred = run.plan.output_forward
+    line = ("PyTorch's default (kaiming_uniform_(a=sqrt(5))) draws Var = 1/(3 fan_in): a third of LeCun's, a sixth of "
+            "He's for ReLU")
+    if pred is not None:
+        line += f"; predicted output second moment {pred:.3g}x the input's"
+    if "kaiming_fan_in" in profile.schemes and profile["kaiming_fan_in"].plan.output_forward is not None:
+        line += f" (Kaiming fan_in: {profile['kaiming_fan_in'].plan.output_forward:.3g}x)"
+    return [line]
+
+
+def _structure_facts(base: Plan) -> list[str]:
+    out = []
+    ends = [lp for lp in base.layers if lp.residual_end]
+    if ends:
+        infos = {i.name: i for i in base.graph.layers}
+        scales = sorted({infos[lp.name].residual_scale for lp in ends if infos[lp.name].residual_scale is not None})
+        unscaled = [lp for lp in ends if (infos[lp.name].residual_scale or 1.0) == 1.0]
+        line = f"{len(ends)} residual branch(es) end in a layer"
+        if scales:
+            line += f" (constant scales on the branch: {', '.join(f'{s:g}' for s in scales)})"
+        if unscaled:
+            line += (f"; {len(unscaled)} unscaled: each adds its variance to the trunk (predicted output "
+                     f"{base.output_forward:.3g}x the input's under Kaiming fan_in); residual scaling or zero-init of "
+                     "the branch ends keeps the trunk near its input")
+        out.append(line)
+    shuffle = [lp.name for lp in base.layers if lp.pixel_shuffle]
+    if shuffle:
+        out.append(f"{', '.join(shuffle)} feed(s) PixelShuffle: ICNR (option icnr=True) starts them "
+                   "checkerboard-free; the candidates here use the plain scheme")
+    normed = [lp.name for lp in base.layers if lp.norm]
+    if normed:
+        out.append(f"{len(normed)} layer(s) are followed by normalization ({normed[0]}, ...): their weight scale does"
+                   " not change the forward pass, only the size of their updates")
+    if base.graph.unknown:
+        out.append("ops not understood (propagation approximate there): " + "; ".join(base.graph.unknown[:3]))
+    return out
+
+
+def facts(model: nn.Module, example: Any, base: Plan, profile: Profile, results: list) -> list[str]:
+    """Everything about this model that bears on the choice, most decisive first."""
+    return [*_structure_facts(base), *_fan_facts(model, base), *_product_facts(base, profile), *_gain_facts(base),
+            *_default_facts(profile)]
