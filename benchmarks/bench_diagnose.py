@@ -1,7 +1,7 @@
 """Benchmark: one diagnose() of a ResNet-50 (25.6M parameters) at batch 8, 3x224x224, against a plain
 forward + backward of the same model and batch (targets: at most 1.3x the wall time, 1.1x the peak memory).
 
-Run: python benchmarks/bench_diagnose.py [--batch 8] [--repeats 2] [--rounds 2]
+Run: python benchmarks/bench_diagnose.py [--batch 8] [--repeats 2] [--rounds 2] [--threads 1]
 
 Method. Every measurement runs in a fresh subprocess (so that peaks are comparable and neither variant inherits
 the other's allocator state), and the two variants alternate, round after round, so that both see the same machine
@@ -10,6 +10,11 @@ load. A subprocess builds the model (seeded) and the input, records its resident
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak resident set: torch's CPU allocations are not seen by
 tracemalloc). Memory is reported two ways: whole-process peak, and the peak above the resident set just before the
 first pass (model, input and interpreter excluded: the cost of the pass itself).
+
+Threads: both variants run with the same ``torch.set_num_threads`` (default 1). On a shared machine whose cores are
+busy with other work, every multi-threaded op waits at an OpenMP barrier for a descheduled thread (about 12 ms per op
+on the 2-core development box, whatever the op's size), which measures the neighbours rather than the code; pass
+``--threads 0`` to keep torch's default on a quiet machine.
 
 - plain:    ``y = model(x); y.backward(torch.randn_like(y))`` after ``model.zero_grad(set_to_none=True)``;
 - diagnose: ``initwise.diagnose(model, x)`` (the model as it is: one trace of a one-sample slice, the "current"
@@ -35,9 +40,11 @@ def _rss_kib() -> int:
         return int(f.read().split()[1]) * resource.getpagesize() // 1024
 
 
-def child(variant: str, batch: int, repeats: int) -> None:
+def child(variant: str, batch: int, repeats: int, threads: int) -> None:
     import torch
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     sys.path.insert(0, str(HERE))
     import initwise as iw
     from resnet50 import resnet50
@@ -72,16 +79,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per subprocess (after one untimed)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating subprocess pairs")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in both variants (0: torch's default)")
     ap.add_argument("--child", choices=("plain", "diagnose"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.batch, args.repeats)
+        child(args.child, args.batch, args.repeats, args.threads)
         return
     res: dict[str, list[dict]] = {"plain": [], "diagnose": []}
     for r in range(args.rounds):
         for variant in (("plain", "diagnose") if r % 2 == 0 else ("diagnose", "plain")):
             out = subprocess.run([sys.executable, __file__, "--child", variant, "--batch", str(args.batch),
-                                  "--repeats", str(args.repeats)], check=True, capture_output=True, text=True)
+                                  "--repeats", str(args.repeats), "--threads", str(args.threads)], check=True, capture_output=True, text=True)
             rec = json.loads(out.stdout.strip().splitlines()[-1])
             res[variant].append(rec)
             print(f"round {r + 1} {variant:8s} times {', '.join(f'{t:.2f}' for t in rec['times'])} s, "

@@ -352,6 +352,11 @@ def _weight(module: nn.Module) -> torch.Tensor | None:
     return next((p for p in module.parameters(recurse=False) if p.dim() >= 2), None)
 
 
+def _reduce_flat(t: torch.Tensor) -> Any:
+    """Moments of a whole tensor (a weight or its gradient): one row per output unit, the fast contiguous path."""
+    return reduce(t.reshape(1, t.shape[0] if t.dim() else 1, -1), 1)
+
+
 def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict, loss: Any, seed: int, name: str,
              desc: str) -> tuple[SchemeProfile, bool]:
     modules = dict(model.named_modules())
@@ -396,8 +401,8 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
         grads = torch.autograd.grad(value, targets, cots, allow_unused=True)
     del out, outs, value
     results = probe.results()
-    wgrad = dict(zip((n for n, _ in wanted), (reduce(g, -1) if g is not None else None for g in grads)))
-    wsites = [reduce(weights[i.name].detach(), -1) if weights[i.name] is not None else None for i in infos]
+    wgrad = dict(zip((n for n, _ in wanted), (_reduce_flat(g) if g is not None else None for g in grads)))
+    wsites = [_reduce_flat(weights[i.name].detach()) if weights[i.name] is not None else None for i in infos]
     extra = finish([*(wgrad.get(i.name) for i in infos), *wsites, *cot_sites])
     k = len(infos)
     wg, ws, cs = extra[:k], extra[k:2 * k], extra[2 * k:]

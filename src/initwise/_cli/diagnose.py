@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     try:
         profile = iw.diagnose(target.model, example, schemes=schemes, generator=gen)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError, TypeError) as e:
         shapes = "x".join(map(str, example.shape)) if isinstance(example, torch.Tensor) else "the example"
         raise CLIError(f"diagnosing {args.target} on input {shapes} failed: {e}") from e
     print(f"{args.target}: input {'x'.join(map(str, profile.input_shapes[0])) if profile.input_shapes else '-'}")
