@@ -257,7 +257,8 @@ def _health(run: SchemeProfile, zero_init: bool) -> tuple[float | None, float | 
         problems.append(f"backward explodes: {hi:.2g} of the output's")
     if lo is not None and hi and lo / hi < 10 ** (-2 * HEALTH):
         worst = min((lp for lp in layers if keep(lp.backward)), key=lambda lp: lp.backward)
-        problems.append(f"backward spreads over {math.log10(hi / lo):.1f} decades ({lo:.2g} at '{worst.name}')")
+        problems.append(f"backward is zero at '{worst.name}'" if lo == 0 else
+                        f"backward spreads over {math.log10(hi / lo):.1f} decades ({lo:.2g} at '{worst.name}')")
     return lo, hi, fmax, problems
 
 

@@ -11,8 +11,8 @@ Rules (independent zero-mean weights; see DESIGN.md, "Analytic propagation"):
   concatenation: forward channel-weighted mean, backward copies; product of two signals: product of moments;
 - ops that only move values (view, permute, pixel shuffle, slicing, nearest upsampling, max pooling): forward
   unchanged, backward scaled by ``numel(out)/numel(in)`` (each input receives that many output gradients on
-  average, or none). Average pooling, interpolation other than nearest, attention and recurrent layers are
-  approximations (``Propagation.approximate`` lists them) and the measurement (``initwise.diagnose``) is the judge.
+  average, or none). Max pooling (forward), average pooling, interpolation other than nearest, attention and
+  recurrent layers are approximations (``Propagation.approximate`` lists them) and the measurement (``initwise.diagnose``) is the judge.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ _HOMOGENEOUS = {"linear", "relu", "leaky_relu", "prelu"}
 _EXACT_PASS = {"view", "reshape", "permute", "transpose", "flatten", "unflatten", "contiguous", "clone", "squeeze",
                "unsqueeze", "pixel_shuffle", "pixel_unshuffle", "PixelShuffle", "PixelUnshuffle", "getitem",
                "__getitem__", "chunk", "split", "unbind", "to", "float", "double", "type", "detach", "identity",
-               "Identity", "dropout", "Dropout", "max_pool1d", "max_pool2d", "max_pool3d", "pad", "expand", "repeat",
-               "Flatten", "Unflatten", "narrow", "select", "MaxPool1d", "MaxPool2d", "MaxPool3d"}
+               "Identity", "dropout", "Dropout", "pad", "expand", "repeat", "Flatten", "Unflatten", "narrow",
+               "select"}  # max pooling is not here: the largest value of a window has a larger second moment
 
 
 @dataclass(frozen=True)
