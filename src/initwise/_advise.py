@@ -35,7 +35,7 @@ from torch import nn
 
 from ._candidates import Candidate, candidate
 from ._diagnose import Profile, SchemeProfile, diagnose
-from ._gains import gain
+from ._nested import tensors
 from ._plan import Plan, plan as make_plan
 
 __all__ = ["Advice", "CandidateResult", "advise", "default_candidates", "HEALTH", "TIE"]
@@ -182,16 +182,9 @@ def _call(model: nn.Module, example: Any) -> Any:
     return model(example)
 
 
-def _first_tensor(example: Any) -> torch.Tensor | None:
-    if isinstance(example, torch.Tensor):
-        return example
-    items = example.values() if isinstance(example, dict) else example if isinstance(example, (tuple, list)) else ()
-    return next((t for t in items if isinstance(t, torch.Tensor)), None)
-
-
 def _proxy_target(example: Any, out: torch.Tensor) -> torch.Tensor | None:
     """For an image-to-image model: the input resized to the output (the identity mapping restoration starts from)."""
-    x = _first_tensor(example)
+    x = next(iter(tensors(example)), None)
     if x is None or not x.is_floating_point() or x.dim() != out.dim() or x.dim() < 3 or x.shape[:2] != out.shape[:2]:
         return None
     if x.shape == out.shape:

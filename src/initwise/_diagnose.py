@@ -22,6 +22,8 @@ from ._graph import Graph, trace
 from ._plan import Plan, plan as make_plan
 from ._probe import Probe, SiteStats, finish, reduce
 from ._propagate import _EXACT_PASS
+from ._nested import map_tensors as _map
+from ._nested import tensors as _tensors
 
 __all__ = ["LayerProfile", "Profile", "SchemeProfile", "Stats", "diagnose", "VANISHING", "EXPLODING", "DEAD",
            "SATURATED", "MISMATCH_Z"]
@@ -272,26 +274,6 @@ def _split(inputs: Any) -> tuple[tuple, dict]:
         return (), dict(inputs)
     raise TypeError("inputs must be a tensor, a tuple/list of positional arguments or a dict of keyword arguments, "
                     f"got {type(inputs).__name__}")
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (tuple, list)):
-        return [t for o in obj for t in _tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
-    return []
-
-
-def _map(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_map(o, fn) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _map(v, fn) for k, v in obj.items()}
-    return obj
 
 
 class _Saved:

@@ -23,6 +23,7 @@ from ._activations import Activation, resolve_activation
 from ._fans import Fans, fans as layer_fans
 from ._gains import gain as activation_gain
 from ._graph import Graph, LayerInfo, trace
+from ._nested import tensors as _nested_tensors
 from ._propagate import LayerMoments, propagate
 
 __all__ = ["Plan", "LayerPlan", "ParamPlan", "plan", "SCHEMES", "parse_scheme"]
@@ -545,22 +546,12 @@ def _norm_ms(m: nn.Module, o: _Options, zero: bool) -> tuple[float, float]:
 
 
 def _input_moments(g: Graph, example_inputs: Any) -> dict[int, float | None]:
-    tensors = _flatten(example_inputs)
+    tensors = _nested_tensors(example_inputs)
     out: dict[int, float | None] = {}
     for nid, t in zip(g.input_ids, tensors):
         out[nid] = (float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64) ** 2 / t.numel())
                     if t.is_floating_point() and t.numel() else None)
     return out
-
-
-def _flatten(x: Any) -> list[torch.Tensor]:
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, dict):
-        return [t for v in x.values() for t in _flatten(v)]
-    if isinstance(x, (list, tuple)):
-        return [t for v in x for t in _flatten(v)]
-    return []
 
 
 def _attach(g: Graph, layers: list[LayerPlan], prop, q0: float) -> None:

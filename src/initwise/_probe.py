@@ -29,6 +29,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ._activations import _FUNCTIONS
+from ._nested import tensors as _tensors
 
 __all__ = ["Probe", "Site", "SiteStats", "channel_dim", "reduce"]
 
@@ -146,16 +147,6 @@ def _op(func: Any) -> str:
     if name[:1] in ("i", "r") and name[1:] in ("add", "sub", "mul", "div", "truediv"):
         name = name[1:]
     return name
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (tuple, list)):
-        return [t for o in obj for t in _tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
-    return []
 
 
 class _Tap(TorchFunctionMode):

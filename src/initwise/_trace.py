@@ -20,6 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ._activations import _FUNCTIONS, Activation, resolve_activation
+from ._nested import tensors as _tensors
 
 __all__ = ["Node", "Recorder", "module_role"]
 
@@ -137,16 +138,6 @@ def _normalize(name: str) -> tuple[str, bool]:
     elif name.endswith("_") and not name.startswith("_"):
         name = name[:-1]
     return name.lstrip("_"), reflected
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (tuple, list)):
-        return [t for o in obj for t in _tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
-    return []
 
 
 def _shape(ts: list[torch.Tensor]) -> tuple[int, ...]:
