@@ -11,13 +11,14 @@ model has residual branches or predicts a residual) on three kinds of evidence:
    image-to-image model without a target, against the input resized to the output: the identity mapping that
    restoration models start from), over several seeds.
 
-Decision rule (DESIGN.md, "what training cares about"): a candidate is *healthy* when its measured backward signal
-(forward relative to the input, backward relative to the output's cotangent) neither vanishes nor explodes at any
-layer (see :func:`_health`). Among healthy candidates
-the one with the lowest initial loss wins: in our pilots and in ``docs/evidence.md`` the step-0 output scale ranks the
-final PSNR of SR and denoising nets, while flat variance alone does not (an EDSR under plain Kaiming starts with an
-output std of ~5 against a residual target of ~0.1). Candidates within seed noise of the winner (Welch t, p > 0.05,
-and less than ``EFFECT`` = 1.5x, or within ``TIE`` = 5%) are reported as equivalent. ``trial=`` settles close calls with short training runs.
+Decision rule (DESIGN.md, "what training cares about"): a candidate is *healthy* when its measured signals
+(forward relative to the input, backward relative to the output's cotangent) neither vanish nor explode (see
+:func:`_health`). Among healthy candidates the one with the lowest initial loss wins: in the pilots of the advise
+issue and in ``docs/evidence.md`` the scale of the step-0 output ranks the final PSNR of SR and denoising nets far
+better than flat variance does (an EDSR under plain Kaiming starts with a large random output that training must
+first undo; a deep DnCNN without BN under PyTorch's default starts with a small output but a dead input path, which
+the health check rejects). Candidates within seed noise of the winner (Welch t, p > 0.05, and less than ``EFFECT``
+= 1.5x apart, or within ``TIE`` = 5%) are reported as equivalent. ``trial=`` settles close calls with short training.
 """
 
 from __future__ import annotations

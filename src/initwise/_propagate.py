@@ -11,7 +11,8 @@ Rules (independent zero-mean weights; see DESIGN.md, "Analytic propagation"):
   concatenation: forward channel-weighted mean, backward copies; product of two signals: product of moments;
 - ops that only move values (view, permute, pixel shuffle, slicing, nearest upsampling, max pooling): forward
   unchanged, backward scaled by ``numel(out)/numel(in)`` (each input receives that many output gradients on
-  average, or none). Max pooling (forward), average pooling, interpolation other than nearest, attention and
+  average, or none). Adding a constant (a mean shift: it changes E[x^2] by the input's mean, which is not
+  tracked), max pooling (forward), average pooling, interpolation other than nearest, attention and
   recurrent layers are approximations (``Propagation.approximate`` lists them) and the measurement (``initwise.diagnose``) is the judge.
 """
 
@@ -108,7 +109,7 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, tup
             q[n.id] = math.prod(ins) if ins else 1.0
         else:  # pass, shift, output, unknown
             q[n.id] = qi
-            if k == "unknown" or (k == "pass" and n.op not in _EXACT_PASS):
+            if k in ("unknown", "shift") or (k == "pass" and n.op not in _EXACT_PASS):
                 prop.approximate.append(f"{n.module or ''}:{n.op}".lstrip(":"))
     _backward(graph, nodes, layers, norms, prop)
     return prop
