@@ -37,7 +37,7 @@ from torch import nn
 from ._candidates import Candidate, candidate
 from ._diagnose import Profile, SchemeProfile, diagnose
 from ._nested import tensors
-from ._plan import Plan, plan as make_plan
+from ._plan import Plan, _identity_ok, plan as make_plan
 
 __all__ = ["Advice", "CandidateResult", "advise", "default_candidates", "HEALTH", "TIE"]
 
@@ -146,23 +146,17 @@ class Advice:
 
 
 def default_candidates(p: Plan) -> list[str]:
-    """The candidates worth comparing for the model behind plan ``p`` (a Kaiming fan_in plan)."""
+    """The candidates worth comparing for the model behind plan ``p`` (a Kaiming fan_in plan): identity when at
+    least half the weight layers are square per group, residual variants when the model has residual branches."""
     names = ["default", "kaiming_fan_in", "kaiming_fan_out", "kaiming_fan_avg", "orthogonal"]
-    if any(lp.method == "identity" or _square(lp) for lp in p.layers) and sum(_square(lp) for lp in p.layers) >= \
-            len(p.layers) / 2:
+    weights = [(i.module, w) for i in p.graph.layers
+               if isinstance(w := getattr(i.module, "weight", None), torch.Tensor) and w.dim() >= 2]
+    if weights and 2 * sum(_identity_ok(m, w) for m, w in weights) >= len(weights):
         names.append("identity")
     if any(lp.residual_end for lp in p.layers):
         names += ["kaiming_fan_in_res0.1", "kaiming_fan_in_zero_res"]
     names.append("kaiming_fan_in_out0.1")
     return names
-
-
-def _square(lp: Any) -> bool:
-    shape = lp.shape
-    if len(shape) < 2:
-        return False
-    groups = 1
-    return shape[0] // groups == shape[1]
 
 
 def _outputs(out: Any) -> torch.Tensor:
