@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ._target import DEFAULT_SHAPE, load_target, make_input, parse_shape
+from ._io import write_plot, write_text
 from .main import CLIError
 
 EPILOG = """examples:
@@ -112,16 +113,9 @@ def run(args: argparse.Namespace) -> int:
           f"{sum(p.numel() for p in target.model.parameters()):,} parameters) on {source}")
     print(advice)
     if args.json:
-        _write(args.json, json.dumps({"target": args.target, "input": source, **advice.to_dict()}, indent=2))
-        print(f"wrote {args.json}")
+        write_text(args.json, json.dumps({"target": args.target, "input": source, **advice.to_dict()}, indent=2))
     if args.plot:
-        try:
-            advice.plot(args.plot)
-        except ImportError as e:
-            raise CLIError(str(e)) from None
-        except (OSError, ValueError) as e:
-            raise CLIError(f"cannot write the plot to {args.plot}: {e}") from None
-        print(f"wrote {args.plot}")
+        write_plot(args.plot, advice.plot)
     if args.save:
         out = Path(args.save)
         if not out.parent.is_dir():
@@ -146,10 +140,3 @@ def _trial(task: Any, steps: int, patch: int, upsample: bool):
         return float("-inf") if r.diverged else float(r.final_psnr)
 
     return run_trial
-
-
-def _write(path: str, text: str) -> None:
-    try:
-        Path(path).write_text(text + "\n")
-    except OSError as e:
-        raise CLIError(f"cannot write {path}: {e}") from None

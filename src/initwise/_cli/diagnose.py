@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
 from ._target import DEFAULT_SHAPE, load_target, make_input, parse_shape
+from ._io import write_plot, write_text
 from .main import CLIError
 
 EPILOG = """examples:
@@ -65,21 +65,7 @@ def run(args: argparse.Namespace) -> int:
     print(profile)
     if args.json:
         data = {"target": args.target, "seed": args.seed, **profile.to_dict()}
-        _write(args.json, json.dumps(data, indent=2))
-        print(f"wrote {args.json}")
+        write_text(args.json, json.dumps(data, indent=2))
     if args.plot:
-        try:
-            profile.plot(args.plot)
-        except ImportError as e:
-            raise CLIError(str(e)) from None
-        except (OSError, ValueError) as e:
-            raise CLIError(f"cannot write the plot to {args.plot}: {e}") from None
-        print(f"wrote {args.plot}")
+        write_plot(args.plot, profile.plot)
     return 0
-
-
-def _write(path: str, text: str) -> None:
-    try:
-        Path(path).write_text(text + "\n")
-    except OSError as e:
-        raise CLIError(f"cannot write {path}: {e}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -79,3 +81,29 @@ def check_channels(in_channels: int) -> None:
     """Raise ``ValueError`` unless ``in_channels`` is 1 (Y or grayscale) or 3 (RGB)."""
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
+
+
+class ResidualSR(nn.Module):
+    """The EDSR/RCAN skeleton: ``add_mean(tail(h + body(h)))`` with ``h = head(sub_mean(x))`` (official structure).
+
+    Attributes:
+        sub_mean, add_mean: fixed ``MeanShift`` (buffers, no parameters), or ``nn.Identity`` when disabled.
+        head: ``conv(c, F, 3)``.
+        body: the blocks made by ``blocks()``, then ``conv(F, F, 3)``.
+        tail: ``Upsampler`` then ``conv(F, c, 3)``.
+    """
+
+    def __init__(self, scale: int, in_channels: int, n_feats: int, blocks: Callable[[], list[nn.Module]],
+                 mean_shift: bool) -> None:
+        super().__init__()
+        check_scale(scale, (2, 3, 4))
+        check_channels(in_channels)
+        self.sub_mean = MeanShift(in_channels, -1) if mean_shift else nn.Identity()
+        self.head = nn.Conv2d(in_channels, n_feats, 3, padding=1)
+        self.body = nn.Sequential(*blocks(), nn.Conv2d(n_feats, n_feats, 3, padding=1))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), nn.Conv2d(n_feats, in_channels, 3, padding=1))
+        self.add_mean = MeanShift(in_channels, +1) if mean_shift else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(self.sub_mean(x))
+        return self.add_mean(self.tail(h + self.body(h)))

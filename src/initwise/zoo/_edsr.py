@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import MeanShift, Upsampler, check_channels, check_scale
+from ._common import ResidualSR
 
 __all__ = ["EDSR", "ResBlock", "edsr"]
 
@@ -39,33 +39,13 @@ class ResBlock(nn.Module):
         return f"res_scale={self.res_scale}"
 
 
-class EDSR(nn.Module):
-    """``add_mean(tail(h + body(h)))`` with ``h = head(sub_mean(x))`` (official EDSR structure).
-
-    Attributes:
-        sub_mean, add_mean: fixed ``MeanShift`` (buffers, no parameters), or ``nn.Identity`` when disabled.
-        head: ``conv(c, F, 3)``.
-        body: ``n_resblocks`` ``ResBlock`` then ``conv(F, F, 3)``.
-        tail: ``Upsampler`` then ``conv(F, c, 3)``.
-    """
+class EDSR(ResidualSR):
+    """EDSR: ``ResidualSR`` with ``n_resblocks`` ``ResBlock`` (conv-ReLU-conv, ``x + res_scale * body(x)``)."""
 
     def __init__(self, scale: int, in_channels: int, n_resblocks: int, n_feats: int, res_scale: float,
                  mean_shift: bool) -> None:
-        super().__init__()
-        check_scale(scale, (2, 3, 4))
-        check_channels(in_channels)
-        self.sub_mean = MeanShift(in_channels, -1) if mean_shift else nn.Identity()
-        self.head = nn.Conv2d(in_channels, n_feats, 3, padding=1)
-        self.body = nn.Sequential(
-            *[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)],
-            nn.Conv2d(n_feats, n_feats, 3, padding=1),
-        )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), nn.Conv2d(n_feats, in_channels, 3, padding=1))
-        self.add_mean = MeanShift(in_channels, +1) if mean_shift else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.head(self.sub_mean(x))
-        return self.add_mean(self.tail(h + self.body(h)))
+        super().__init__(scale, in_channels, n_feats,
+                         lambda: [ResBlock(n_feats, res_scale) for _ in range(n_resblocks)], mean_shift)
 
 
 def edsr(scale: int = 2, *, in_channels: int = 3, preset: str = "small", n_resblocks: int | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import MeanShift, Upsampler, check_channels, check_scale
+from ._common import ResidualSR
 
 __all__ = ["RCAN", "RCAB", "ChannelAttention", "ResidualGroup", "rcan"]
 
@@ -65,26 +65,14 @@ class ResidualGroup(nn.Module):
         return x + self.body(x)
 
 
-class RCAN(nn.Module):
-    """``add_mean(tail(h + body(h)))``, ``h = head(sub_mean(x))``, body = groups then a conv (long skip)."""
+class RCAN(ResidualSR):
+    """RCAN: ``ResidualSR`` with ``n_resgroups`` ``ResidualGroup`` of ``n_resblocks`` channel-attention blocks."""
 
     def __init__(self, scale: int, in_channels: int, n_resgroups: int, n_resblocks: int, n_feats: int,
                  reduction: int, mean_shift: bool) -> None:
-        super().__init__()
-        check_scale(scale, (2, 3, 4))
-        check_channels(in_channels)
-        self.sub_mean = MeanShift(in_channels, -1) if mean_shift else nn.Identity()
-        self.head = nn.Conv2d(in_channels, n_feats, 3, padding=1)
-        self.body = nn.Sequential(
-            *[ResidualGroup(n_feats, n_resblocks, reduction) for _ in range(n_resgroups)],
-            nn.Conv2d(n_feats, n_feats, 3, padding=1),
-        )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), nn.Conv2d(n_feats, in_channels, 3, padding=1))
-        self.add_mean = MeanShift(in_channels, +1) if mean_shift else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.head(self.sub_mean(x))
-        return self.add_mean(self.tail(h + self.body(h)))
+        super().__init__(scale, in_channels, n_feats,
+                         lambda: [ResidualGroup(n_feats, n_resblocks, reduction) for _ in range(n_resgroups)],
+                         mean_shift)
 
 
 def rcan(scale: int = 2, *, in_channels: int = 3, preset: str = "small", n_resgroups: int | None = None,
