@@ -443,6 +443,9 @@ def _run_trial(model, example, cands, results, equivalent, trial, trial_seeds, f
         confidence = "high" if beaten and significant else "medium"
         equivalent = [n for n in tied if n != chosen.name] if top == chosen.name else sorted(
             set(equivalent) | {top} - {chosen.name})
+    reasons = [r for r in reasons if not r.startswith("equivalent for your model")]
+    if equivalent:
+        reasons.append("equivalent in the trial (Welch t, p > 0.05): " + ", ".join(equivalent))
     return chosen, confidence, reasons, equivalent
 
 
