@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -53,14 +53,33 @@ TEST_NOISE_SEED = 0
 TASK_NAMES: tuple[str, ...] = ("sr-x2", "sr-x3", "sr-x4", "denoise-s15", "denoise-s25", "denoise-s50")
 
 
+def _sklearn_image(name: str) -> Any:
+    """scikit-learn's sample JPEG read straight from the installed package (importing sklearn.datasets costs ~1 s);
+    ``load_sample_image`` when the file is not where scikit-learn keeps it."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = next((Path(r) / "datasets" / "images" / f"{name}.jpg" for r in roots
+                 if (Path(r) / "datasets" / "images" / f"{name}.jpg").is_file()), None)
+    if path is not None:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    from sklearn.datasets import load_sample_image
+
+    return load_sample_image(f"{name}.jpg")
+
+
 @functools.lru_cache(maxsize=None)
 def _load_rgb(name: str) -> torch.Tensor:
     import numpy as np
 
     if name in _SKLEARN_IMAGES:
-        from sklearn.datasets import load_sample_image
-
-        arr = load_sample_image(f"{name}.jpg")
+        arr = _sklearn_image(name)
     elif name in TRAIN_IMAGES + TEST_IMAGES + GRAY_IMAGES:
         import skimage.data
 
