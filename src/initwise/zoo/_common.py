@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,3 +108,14 @@ class ResidualSR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(self.sub_mean(x))
         return self.add_mean(self.tail(h + self.body(h)))
+
+
+def preset_values(presets: dict[str, tuple[Any, ...]], preset: str, *overrides: Any) -> tuple[Any, ...]:
+    """The values of ``presets[preset]``, each replaced by its override when that is not None.
+
+    Raises:
+        ValueError: ``preset`` is not a key of ``presets`` (the message lists them).
+    """
+    if preset not in presets:
+        raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
+    return tuple(d if o is None else o for o, d in zip(overrides, presets[preset]))

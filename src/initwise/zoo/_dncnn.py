@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_channels
+from ._common import check_channels, preset_values
 
 __all__ = ["DnCNN", "dncnn"]
 
@@ -70,9 +70,5 @@ def dncnn(*, in_channels: int = 3, preset: str = "small", depth: int | None = No
         >>> dncnn()(torch.zeros(2, 3, 16, 16)).shape
         torch.Size([2, 3, 16, 16])
     """
-    presets = {"small": (8, 32), "paper": (17, 64)}
-    if preset not in presets:
-        raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
-    d, f = presets[preset]
-    return DnCNN(in_channels, depth if depth is not None else d, n_feats if n_feats is not None else f, bn,
-                 return_noise)
+    d, f = preset_values({"small": (8, 32), "paper": (17, 64)}, preset, depth, n_feats)
+    return DnCNN(in_channels, d, f, bn, return_noise)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import ResidualSR
+from ._common import ResidualSR, preset_values
 
 __all__ = ["EDSR", "ResBlock", "edsr"]
 
@@ -73,11 +73,5 @@ def edsr(scale: int = 2, *, in_channels: int = 3, preset: str = "small", n_resbl
         >>> edsr(3)(torch.zeros(1, 3, 8, 8)).shape
         torch.Size([1, 3, 24, 24])
     """
-    if preset not in EDSR_PRESETS:
-        raise ValueError(f"preset must be one of {sorted(EDSR_PRESETS)}, got {preset!r}")
-    b, f, rs = EDSR_PRESETS[preset]
-    return EDSR(scale, in_channels,
-                n_resblocks if n_resblocks is not None else b,
-                n_feats if n_feats is not None else f,
-                res_scale if res_scale is not None else rs,
-                mean_shift)
+    b, f, rs = preset_values(EDSR_PRESETS, preset, n_resblocks, n_feats, res_scale)
+    return EDSR(scale, in_channels, b, f, rs, mean_shift)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import ResidualSR
+from ._common import ResidualSR, preset_values
 
 __all__ = ["RCAN", "RCAB", "ChannelAttention", "ResidualGroup", "rcan"]
 
@@ -100,12 +100,5 @@ def rcan(scale: int = 2, *, in_channels: int = 3, preset: str = "small", n_resgr
         >>> rcan(2)(torch.zeros(1, 3, 8, 8)).shape
         torch.Size([1, 3, 16, 16])
     """
-    if preset not in RCAN_PRESETS:
-        raise ValueError(f"preset must be one of {sorted(RCAN_PRESETS)}, got {preset!r}")
-    g, b, f, r = RCAN_PRESETS[preset]
-    return RCAN(scale, in_channels,
-                n_resgroups if n_resgroups is not None else g,
-                n_resblocks if n_resblocks is not None else b,
-                n_feats if n_feats is not None else f,
-                reduction if reduction is not None else r,
-                mean_shift)
+    g, b, f, r = preset_values(RCAN_PRESETS, preset, n_resgroups, n_resblocks, n_feats, reduction)
+    return RCAN(scale, in_channels, g, b, f, r, mean_shift)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_channels
+from ._common import check_channels, preset_values
 
 __all__ = ["VDSR", "vdsr"]
 
@@ -51,8 +51,5 @@ def vdsr(*, in_channels: int = 1, depth: int | None = None, n_feats: int | None 
         >>> vdsr()(torch.zeros(1, 1, 16, 16)).shape
         torch.Size([1, 1, 16, 16])
     """
-    presets = {"small": (8, 32), "paper": (20, 64)}
-    if preset not in presets:
-        raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
-    d, f = presets[preset]
-    return VDSR(in_channels, depth if depth is not None else d, n_feats if n_feats is not None else f)
+    d, f = preset_values({"small": (8, 32), "paper": (20, 64)}, preset, depth, n_feats)
+    return VDSR(in_channels, d, f)
