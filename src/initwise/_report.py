@@ -91,8 +91,8 @@ def advice_report(advice: Any) -> str:
     if rec.description:
         lines += _wrap(rec.description)
     opts = ", ".join(f"{k}={v!r}" for k, v in rec.options.items())
-    lines.append(f"  initwise.init_(model, example, scheme={rec.scheme!r}, mode={rec.mode!r}"
-                 + (f", {opts}" if opts else "") + ")")
+    mode = f", mode={rec.mode!r}" if rec.scheme == "kaiming" else ""
+    lines.append(f"  initwise.init_(model, example, scheme={rec.scheme!r}{mode}" + (f", {opts}" if opts else "") + ")")
     lines.append("Why:")
     for r in advice.reasons:
         lines += _wrap(r)
