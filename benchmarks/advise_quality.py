@@ -2,7 +2,7 @@
 
 Run: python benchmarks/advise_quality.py [RESULTS.jsonl ...] [--step N]
 
-For every (task, model) of the results files (default: docs/evidence/study.jsonl and docs/evidence/long/results.jsonl),
+For every (task, model) of the results files (default: the main, long and "more" grids of docs/evidence),
 build the model exactly as the study did (zoo small config, luma channels), draw 8 training patches of the study's
 size, and run initwise.advise restricted to the schemes that model was trained with (no trial). Then compare the
 final test PSNR (mean +- std over seeds) of the recommended scheme with the grid's best and with PyTorch's default,
@@ -27,7 +27,8 @@ from initwise.bench.summary import summarize
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="*", default=["docs/evidence/study.jsonl", "docs/evidence/long/results.jsonl"])
+    ap.add_argument("results", nargs="*", default=["docs/evidence/study.jsonl", "docs/evidence/long/results.jsonl",
+                                                   "docs/evidence/more/results.jsonl"])
     ap.add_argument("--step", type=int, default=None, help="compare PSNR after this many steps (default: final)")
     args = ap.parse_args()
     torch.set_num_threads(1)
