@@ -124,6 +124,11 @@ def _p(p: float) -> str:
     return f"{p:.3f}{'*' if p < ALPHA else ''}" if p >= 0.001 else "<0.001*"
 
 
+def _ns(rows: Sequence[Row]) -> str:
+    ns = sorted({r.n for r in rows})
+    return str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}" if ns else "0"
+
+
 def format_table(rows: Sequence[Row], *, markdown: bool = False, step: int | None = None) -> str:
     """The summary as an aligned text table (or a Markdown table) with a header saying which test was used."""
     head = ["task", "model", "scheme", "rank", "PSNR mean +- std", "n", "div", "base", "vs base", "vs best", "p",
@@ -137,8 +142,8 @@ def format_table(rows: Sequence[Row], *, markdown: bool = False, step: int | Non
                      f"{r.wall_s:.0f}"])
     at = "final step" if step is None else f"step {step}"
     note = (f"test PSNR (dB) at the {at}, mean +- sample std over seeds; base = bicubic / noisy input. "
-            f"p: {TEST_NAME} (Welch 1947), '*' p < {ALPHA}; n = 3 seeds gives low power, no multiple-comparison "
-            "correction.")
+            f"p: {TEST_NAME} (Welch 1947), '*' p < {ALPHA}; n = {_ns(rows)} seeds per cell: low power, no "
+            "multiple-comparison correction.")
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(c.replace("+-", "±") for c in row) + " |" for row in body]
