@@ -196,6 +196,16 @@ def run_one(spec: RunSpec, num_threads: int | None = None) -> dict[str, Any]:
     return rec
 
 
+def _sink(rf: "ResultsFile", on_record: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
+    """Append each finished record to ``rf`` at once, then tell ``on_record``."""
+    def sink(rec: dict[str, Any]) -> None:
+        rf.append(rec)
+        if on_record is not None:
+            on_record(rec)
+
+    return sink
+
+
 class ResultsFile:
     """A JSONL file of run records, appended one line at a time with flush + fsync.
 
@@ -309,12 +319,7 @@ def run_grid(specs: Sequence[RunSpec], results: str | os.PathLike[str], *, worke
     if on_start is not None:
         on_start(len(todo), len(specs))
 
-    def sink(rec: dict[str, Any]) -> None:
-        rf.append(rec)
-        if on_record is not None:
-            on_record(rec)
-
-    execute(todo, sink, workers=workers, num_threads=num_threads)
+    execute(todo, _sink(rf, on_record), workers=workers, num_threads=num_threads)
     return GridReport(len(todo), len(specs) - len(todo), _select(rf.records(), specs))
 
 
@@ -379,12 +384,7 @@ def run_distributed(specs: Sequence[RunSpec], results: str | os.PathLike[str], *
         if on_start is not None:
             on_start(len(todo), len(mine))
 
-        def sink(rec: dict[str, Any]) -> None:
-            shard.append(rec)
-            if on_record is not None:
-                on_record(rec)
-
-        execute(todo, sink, workers=workers, num_threads=num_threads)
+        execute(todo, _sink(shard, on_record), workers=workers, num_threads=num_threads)
         own = _select(shard.records(), mine)
         gathered: list[Any] | None = [None] * world if rank == 0 else None
         dist.gather_object(own, gathered, dst=0)

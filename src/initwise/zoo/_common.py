@@ -119,3 +119,18 @@ def preset_values(presets: dict[str, tuple[Any, ...]], preset: str, *overrides: 
     if preset not in presets:
         raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
     return tuple(d if o is None else o for o, d in zip(overrides, presets[preset]))
+
+
+def conv_chain(in_channels: int, depth: int, n_feats: int, bn: bool = False) -> nn.Sequential:
+    """The VDSR/DnCNN body: ``depth`` 3x3 convs, ReLU after all but the last, BatchNorm (bias-free convs) in the
+    middle ones when ``bn``; ``in_channels -> n_feats -> ... -> in_channels``."""
+    if depth < 2:
+        raise ValueError(f"depth must be >= 2, got {depth!r}")
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, n_feats, 3, padding=1), nn.ReLU()]
+    for _ in range(depth - 2):
+        layers.append(nn.Conv2d(n_feats, n_feats, 3, padding=1, bias=not bn))
+        if bn:
+            layers.append(nn.BatchNorm2d(n_feats))
+        layers.append(nn.ReLU())
+    layers.append(nn.Conv2d(n_feats, in_channels, 3, padding=1))
+    return nn.Sequential(*layers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_channels, preset_values
+from ._common import check_channels, conv_chain, preset_values
 
 __all__ = ["DnCNN", "dncnn"]
 
@@ -24,16 +24,7 @@ class DnCNN(nn.Module):
     def __init__(self, in_channels: int, depth: int, n_feats: int, bn: bool, return_noise: bool) -> None:
         super().__init__()
         check_channels(in_channels)
-        if depth < 2:
-            raise ValueError(f"depth must be >= 2, got {depth!r}")
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, n_feats, 3, padding=1), nn.ReLU()]
-        for _ in range(depth - 2):
-            layers.append(nn.Conv2d(n_feats, n_feats, 3, padding=1, bias=not bn))
-            if bn:
-                layers.append(nn.BatchNorm2d(n_feats))
-            layers.append(nn.ReLU())
-        layers.append(nn.Conv2d(n_feats, in_channels, 3, padding=1))
-        self.body = nn.Sequential(*layers)
+        self.body = conv_chain(in_channels, depth, n_feats, bn)
         self.return_noise = return_noise
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_channels, preset_values
+from ._common import check_channels, conv_chain, preset_values
 
 __all__ = ["VDSR", "vdsr"]
 
@@ -20,13 +20,7 @@ class VDSR(nn.Module):
     def __init__(self, in_channels: int, depth: int, n_feats: int) -> None:
         super().__init__()
         check_channels(in_channels)
-        if depth < 2:
-            raise ValueError(f"depth must be >= 2, got {depth!r}")
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, n_feats, 3, padding=1), nn.ReLU()]
-        for _ in range(depth - 2):
-            layers += [nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.ReLU()]
-        layers.append(nn.Conv2d(n_feats, in_channels, 3, padding=1))
-        self.body = nn.Sequential(*layers)
+        self.body = conv_chain(in_channels, depth, n_feats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
