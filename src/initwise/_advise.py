@@ -250,6 +250,23 @@ def _health(run: SchemeProfile, zero_init: bool) -> tuple[float | None, float | 
     return lo, hi, fmax, problems
 
 
+def _check_target(target: Any, loss: Any) -> None:
+    """``target`` is None or a tensor; a floating one must be finite (a nan loss cannot rank candidates)."""
+    if target is None:
+        return
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor (what the model should output), got {type(target).__name__}")
+    if loss is not None and not callable(loss):
+        raise TypeError(f"loss must be a callable (output, target) -> scalar, got {type(loss).__name__}")
+    if (target.is_floating_point() or target.is_complex()) and target.numel():
+        bad = int((~torch.isfinite(target)).sum())
+        if bad:
+            raise ValueError(f"target has {bad} non-finite value(s) (nan or inf) out of {target.numel()}, shape "
+                             f"{tuple(target.shape)}: the initial loss would be nan and could not rank the candidates")
+    if target.numel() == 0:
+        raise ValueError(f"target is empty (shape {tuple(target.shape)})")
+
+
 def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None,
            loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
            candidates: Sequence[str | Candidate] | None = None, seeds: int = 8,
@@ -286,6 +303,13 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         raise TypeError(f"trial must be a callable (model, seed) -> score, got {type(trial).__name__}")
     if isinstance(trial_seeds, bool) or not isinstance(trial_seeds, int) or trial_seeds < 1:
         raise ValueError(f"trial_seeds must be a positive int, got {trial_seeds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2**53:  # the weight draws seed generators with seed * 1000 + ...: must stay a valid seed
+        raise ValueError(f"seed must be in [0, 2**53), got {seed!r}")
+    if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
+        raise ValueError(f"finalists must be a positive int, got {finalists!r}")
+    _check_target(target, loss)
     base = make_plan(model, example, "kaiming", "fan_in")
     names = list(candidates) if candidates is not None else default_candidates(base)
     cands = list(dict.fromkeys(candidate(c) for c in names))

@@ -90,9 +90,19 @@ def _check_tensor(t: torch.Tensor, what: str) -> None:
 
 def _tuple(v: int | Sequence[int], n: int, what: str) -> tuple[int, ...]:
     out = tuple(v) if isinstance(v, Sequence) else (v,) * n
-    if len(out) != n or any((not isinstance(s, int)) or s < 1 for s in out):
+    if len(out) != n or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in out):
         raise ValueError(f"{what} must be a positive int or {n} positive ints, got {v!r}")
     return out
+
+
+def _axis(axis: int, nd: int, what: str, t: torch.Tensor) -> int:
+    """``axis`` in ``[-nd, nd)`` as a non-negative index; an out-of-range axis is an error, never wrapped."""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"{what} must be an int, got {type(axis).__name__}")
+    if not -nd <= axis < nd:
+        raise ValueError(f"{what}={axis} is out of range for a {nd}-d tensor of shape {tuple(t.shape)} "
+                         f"(valid: {-nd}..{nd - 1})")
+    return axis % nd
 
 
 def tensor_fans(
@@ -114,13 +124,18 @@ def tensor_fans(
         >>> tensor_fans(torch.empty(64, 1, 3, 3), groups=64).fan_out   # depthwise 3x3
         9.0
     """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"tensor_fans() expects a torch.Tensor, got {type(t).__name__}; use fans() for modules")
     _check_tensor(t, "tensor")
     nd = t.dim()
-    ia, oa = in_axis % nd, out_axis % nd
+    ia = _axis(in_axis, nd, "in_axis", t)
+    oa = _axis(out_axis, nd, "out_axis", t)
     if ia == oa:
         raise ValueError(f"in_axis and out_axis must differ, both are {in_axis} for shape {tuple(t.shape)}")
-    if not isinstance(groups, int) or groups < 1:
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if not isinstance(transposed, bool):
+        raise TypeError(f"transposed must be a bool, got {type(transposed).__name__}")
     k_axes = [a for a in range(nd) if a not in (ia, oa)]
     kernel = [t.shape[a] for a in k_axes]
     strides = _tuple(stride, len(kernel), "stride") if kernel else ()

@@ -68,6 +68,19 @@ def _check_number(value: Any, what: str, *, positive: bool = False) -> float:
     return v
 
 
+# a N(0, 1) draw beyond 10 has probability ~1.5e-23: a normal fill whose std * 10 is finite in the dtype never
+# overflows in practice; uniform draws reach sqrt(3) std, truncated ones bound * std / truncated_normal_std(bound)
+_NORMAL_PEAK = 10.0
+
+
+def _check_fits(tensor: torch.Tensor, peak: float, what: str) -> None:
+    """A ValueError naming ``what`` when values of magnitude ``peak`` are not finite in ``tensor``'s dtype."""
+    top = torch.finfo(tensor.dtype).max
+    if not math.isfinite(peak) or peak > top:
+        raise ValueError(f"{what} is too large for {tensor.dtype}: the values would reach {peak:.3g}, beyond its "
+                         f"largest finite value {top:.3g} (they would be filled with inf)")
+
+
 def _param_name(module: nn.Module, tensor: torch.Tensor) -> str:
     for name, p in module.named_parameters(recurse=False):
         if p is tensor or (p.shape == tensor.shape and not p.is_meta and not tensor.is_meta
@@ -120,8 +133,17 @@ def variance_scaling_(
         >>> conv = nn.Conv2d(16, 16, 3, groups=16)
         >>> w = variance_scaling_(conv.weight, 2.0, "fan_out", module=conv)   # std = sqrt(2 / 9)
     """
+    return _variance_scaling(tensor, scale, mode, distribution, module=module, fans=fans, generator=generator,
+                             bound=bound, what="scale")
+
+
+def _variance_scaling(tensor: torch.Tensor, scale: float, mode: Mode, distribution: Distribution, *,
+                      module: nn.Module | None, fans: FansLike, generator: torch.Generator | None, bound: float,
+                      what: str) -> torch.Tensor:
+    """:func:`variance_scaling_`; ``what`` names the user's option in errors (``scale``, or ``gain=...``)."""
     _check_tensor(tensor)
-    scale = _check_number(scale, "scale")
+    if what == "scale":
+        scale = _check_number(scale, "scale")
     if mode not in _MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(_MODES)}")
     if distribution not in _DISTRIBUTIONS:
@@ -134,6 +156,10 @@ def variance_scaling_(
         std = math.sqrt(scale) * math.sqrt(2.0 / (f.fan_in + f.fan_out))
     else:
         std = math.sqrt(scale) / math.sqrt(f.get(mode))
+    reach = min(bound, _NORMAL_PEAK)  # a truncation beyond 10 std is no truncation in any float dtype
+    peak = std * {"normal": _NORMAL_PEAK, "uniform": math.sqrt(3.0)}.get(distribution,
+                                                                          reach / truncated_normal_std(bound))
+    _check_fits(tensor, peak, f"{what}={scale!r}" if what == "scale" else what)
     if tensor.is_meta:
         return tensor
     with torch.no_grad():
@@ -145,7 +171,7 @@ def variance_scaling_(
         work = torch.float64 if tensor.dtype == torch.float64 else torch.float32
         lo = 0.5 * (1.0 + math.erf(-bound / math.sqrt(2.0)))
         u = torch.empty(tensor.shape, dtype=work, device=tensor.device).uniform_(lo, 1.0 - lo, generator=generator)
-        z = torch.special.ndtri(u).clamp_(-bound, bound)
+        z = torch.special.ndtri(u).clamp_(-reach, reach)
         return tensor.copy_(z.mul_(std / truncated_normal_std(bound)))
 
 
@@ -172,7 +198,8 @@ def kaiming_normal_(
         >>> _ = kaiming_normal_(lin.weight, nonlinearity="relu", module=lin)
     """
     g = _kaiming_gain(nonlinearity, a)
-    return variance_scaling_(tensor, g * g, mode, "normal", module=module, fans=fans, generator=generator)
+    return _variance_scaling(tensor, g * g, mode, "normal", module=module, fans=fans, generator=generator,
+                             bound=2.0, what=f"the gain {g:.4g} of nonlinearity={nonlinearity!r}")
 
 
 def kaiming_uniform_(
@@ -181,21 +208,24 @@ def kaiming_uniform_(
 ) -> torch.Tensor:
     """He uniform: U(-b, b), b = gain * sqrt(3 / fan); see :func:`kaiming_normal_`."""
     g = _kaiming_gain(nonlinearity, a)
-    return variance_scaling_(tensor, g * g, mode, "uniform", module=module, fans=fans, generator=generator)
+    return _variance_scaling(tensor, g * g, mode, "uniform", module=module, fans=fans, generator=generator,
+                             bound=2.0, what=f"the gain {g:.4g} of nonlinearity={nonlinearity!r}")
 
 
 def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
                    module: nn.Module | None = None, fans: FansLike = None) -> torch.Tensor:
     """Glorot normal: std = gain * sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio, 2010), effective fans."""
     g = _check_number(gain, "gain")
-    return variance_scaling_(tensor, g * g, "fan_avg", "normal", module=module, fans=fans, generator=generator)
+    return _variance_scaling(tensor, g * g, "fan_avg", "normal", module=module, fans=fans, generator=generator,
+                             bound=2.0, what=f"gain={gain!r}")
 
 
 def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
                     module: nn.Module | None = None, fans: FansLike = None) -> torch.Tensor:
     """Glorot uniform: U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)), effective fans."""
     g = _check_number(gain, "gain")
-    return variance_scaling_(tensor, g * g, "fan_avg", "uniform", module=module, fans=fans, generator=generator)
+    return _variance_scaling(tensor, g * g, "fan_avg", "uniform", module=module, fans=fans, generator=generator,
+                             bound=2.0, what=f"gain={gain!r}")
 
 
 def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None, *,
@@ -250,6 +280,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Genera
     if tensor.dim() < 2:
         raise ValueError(f"orthogonal_ needs a tensor with at least 2 dimensions, got shape {tuple(tensor.shape)}")
     ng = _groups(tensor, module, groups)
+    _check_fits(tensor, g, f"gain={gain!r}")  # entries of a gain-scaled orthogonal matrix are at most |gain|
     use_delta = tensor.dim() >= 3 if delta is None else bool(delta)
     if tensor.is_meta:
         return tensor
@@ -311,6 +342,7 @@ def identity_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Generato
     g = _check_number(gain, "gain")
     if tensor.dim() < 2:
         raise ValueError(f"identity_ needs a tensor with at least 2 dimensions, got shape {tuple(tensor.shape)}")
+    _check_fits(tensor, g, f"gain={gain!r}")
     is_t = isinstance(module, _CONVT) if transposed is None else bool(transposed)
     ng = _groups(tensor, module, groups)
     taps = _tap_indices(tensor, module, is_t) if tensor.dim() > 2 else []

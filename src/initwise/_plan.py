@@ -240,10 +240,25 @@ def _check_options(opts: dict[str, Any]) -> _Options:
     g = opts.get("gain")
     if g is not None and not (g == "traced" or isinstance(g, (int, float, str, Activation)) or callable(g)):
         raise TypeError(f"gain must be None, 'traced', a number or an activation, got {type(g).__name__}")
+    if isinstance(g, bool):
+        raise TypeError("gain must be None, 'traced', a number or an activation, got bool")
+    if isinstance(g, (str, Activation)) and g != "traced" or (callable(g) and not isinstance(g, (int, float))):
+        try:
+            resolve_activation(g)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"gain={g!r}: {e}") from None
+    if isinstance(g, (int, float)) and not (math.isfinite(g) and g >= 0):
+        raise ValueError(f"gain must be a finite number >= 0 (the std is gain / sqrt(fan)), got {g!r}")
     exclude = opts.get("exclude", ())
+    if exclude is None:
+        exclude = ()
+    if not isinstance(exclude, (str, list, tuple, set, frozenset)):
+        raise TypeError(f"exclude must be a pattern string or a list of pattern strings (fnmatch syntax), "
+                        f"got {type(exclude).__name__}")
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     if not all(isinstance(p, str) for p in exclude):
-        raise TypeError("exclude must be a pattern string or a sequence of pattern strings (fnmatch syntax)")
+        bad = next(p for p in exclude if not isinstance(p, str))
+        raise TypeError(f"exclude must hold pattern strings (fnmatch syntax), got a {type(bad).__name__}: {bad!r}")
     fans_kind = opts.get("fans", "effective")
     if fans_kind not in ("effective", "nominal", "torch"):
         raise ValueError(f"fans must be 'effective', 'nominal' or 'torch' (shape-only, as torch.nn.init), got {fans_kind!r}")
@@ -335,10 +350,32 @@ def _param_plan(scheme: str, mode: str, o: _Options, layer: LayerInfo, local: st
         std = g * extra * math.sqrt(ms)
     else:
         std = g * extra / math.sqrt(fan)
+    _check_std(std, o, full, layer, w)
     if o.icnr and layer.pixel_shuffle and method in _DISTRIBUTIONS and local == "weight":
         note = (note + "; " if note else "") + f"ICNR for PixelShuffle({layer.pixel_shuffle})"
         method = "icnr"
     return ParamPlan(full, layer.name, shape, method, f, fan, g, extra, std, note)
+
+
+def _check_std(std: float, o: _Options, full: str, layer: LayerInfo, w: torch.Tensor) -> None:
+    """A ValueError naming the options when a planned std (or its square) is not finite in float64 or its draws
+    (up to 10 std) would overflow the parameter's dtype."""
+    top = torch.finfo(w.dtype).max
+    if math.isfinite(std * std) and std * 10.0 <= top:  # 10 std: a N(0, 1) draw beyond it has probability 1.5e-23
+        return
+    given = [f"{k}={v!r}" for k, v in (("gain", o.gain), ("residual_scale", o.residual_scale),
+                                        ("output_scale", o.output_scale))
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    raise ValueError(f"{' and '.join(given) or 'the gain'} gives parameter {full!r} (layer {layer.name!r}, "
+                     f"{layer.type}) a std of {std:.3g}: its values would overflow {w.dtype} (largest finite "
+                     f"{top:.3g})")
+
+
+def _check_dtype(full: str, info: LayerInfo, w: torch.Tensor) -> None:
+    if not w.is_floating_point():
+        raise TypeError(f"parameter {full!r} of layer {info.name!r} ({info.type}) has dtype {w.dtype}: initwise "
+                        "draws floating-point weights only (float16, bfloat16, float32, float64); leave it out "
+                        f"with exclude=[{full!r}] or convert the model")
 
 
 def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: str | None = None, *,
@@ -453,7 +490,10 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
         used.update(pm)
         if layer_excluded or pm:
             params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note="excluded"))
-        elif scheme == "torch_default":
+            continue
+        if scheme != "current" and not (w.dim() < 2 and (o.bias == "keep" or isinstance(info.module, nn.PReLU))):
+            _check_dtype(full, info, w)
+        if scheme == "torch_default":
             params.append(_torch_default_param(info, local, owner, attr, w))
         elif scheme == "current":
             params.append(_current_param(info, local, owner, attr, w))
@@ -502,6 +542,7 @@ def _current_param(info: LayerInfo, local: str, owner: nn.Module, attr: str, w: 
     f = layer_fans(owner, attr) if w.dim() >= 2 and not w.is_meta else None
     # per-row float32 norms summed in float64: the RMS to ~1e-8, without a float64 copy of the weight (18x faster)
     d = w.detach()
+    d = d if d.is_floating_point() or d.is_complex() else d.double()  # integer weights: measured, never drawn
     rms = float(torch.linalg.vector_norm(d.reshape(d.shape[0] if d.dim() and d.numel() else 1, -1), dim=1).double().square().sum()
                 .div(max(d.numel(), 1)).sqrt()) if not w.is_meta else None
     return ParamPlan(full, info.name, tuple(w.shape), "keep", f, None, None, 1.0, rms, "current weights")
