@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 
 from .main import CLIError
 
-__all__ = ["Target", "load_target", "parse_shape", "make_input"]
+__all__ = ["Target", "check_single_input", "forward_inputs", "check_rank", "load_target", "make_input", "parse_shape"]
 
 DEFAULT_SHAPE = (1, 3, 48, 48)
 
@@ -45,9 +46,46 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def make_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """A standard normal input of ``shape``, reproducible from ``seed`` (the global RNG is not touched)."""
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+def make_input(shape: tuple[int, ...], seed: int, like: nn.Module | None = None) -> torch.Tensor:
+    """A standard normal input of ``shape``, reproducible from ``seed`` (the global RNG is not touched), in the
+    dtype and on the device of ``like``'s first floating-point parameter or buffer (float32 on the CPU without)."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    ref = next((t for t in (*like.parameters(), *like.buffers()) if t.is_floating_point()), None) if like else None
+    return x if ref is None else x.to(dtype=ref.dtype, device=ref.device)
+
+
+def forward_inputs(model: nn.Module) -> list[str]:
+    """Names of the positional inputs ``model.forward`` requires (no default, not ``*args``); [] if unknown."""
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [n for n, p in sig.parameters.items() if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
+def check_single_input(target: "Target", what: str) -> None:
+    """A CLIError when a generated single tensor (``what``: e.g. "--input 1x3x48x48") cannot feed the model."""
+    names = forward_inputs(target.model)
+    if len(names) > 1:
+        raise CLIError(f"{type(target.model).__name__}.forward takes {len(names)} inputs ({', '.join(names)}) but "
+                       f"{what} is one tensor: let the factory return (model, ({', '.join(n for n in names)})) with "
+                       "example inputs, e.g. 'return net, (torch.randn(1, 3, 48, 48), torch.randn(1, 3, 48, 48))'")
+
+
+def check_rank(shape: tuple[int, ...], model: nn.Module) -> None:
+    """A CLIError when ``--input`` cannot be a batch for the model's first convolution (Conv2d: 4 sizes, N C H W):
+    the usual slip is a shape without its batch size."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if conv is None:
+        return
+    want = conv.weight.dim()  # Conv2d: a 4-d weight and a 4-d batched input
+    if len(shape) != want:
+        text = "x".join(map(str, shape))
+        eg = "x".join(map(str, (1, *shape[-(want - 1):]))) if len(shape) == want - 1 else None
+        raise CLIError(f"--input {text} has {len(shape)} sizes but the model's first layer "
+                       f"({type(conv).__name__}) takes a batch of {want} (N, C, ...)"
+                       + (f": add the batch size first, e.g. --input {eg}" if eg else ""))
 
 
 def load_target(spec: str, **zoo_kwargs: Any) -> Target:

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from ._target import DEFAULT_SHAPE, load_target, make_input, parse_shape
-from ._io import write_plot, write_text
-from .main import CLIError
+from ._target import DEFAULT_SHAPE, check_rank, check_single_input, load_target, make_input, parse_shape
+from ._io import check_outputs, write_outputs
+from .main import CLIError, plain
 
 EPILOG = """examples:
   initwise advise                               # built-in EDSR x2 on images shipped with scikit-image
@@ -24,15 +24,18 @@ EPILOG = """examples:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("advise", help="recommend an initialization with reasons and evidence (the main job)",
-                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", nargs="?", default="edsr", metavar="TARGET",
                    help="built-in model name, path/to/file.py:factory or package.module:factory (default: edsr)")
     p.add_argument("--input", metavar="SHAPE", help="random input of this shape, e.g. 8x3x48x48 (a user's model "
                    "without --task; built-in models use real image patches)")
     p.add_argument("--task", metavar="TASK", help="built-in data: sr-x2, sr-x3, sr-x4, denoise-s15, denoise-s25, "
                    "denoise-s50 (default for built-in models: sr-x2 or denoise-s25)")
-    p.add_argument("--batch", type=int, default=8, help="patches in the example batch (default 8)")
-    p.add_argument("--patch", type=int, default=48, help="side of the target patch (default 48)")
+    p.add_argument("--batch", type=int, default=None, help="batch size of the example: task patches, or the "
+                   "random input of a user's model without --input (default 8); not with --input (give the full "
+                   "shape) nor a factory's own example")
+    p.add_argument("--patch", type=int, default=None, help="side of the example images in pixels: the target "
+                   "patch of task data, or H = W of the random input of a user's model (default 48)")
     p.add_argument("--candidates", metavar="A,B,...", help="candidates to compare (default: chosen for the model)")
     p.add_argument("--seeds", type=int, default=8, help="weight draws per candidate for the initial loss (default 8)")
     p.add_argument("--trial", type=int, metavar="STEPS", help="train the finalists STEPS steps (needs task data)")
@@ -62,9 +65,16 @@ def run(args: argparse.Namespace) -> int:
     from initwise import zoo
 
     t0 = time.perf_counter()
+    check_outputs([("--json", args.json, "file"), ("--plot", args.plot, "plot"), ("--save", args.save, "file")])
     for name in ("seeds", "trial_seeds", "batch", "patch"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    sized = [f"--{n}" for n in ("batch", "patch") if getattr(args, n) is not None]
+    if sized and args.input is not None:
+        raise CLIError(f"{' and '.join(sized)} cannot change --input {args.input}: give the full shape in --input "
+                       "(batch first), e.g. --input 8x3x48x48")
+    batch = args.batch if args.batch is not None else 8
+    patch = args.patch if args.patch is not None else 48
     if args.trial is not None and args.trial < 1:
         raise CLIError(f"--trial must be >= 1 step, got {args.trial}")
     candidates = None
@@ -88,14 +98,22 @@ def run(args: argparse.Namespace) -> int:
     if task_name is not None and args.input is None:
         channels = info.in_channels if info else _channels(target.example)
         upsample = bool(info and info.input == "upsampled")
-        task, data = _task_data(task_name, channels, upsample, args.batch, args.patch, args.seed)
-        example, tgt, source = data[0], data[1], f"{task_name} patches ({args.batch}x{args.patch}px)"
+        task, data = _task_data(task_name, channels, upsample, batch, patch, args.seed)
+        example, tgt, source = data[0], data[1], f"{task_name} patches ({batch}x{patch}px)"
     else:
         shape = parse_shape(args.input) if args.input is not None else None
         if shape is not None or target.example is None:
-            shape = shape or target.shape or DEFAULT_SHAPE
-            example, source = make_input(shape, args.seed), f"random normal input {'x'.join(map(str, shape))}"
+            if shape is None:
+                c = (target.shape or DEFAULT_SHAPE)[1]
+                shape = (batch, c, patch, patch)
+            check_single_input(target, f"the random input {'x'.join(map(str, shape))}")
+            check_rank(shape, target.model)
+            example = make_input(shape, args.seed, like=target.model)
+            source = f"random normal input {'x'.join(map(str, shape))}"
         else:
+            if sized:
+                raise CLIError(f"{' and '.join(sized)} cannot resize the example input that {args.target} "
+                               "returns; give --input SHAPE (or --task) to replace it")
             example, source = target.example, "the factory's example input"
         tgt = None
     trial_fn = None
@@ -103,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         if task is None:
             raise CLIError("--trial trains on built-in task data: give --task (sr-x2, ..., denoise-s25, ...) for a "
                            "user's model, without --input")
-        trial_fn = _trial(task, args.trial, args.patch, bool(info and info.input == "upsampled"))
+        trial_fn = _trial(task, args.trial, patch, bool(info and info.input == "upsampled"))
     try:
         advice = iw.advise(target.model, example, target=tgt, candidates=candidates, seeds=args.seeds,
                            trial=trial_fn, trial_seeds=args.trial_seeds, trial_steps=args.trial, seed=args.seed)
@@ -112,17 +130,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.target} ({type(target.model).__name__}, "
           f"{sum(p.numel() for p in target.model.parameters()):,} parameters) on {source}")
     print(advice)
+    outputs: list[tuple[str, Any]] = []
     if args.json:
-        write_text(args.json, json.dumps({"target": args.target, "input": source, **advice.to_dict()}, indent=2))
+        text = json.dumps({"target": args.target, "input": source, **advice.to_dict()}, indent=2) + "\n"
+        outputs.append((args.json, lambda tmp: Path(tmp).write_text(text)))
     if args.plot:
-        write_plot(args.plot, advice.plot)
+        outputs.append((args.plot, advice.plot))
     if args.save:
-        out = Path(args.save)
-        if not out.parent.is_dir():
-            raise CLIError(f"cannot save to {out}: directory {out.parent} does not exist")
         advice.apply(target.model)
-        torch.save(target.model.state_dict(), out)
-        print(f"initialized {args.target} as {advice.recommended.name} (seed {args.seed}); state_dict saved to {out}")
+        state = target.model.state_dict()
+        outputs.append((args.save, lambda tmp: torch.save(state, tmp)))
+    write_outputs(outputs)
+    if args.save:
+        print(f"initialized {args.target} as {advice.recommended.name} (seed {args.seed}); state_dict saved to "
+              f"{args.save}")
     print(f"({time.perf_counter() - t0:.1f} s)")
     return 0
 

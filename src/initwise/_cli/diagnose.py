@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
-from ._target import DEFAULT_SHAPE, load_target, make_input, parse_shape
-from ._io import write_plot, write_text
-from .main import CLIError
+from ._target import DEFAULT_SHAPE, check_rank, check_single_input, load_target, make_input, parse_shape
+from ._io import check_outputs, write_outputs
+from .main import CLIError, plain
 
 EPILOG = """examples:
   initwise diagnose edsr --schemes default,kaiming_fan_in,kaiming_fan_out --plot spp.png
@@ -25,7 +26,7 @@ the weights its factory gave it.
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diagnose", help="measure forward/backward variance per layer beside the analytic prediction",
-                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", nargs="?", default="edsr", metavar="TARGET",
                    help="built-in model name, path/to/file.py:factory or package.module:factory (default: edsr)")
     p.add_argument("--input", metavar="SHAPE", help="input shape, e.g. 8x3x48x48 (default: the built-in model's "
@@ -41,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import initwise as iw
 
+    check_outputs([("--json", args.json, "file"), ("--plot", args.plot, "plot")])
     shape = parse_shape(args.input) if args.input is not None else None
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()] if args.schemes else None
     if args.schemes is not None and not schemes:
@@ -52,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(e)) from None
     target = load_target(args.target)
     if shape is not None or target.example is None:
-        example = make_input(shape or target.shape or DEFAULT_SHAPE, args.seed)
+        shape = shape or target.shape or DEFAULT_SHAPE
+        check_single_input(target, f"--input {'x'.join(map(str, shape))}")
+        check_rank(shape, target.model)
+        example = make_input(shape, args.seed, like=target.model)
     else:
         example = target.example
     gen = torch.Generator().manual_seed(args.seed)
@@ -63,9 +68,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"diagnosing {args.target} on input {shapes} failed: {e}") from e
     print(f"{args.target}: input {'x'.join(map(str, profile.input_shapes[0])) if profile.input_shapes else '-'}")
     print(profile)
+    outputs = []
     if args.json:
-        data = {"target": args.target, "seed": args.seed, **profile.to_dict()}
-        write_text(args.json, json.dumps(data, indent=2))
+        text = json.dumps({"target": args.target, "seed": args.seed, **profile.to_dict()}, indent=2) + "\n"
+        outputs.append((args.json, lambda tmp: Path(tmp).write_text(text)))
     if args.plot:
-        write_plot(args.plot, profile.plot)
+        outputs.append((args.plot, profile.plot))
+    write_outputs(outputs)
     return 0

@@ -16,6 +16,11 @@ class CLIError(Exception):
     """A user-facing error: printed as one line on stderr, exit status 2."""
 
 
+def plain(doc: str | None) -> str:
+    """A module docstring as ``--help`` shows it: reST literals (````x````) as plain quotes."""
+    return (doc or "").replace("``", "'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="initwise",
@@ -29,17 +34,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv or [DEFAULT])
-    if args.command is None:
-        args = parser.parse_args([DEFAULT, *argv])
+    """Run the command line; exit status 0, 2 for a usage error (one line on stderr), 130 after Ctrl-C."""
+    command = ""
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser()
+        args = parser.parse_args(argv or [DEFAULT])
+        if args.command is None:
+            args = parser.parse_args([DEFAULT, *argv])
+        command = f" {args.command}"
         return int(args.func(args) or 0)
     except CLIError as e:
-        print(f"initwise {args.command}: error: {e}", file=sys.stderr)
+        print(f"initwise{command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"initwise{command}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # run as ``python -m initwise._cli.main`` (torchrun): use the package's module, whose CLIError the
+    # subcommands raise (this file, run as __main__, is a second module object with its own CLIError class)
+    from initwise._cli.main import main as package_main
+
+    sys.exit(package_main())
