@@ -8,7 +8,9 @@ from ._activations import Activation as Activation
 from ._advise import Advice as Advice
 from ._advise import CandidateResult as CandidateResult
 from ._advise import advise as advise
-from ._apply import init_ as init_
+from ._apply import InitInterrupted as InitInterrupted
+from ._apply import PartialInitError as PartialInitError
+from ._init import init_ as init_
 from ._candidates import CANDIDATES as CANDIDATES
 from ._candidates import Candidate as Candidate
 from ._candidates import candidate as candidate
@@ -51,7 +53,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LayerProfile", "Profile", "SchemeProfile", "Stats", "diagnose",
-    "Advice", "CandidateResult", "advise", "CANDIDATES", "Candidate", "candidate", "SCHEMES", "Graph", "LayerInfo", "LayerPlan", "Node", "ParamPlan", "Plan", "init_", "parse_scheme", "plan",
+    "Advice", "CandidateResult", "advise", "CANDIDATES", "Candidate", "candidate", "SCHEMES", "Graph", "LayerInfo", "LayerPlan", "Node", "ParamPlan", "Plan", "init_", "InitInterrupted", "PartialInitError", "parse_scheme", "plan",
     "trace",
     "Activation", "Fans", "Moments", "activation_names", "fans", "gain", "icnr_", "identity_", "kaiming_normal_",
     "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "moments", "orthogonal_", "resolve_activation",

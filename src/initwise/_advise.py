@@ -109,7 +109,7 @@ class Advice:
     def apply(self, model: nn.Module, example: Any = None, *, seed: int | None = None,
               generator: torch.Generator | None = None) -> Plan:
         """Initialize ``model`` as recommended (reproducible: the advice's seed unless ``seed``/``generator``)."""
-        from ._apply import init_
+        from ._init import init_
 
         if generator is None and seed is None:
             seed = self.seed

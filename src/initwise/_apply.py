@@ -1,25 +1,73 @@
-"""Applying a plan to a model: compute every new tensor first, then assign them all (transactional)."""
+"""Applying a plan to a model: validate every draw first, then fill the parameters in place, one by one.
+
+Two phases. :func:`prepare` checks the whole plan against the model without drawing anything (each parameter
+exists with the planned shape, is a floating tensor with storage, the generator is on its device, and every
+initializer accepts its arguments: the same call is made on a meta tensor of the same shape and dtype, which
+validates and draws nothing). Every error a user can cause is raised there, with the model untouched. Then the
+parameters are drawn in place, in the plan's order, from one generator: no second copy of the model, and the
+values are bit-equal to drawing into fresh tensors (the same calls on the same shapes from the same stream).
+
+What the second phase cannot make atomic is an interrupt (Ctrl-C) or a failure inside torch (out of memory, a
+module's own ``reset_parameters`` raising): it raises :class:`InitInterrupted` (a ``KeyboardInterrupt``) or
+:class:`PartialInitError` (a ``RuntimeError``), chained to the cause, whose ``drawn`` lists the parameters that
+already hold their new values and ``pending`` the ones that still hold their old ones; no parameter is half
+written (each is filled by one torch call, and Python delivers an interrupt between calls).
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ._initializers import icnr_, identity_, orthogonal_, variance_scaling_
+from ._sharded import fill_, fill_constant_, is_sharded, local_device
 
-__all__ = ["apply_plan", "init_"]
+__all__ = ["apply_plan", "prepare", "PartialInitError", "InitInterrupted"]
+
+_RANDOM = ("normal", "uniform", "truncated_normal", "icnr", "orthogonal", "torch_default")
 
 
-def _generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
+def _summary(drawn: tuple[str, ...], pending: tuple[str, ...]) -> str:
+    def names(xs: tuple[str, ...]) -> str:
+        return ", ".join(xs[:8]) + (f", ... ({len(xs) - 8} more)" if len(xs) > 8 else "") if xs else "none"
+
+    return (f"{len(drawn)} of {len(drawn) + len(pending)} parameters hold their new values (drawn: {names(drawn)}); "
+            f"the others keep their old values (pending: {names(pending)}); calling init_ again redraws all of them")
+
+
+class PartialInitError(RuntimeError):
+    """Drawing failed part way (inside torch, after the plan was validated). ``drawn``: parameters already
+    filled; ``pending``: parameters that keep their old values. The cause is chained (``__cause__``)."""
+
+    def __init__(self, cause: BaseException, drawn: tuple[str, ...], pending: tuple[str, ...]) -> None:
+        super().__init__(f"init_ failed while drawing ({type(cause).__name__}: {cause}); {_summary(drawn, pending)}")
+        self.drawn, self.pending = drawn, pending
+
+
+class InitInterrupted(KeyboardInterrupt):
+    """An interrupt (Ctrl-C) arrived while drawing. ``drawn`` / ``pending`` as in :class:`PartialInitError`."""
+
+    def __init__(self, drawn: tuple[str, ...], pending: tuple[str, ...]) -> None:
+        super().__init__(f"init_ interrupted; {_summary(drawn, pending)}")
+        self.drawn, self.pending = drawn, pending
+
+
+def _generator(generator: torch.Generator | None, seed: int | None,
+               device: torch.device | None = None) -> torch.Generator | None:
+    """The generator to draw from: ``generator``, or a fresh one seeded with ``seed`` on ``device`` (CPU default)."""
     if generator is not None and seed is not None:
         raise ValueError("pass either generator= or seed=, not both")
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        return torch.Generator().manual_seed(seed)
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        return torch.Generator(device=device or "cpu").manual_seed(seed)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return generator
@@ -29,9 +77,6 @@ def _torch_default(module: nn.Module, name: str, gen: torch.Generator | None) ->
     """Run the module's own reset on a copy: exactly PyTorch's constructor init, drawn from ``gen`` if given."""
     clone = copy.deepcopy(module)
     reset = getattr(clone, "reset_parameters", None) or getattr(clone, "_reset_parameters", None)
-    if reset is None:
-        raise ValueError(f"layer {name!r} ({type(module).__name__}) has no reset_parameters(): "
-                         "torch_default cannot reproduce its constructor; exclude it")
     if gen is None:
         reset()
     else:
@@ -42,74 +87,156 @@ def _torch_default(module: nn.Module, name: str, gen: torch.Generator | None) ->
     return dict(clone.named_parameters())
 
 
-def apply_plan(plan: Any, model: nn.Module, generator: torch.Generator | None = None, seed: int | None = None) -> None:
-    """Initialize ``model`` as ``plan`` says; on any error the model is left exactly as it was.
+@dataclass
+class _Step:
+    """One draw: fills the parameters ``names`` (``tensors``) in place when run with the generator."""
 
-    Every new value is drawn into a fresh tensor first; only when all exist are they swapped in by storage
-    assignment (``param.data = new``, what ``Module._apply`` does), so a failure half way changes nothing and no
-    extra copy is made. The Parameter objects stay the same (optimizers keep working); views taken of the old
-    storage before the call keep the old values.
+    names: tuple[str, ...]
+    tensors: tuple[torch.Tensor, ...]
+    run: Callable[["_Step", torch.Generator | None, list[str]], None]  # appends each name once it is filled
+
+
+def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = None,
+            seed: int | None = None) -> tuple[list[_Step], torch.Generator | None]:
+    """Validate ``plan`` against ``model`` and return the draws it makes, in order (nothing is drawn).
+
+    Raises:
+        TypeError: a planned parameter is not a floating tensor, or a bad ``seed``/``generator``.
+        ValueError: a parameter is missing, has another shape, has no storage (meta device), lives on another
+            device than the generator; a layer cannot take its initializer (named with its shape); a
+            ``torch_default`` layer has no ``reset_parameters``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    gen = _generator(generator, seed)
     params = dict(model.named_parameters(remove_duplicate=False))
     modules = dict(model.named_modules(remove_duplicate=False))
-    new: list[tuple[torch.Tensor, torch.Tensor]] = []
-    defaults: dict[str, dict[str, torch.Tensor]] = {}
-    for pp in plan.params:
-        if pp.method == "keep":
-            continue
+    layers = {lp.name: lp for lp in plan.layers}
+    todo = [pp for pp in plan.params if pp.method != "keep"]
+    for pp in todo:
         p = params.get(pp.param)
         if p is None or tuple(p.shape) != tuple(pp.shape):
             raise ValueError(f"the plan's parameter {pp.param!r} {tuple(pp.shape)} is not in this model "
                              f"({'missing' if p is None else f'shape {tuple(p.shape)}'}): plan and model differ")
-        owner_name, _, attr = pp.param.rpartition(".")
-        owner = modules[owner_name]
-        t = torch.empty_like(p.detach())
+        where = f"parameter {pp.param!r} (layer {pp.layer!r}, {type(modules.get(pp.layer)).__name__}, " \
+                f"shape {tuple(p.shape)})"
+        if not p.is_floating_point():
+            raise TypeError(f"{where} has dtype {p.dtype}; initializers need a floating dtype")
+        if p.is_meta:
+            raise ValueError(f"{where} is on the meta device (no storage to fill): materialize the model first, "
+                             "e.g. model.to_empty(device='cpu'), then call init_")
+    devices = {local_device(params[pp.param]) for pp in todo if pp.method in _RANDOM}
+    gen = _generator(generator, seed, next(iter(devices)) if len(devices) == 1 else None)
+    steps: list[_Step] = []
+    defaults: dict[str, _Step] = {}
+    for pp in todo:
+        p = params[pp.param]
+        where = f"parameter {pp.param!r} (layer {pp.layer!r}, shape {tuple(p.shape)})"
+        if pp.method in _RANDOM and gen is not None and local_device(p).type != gen.device.type:
+            raise ValueError(f"{where} is on {local_device(p)} but the generator on {gen.device}: pass "
+                             f"generator=torch.Generator(device={local_device(p).type!r}) or seed=")
+        owner = modules[pp.param.rpartition(".")[0]]
         g, extra = pp.gain if pp.gain is not None else 1.0, pp.scale
-        if pp.method in ("normal", "uniform", "truncated_normal"):
-            variance_scaling_(t, (g * extra) ** 2, "fan_in", pp.method, fans=(pp.fan, pp.fan), generator=gen)
-        elif pp.method == "icnr":
-            icnr_(t, plan[pp.layer].pixel_shuffle, (g * extra) ** 2, "fan_in",
-                  plan.options.get("distribution", "normal"), gen, fans=(pp.fan, pp.fan))
-        elif pp.method == "orthogonal":
-            orthogonal_(t, g * extra, gen, groups=int(getattr(owner, "groups", 1) or 1))
-        elif pp.method == "identity":
-            identity_(t, g * extra, module=owner)
-        elif pp.method == "zeros":
-            t.zero_()
-        elif pp.method == "ones":
-            t.fill_(1.0)
-        elif pp.method == "torch_default":
-            if pp.layer not in defaults:
-                defaults[pp.layer] = _torch_default(modules[pp.layer], pp.layer, gen)
-            local = pp.param[len(pp.layer) + 1:] if pp.layer else pp.param
-            t = defaults[pp.layer][local].detach()
-        else:
-            raise ValueError(f"unknown method {pp.method!r} for parameter {pp.param!r}")
-        new.append((p, t))
-    # every new tensor exists: now swap them in (storage assignment, as Module._apply does: no copy, cannot fail)
-    for p, t in new:
-        p.data = t
+        if pp.method == "torch_default":
+            if pp.layer in defaults:  # one reset per layer fills all its parameters
+                st = defaults[pp.layer]
+                st.names += (pp.param,)
+                st.tensors += (p,)
+                continue
+            layer = modules[pp.layer]
+            if getattr(layer, "reset_parameters", None) is None and getattr(layer, "_reset_parameters", None) is None:
+                raise ValueError(f"layer {pp.layer!r} ({type(layer).__name__}) has no reset_parameters(): "
+                                 "torch_default cannot reproduce its constructor; exclude it")
+            if is_sharded(p):
+                raise ValueError(f"{where} is sharded (DTensor): torch_default runs the module's own "
+                                 "reset_parameters, which cannot fill a shard reproducibly; use another scheme")
+            st = defaults[pp.layer] = _Step((pp.param,), (p,), _reset_run(pp.layer, layer))
+            steps.append(st)
+            continue
+        fill = _filler(pp, layers, owner, g, extra, plan.options.get("distribution", "normal"), where)
+        if fill is None:  # constants: filled locally, no generator
+            value = 0.0 if pp.method == "zeros" else 1.0
+            steps.append(_Step((pp.param,), (p,), _constant_run(pp.param, p, value)))
+            continue
+        try:  # the same call on a meta tensor: validates every argument, draws nothing
+            fill(torch.empty(tuple(p.shape), dtype=p.dtype, device="meta"), None)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}: {e}") from e
+        steps.append(_Step((pp.param,), (p,), _random_run(pp.param, p, fill)))
+    return steps, gen
 
 
+def _filler(pp: Any, layers: dict, owner: nn.Module, g: float, extra: float, distribution: str,
+            where: str) -> Callable[[torch.Tensor, torch.Generator | None], object] | None:
+    """``fill(tensor, generator)`` for a random method, None for a constant one."""
+    m = pp.method
+    if m in ("normal", "uniform", "truncated_normal"):
+        return lambda t, gen: variance_scaling_(t, (g * extra) ** 2, "fan_in", m, fans=(pp.fan, pp.fan),
+                                                generator=gen)
+    if m == "icnr":
+        lp = layers.get(pp.layer)
+        r = lp.pixel_shuffle if lp is not None else None
+        return lambda t, gen: icnr_(t, r, (g * extra) ** 2, "fan_in", distribution, gen, fans=(pp.fan, pp.fan))
+    if m == "orthogonal":
+        groups = int(getattr(owner, "groups", 1) or 1)
+        return lambda t, gen: orthogonal_(t, g * extra, gen, groups=groups)
+    if m == "identity":
+        return lambda t, gen: identity_(t, g * extra, module=owner)
+    if m in ("zeros", "ones"):
+        return None
+    raise ValueError(f"unknown method {m!r} for {where}")
 
 
-def init_(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: str | None = None, *,
-          generator: torch.Generator | None = None, seed: int | None = None, **options: Any):
-    """Plan and apply an initialization to every parameterized layer of ``model``; returns the :class:`Plan`.
+def _random_run(name: str, p: torch.Tensor, fill):
+    def run(st: _Step, gen: torch.Generator | None, done: list[str]) -> None:
+        fill_(p, lambda t: fill(t, gen))
+        done.append(name)
 
-    Bit-reproducible with ``generator=`` or ``seed=``; transactional (on any error the model is unchanged).
-    See :func:`initwise.plan` for schemes and options.
+    return run
 
-    Example:
-        >>> net = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 2))
-        >>> p = init_(net, torch.randn(4, 8), "kaiming", "fan_in", seed=0)
+
+def _constant_run(name: str, p: torch.Tensor, value: float):
+    def run(st: _Step, gen: torch.Generator | None, done: list[str]) -> None:
+        fill_constant_(p, value)
+        done.append(name)
+
+    return run
+
+
+def _reset_run(layer_name: str, layer: nn.Module):
+    def run(st: _Step, gen: torch.Generator | None, done: list[str]) -> None:
+        fresh = _torch_default(layer, layer_name, gen)
+        with torch.no_grad():
+            for name, p in zip(st.names, st.tensors):
+                local = name[len(layer_name) + 1:] if layer_name else name
+                p.detach().copy_(fresh[local].detach())
+                done.append(name)
+
+    return run
+
+
+def run_steps(steps: list[_Step], gen: torch.Generator | None) -> None:
+    """Draw every step in order; on an interrupt or failure say which parameters were drawn (see module doc)."""
+    done: list[str] = []
+    order = [n for st in steps for n in st.names]
+    try:
+        for st in steps:
+            st.run(st, gen, done)
+    except KeyboardInterrupt as e:
+        raise InitInterrupted(tuple(done), tuple(n for n in order if n not in set(done))) from e
+    except Exception as e:  # noqa: BLE001 - re-raised with what was drawn
+        raise PartialInitError(e, tuple(done), tuple(n for n in order if n not in set(done))) from e
+
+
+def apply_plan(plan: Any, model: nn.Module, generator: torch.Generator | None = None, seed: int | None = None) -> None:
+    """Initialize ``model`` as ``plan`` says, in place.
+
+    The whole plan is validated first (:func:`prepare`): every error a user can cause (wrong model, shapes,
+    dtypes, a meta model not yet materialized, a generator on another device, an initializer that cannot fill a
+    layer) is raised before the first draw, with the model untouched. Then each parameter is filled in place
+    (``Parameter`` objects and their storage stay the same: optimizers and views see the new values; no second copy
+    of the model is made). An interrupt or a failure inside torch while drawing raises :class:`InitInterrupted` /
+    :class:`PartialInitError`, whose ``drawn`` and ``pending`` say which parameters were filled.
+    Sharded (DTensor) parameters get this rank's slice of the full single-process draw.
     """
-    from ._plan import plan as make_plan
-
-    _generator(generator, seed)  # validate before tracing
-    p = make_plan(model, example_inputs, scheme, mode, **options)
-    p.apply(model, generator=generator, seed=seed)
-    return p
+    steps, gen = prepare(plan, model, generator, seed)
+    run_steps(steps, gen)

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from ._activations import Activation, resolve_activation
+from ._sharded import has_sharded, is_sharded, no_fsdp_hooks
 from ._trace import Node, Recorder, _tensors, module_role
 
 __all__ = ["Graph", "LayerInfo", "Node", "trace"]
@@ -178,29 +179,41 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
             raise ValueError(f"module '{name or type(model).__name__}' ({type(m).__name__}) has uninitialized "
                              "(lazy) parameters; run one forward pass to materialize them before tracing")
     roles = {id(m): (name, module_role(m)) for name, m in named}
-    if meta:
-        # fast path: the same forward on the meta device (shapes only, no arithmetic); anything it cannot do
-        # (data-dependent control flow, values read from tensors, tensors made on another device) or any op it
-        # could not understand sends the trace to the real forward below, so the result never depends on it
-        acts = {id(m): resolve_activation(m) for _, m in named if roles[id(m)][1] == "act"}
-        rec = Recorder(roles, acts)
-        try:
-            output = _run(model, named, rec, args, kwargs, meta=True)
-            graph = _build(model, rec, output)
-            if not any(n.kind == "unknown" for n in graph.nodes):
-                return graph
-        except Exception:  # noqa: BLE001 - any failure on meta means: trace for real
-            pass
-    rec = Recorder(roles)
-    output = _run(model, named, rec, args, kwargs)
-    return _build(model, rec, output)
+    # without storage (a meta model or example) or with sharded parameters, only the meta pass can run: its graph
+    # is the answer even where it met ops it does not understand (the plan lists them)
+    meta_only = has_sharded(model) or any(t.is_meta for t in (*_tensors(args), *_tensors(kwargs),
+                                                                *model.parameters()))
+    with no_fsdp_hooks(model):
+        if meta or meta_only:
+            # fast path: the same forward on the meta device (shapes only, no arithmetic); anything it cannot do
+            # (data-dependent control flow, values read from tensors, tensors made on another device) or any op it
+            # could not understand sends the trace to the real forward below, so the result never depends on it
+            acts = {id(m): resolve_activation(m) for _, m in named if roles[id(m)][1] == "act"}
+            rec = Recorder(roles, acts)
+            try:
+                output = _run(model, named, rec, args, kwargs, meta=True)
+                graph = _build(model, rec, output)
+                if meta_only or not any(n.kind == "unknown" for n in graph.nodes):
+                    return graph
+            except Exception as e:  # noqa: BLE001 - any failure on meta means: trace for real
+                if meta_only:
+                    why = "sharded (DTensor) parameters" if has_sharded(model) else "tensors on the meta device"
+                    raise RuntimeError(f"the meta-device trace of {type(model).__name__} failed ({type(e).__name__}:"
+                                       f" {e}); with {why} there is no real forward to fall back on") from e
+        rec = Recorder(roles)
+        output = _run(model, named, rec, args, kwargs)
+        return _build(model, rec, output)
 
 
 def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    state = {k: torch.empty_like(v, device="meta") for k, v in model.named_parameters(remove_duplicate=False)}
-    state.update({k: torch.empty_like(v, device="meta")
-                  for k, v in model.named_buffers(remove_duplicate=False) if v is not None})
+    state = {k: _to_meta(v) for k, v in model.named_parameters(remove_duplicate=False)}
+    state.update({k: _to_meta(v) for k, v in model.named_buffers(remove_duplicate=False) if v is not None})
     return state
+
+
+def _to_meta(v: torch.Tensor) -> torch.Tensor:
+    # a sharded (DTensor) parameter becomes a plain meta tensor of its global shape
+    return torch.empty(v.shape, dtype=v.dtype, device="meta") if is_sharded(v) else torch.empty_like(v, device="meta")
 
 
 _TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,

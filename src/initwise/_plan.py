@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ._activations import Activation, resolve_activation
+from ._apply import apply_plan
 from ._fans import Fans, fans as layer_fans
 from ._gains import gain as activation_gain
 from ._graph import Graph, LayerInfo, trace
@@ -145,6 +146,9 @@ class Plan:
     untouched: list[str] = field(default_factory=list)
     approximate: list[str] = field(default_factory=list)
     norm_params: list[ParamPlan] = field(default_factory=list)
+    # what the propagation was computed from (layer moments, norm moments, whether parameter values were read):
+    # lets init_'s plan cache re-propagate for another example without planning again
+    _moments: tuple | None = field(default=None, repr=False, compare=False)
 
     def __iter__(self):
         return iter(self.layers)
@@ -164,9 +168,8 @@ class Plan:
         return [p for lp in self.layers for p in lp.params] + list(self.norm_params)
 
     def apply(self, model: nn.Module, generator: torch.Generator | None = None, seed: int | None = None) -> "Plan":
-        """Initialize ``model`` as planned (transactional: computes every tensor, then assigns them all)."""
-        from ._apply import apply_plan
-
+        """Initialize ``model`` as planned, in place; the whole plan is validated before the first draw (see
+        :func:`initwise._apply.apply_plan` for what an interrupt while drawing does)."""
         apply_plan(self, model, generator=generator, seed=seed)
         return self
 
@@ -437,18 +440,28 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
         if pat not in used_patterns:
             warnings.warn(f"exclude pattern {pat!r} matches no layer or parameter of the model", UserWarning,
                           stacklevel=2)
+    q0, out_forward, approximate = propagated(g, layers, layer_ms, norm_ms, example_inputs)
+    acts = {n.module for n in g.nodes if n.kind == "act" and n.module}
+    untouched = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))
+                 and n not in touched and n not in norms and n not in acts and not _is_child_of_layer(n, touched)]
+    reads_values = scheme == "current" or o.norm == "keep" or o.bias == "keep" or bool(o.exclude) or any(
+        pp.method == "keep" for lp in layers for pp in lp.params)
+    return Plan(scheme, mode, dict(options), layers, g, q0, out_forward, untouched, approximate, norm_params,
+                _moments=(layer_ms, norm_ms, reads_values))
+
+
+def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
+               norm_ms: dict[str, tuple[float, float]], example_inputs: Any) -> tuple[float, float | None, list[str]]:
+    """Propagate second moments from the example through ``g``; fills each layer's ``forward``/``backward``
+    (which must be None) and returns the input's second moment, the output's relative forward moment and the
+    ops propagated approximately."""
     input_ms = _input_moments(g, example_inputs)
     prop = propagate(g, layer_ms, norm_ms, input_ms)
     q0 = next((v for v in input_ms.values() if v), 1.0)
     _attach(g, layers, prop, q0)
-    acts = {n.module for n in g.nodes if n.kind == "act" and n.module}
-    untouched = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))
-                 and n not in touched and n not in norms and n not in acts and not _is_child_of_layer(n, touched)]
     out_f = [prop.forward.get(i) for i in g.output_ids]
-    options_used = dict(options)
-    return Plan(scheme, mode, options_used, layers, g, q0,
-                (max(v for v in out_f if v is not None) / q0) if any(v is not None for v in out_f) else None,
-                untouched, sorted(set(prop.approximate)), norm_params)
+    out_forward = (max(v for v in out_f if v is not None) / q0) if any(v is not None for v in out_f) else None
+    return q0, out_forward, sorted(set(prop.approximate))
 
 
 def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: set[int],
@@ -472,7 +485,9 @@ def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: se
 
 
 def _is_child_of_layer(name: str, layers: set[str]) -> bool:
-    return any(name.startswith(n + ".") for n in layers if n)
+    # by prefixes of the dotted name (linear in the model's size, not modules x layers)
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in layers for i in range(1, len(parts)))
 
 
 def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[int], used: set[str]) -> LayerPlan:
@@ -590,9 +605,17 @@ def _input_moments(g: Graph, example_inputs: Any) -> dict[int, float | None]:
     tensors = _nested_tensors(example_inputs)
     out: dict[int, float | None] = {}
     for nid, t in zip(g.input_ids, tensors):
-        out[nid] = (float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64) ** 2 / t.numel())
-                    if t.is_floating_point() and t.numel() else None)
+        # a meta example has no values: its second moment is unknown (None, as for integer inputs: unit)
+        out[nid] = _mean_square(t) if t.is_floating_point() and t.numel() and not t.is_meta else None
     return out
+
+
+def _mean_square(t: torch.Tensor) -> float:
+    """E[t^2]: per-row norms in t's precision summed in float64 (to ~1e-7; vector_norm with dtype=float64 on a
+    float32 tensor is ~800x slower: 20 ms for a 1x3x224x224 example)."""
+    d = t.detach()
+    rows = d.reshape(d.shape[0] * d.shape[1] if d.dim() > 2 else d.shape[0] if d.dim() else 1, -1)
+    return float(torch.linalg.vector_norm(rows, dim=1).double().square().sum()) / d.numel()
 
 
 def _attach(g: Graph, layers: list[LayerPlan], prop, q0: float) -> None:
