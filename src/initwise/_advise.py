@@ -36,6 +36,7 @@ from torch import nn
 
 from ._candidates import Candidate, candidate
 from ._diagnose import Profile, SchemeProfile, diagnose
+from ._guard import fresh, guarded, seed_all
 from ._nested import tensors
 from ._plan import Plan, _identity_ok, plan as make_plan
 
@@ -267,6 +268,7 @@ def _check_target(target: Any, loss: Any) -> None:
         raise ValueError(f"target is empty (shape {tuple(target.shape)})")
 
 
+@guarded("model", "example", "target")  # the model, the example, the target and every RNG come back as they were
 def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None,
            loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
            candidates: Sequence[str | Candidate] | None = None, seeds: int = 8,
@@ -320,8 +322,9 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     target_kind = "given target" if target is not None else "none"
     results: list[CandidateResult] = []
     probe = copy.deepcopy(model)
+    seed_all(seed)  # dropout/stochastic depth draw from the seed, not the caller's RNG (restored by the guard)
     with torch.no_grad():
-        out0 = _outputs(_call(probe, example))
+        out0 = _outputs(_call(probe, fresh(example)))
     tgt = target
     if tgt is None:
         tgt = _proxy_target(example, out0)
@@ -335,8 +338,9 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         losses, rms = [], []
         for s in range(seeds):
             p.apply(probe, generator=torch.Generator().manual_seed(seed * 1000 + 17 * s + 1))
+            seed_all(seed * 1000 + 17 * s + 1)
             with torch.no_grad():
-                out = _outputs(_call(probe, example))
+                out = _outputs(_call(probe, fresh(example)))
             rms.append(float(out.double().pow(2).mean().sqrt()))
             if tgt is not None:
                 losses.append(float(loss_fn(out, tgt)))
@@ -442,6 +446,7 @@ def _run_trial(model, example, cands, results, equivalent, trial, trial_seeds, f
         for s in range(trial_seeds):
             m = copy.deepcopy(model)
             runs[n].plan.apply(m, generator=torch.Generator().manual_seed(seed * 1000 + 17 * s + 1))
+            seed_all(seed * 1000 + 17 * s + 1)
             scores.append(float(trial(m, s)))
         by[n].trial_scores = scores
         by[n].trial_mean, by[n].trial_std = _mean_std(scores)

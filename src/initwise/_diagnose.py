@@ -7,7 +7,6 @@ exploding, dead and saturated units and for a measurement that departs from its 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +18,7 @@ from torch import nn
 
 from ._candidates import Candidate, candidate
 from ._graph import Graph, trace
+from ._guard import Snapshot
 from ._plan import Plan, plan as make_plan
 from ._probe import Probe, SiteStats, finish, reduce
 from ._propagate import _EXACT_PASS
@@ -202,8 +202,10 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
 
     The model is never changed: parameters, buffers (BatchNorm running stats), ``.grad`` (gradients come from
     ``torch.autograd.grad``), train/eval mode, ``requires_grad``, the global and CUDA RNG states and hooks are as
-    before, also when the forward, the loss or the backward raises. Schemes are profiled on deep copies. The model
-    runs in its own train/eval mode.
+    before, also when the forward, the loss or the backward raises (:mod:`initwise._guard`: also every module's
+    attributes, the parameters the forward itself writes and the inputs). Each scheme is applied to the model
+    and undone after its pass. The model runs in its own train/eval mode; dropout masks are drawn from the seed
+    that ``generator`` gives (the same for every scheme), not from the caller's RNG.
 
     Args:
         model: any ``nn.Module``.
@@ -235,22 +237,30 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
     if cands is not None and not cands:
         raise ValueError("schemes is empty: pass None to profile the model as it is, or candidate names")
     args, kwargs = _split(inputs)
-    saved = _Saved(model)
+    # one guard (initwise._guard) around everything: the schemes run on the model itself and are undone after
+    # each (Plan.apply swaps storages, which restore swaps back; whatever the forward writes is put back)
+    snap = Snapshot(model, (inputs,))
     try:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         graph, sliced = _trace_once(model, inputs)
+        if not graph.layers:
+            raise ValueError(f"the trace of {type(model).__name__} found no parameterized layer on this input (a "
+                             "forward that uses its parameters only through functional ops?): nothing to diagnose")
         for attempt in (0, 1):
             runs = []
             for i, cand in enumerate(cands or [None]):
-                saved.restore_rng()  # the same dropout masks for every scheme
+                snap.seed(seed)  # the same dropout masks for every scheme, drawn from the seed, not the caller's RNG
                 if cand is None:
-                    p, target, name, desc = make_plan(model, inputs, "current", graph=graph), model, "current", \
+                    p, name, desc = make_plan(model, inputs, "current", graph=graph), "current", \
                         "the model's weights as they are"
                 else:
                     p = make_plan(model, inputs, graph=graph, **cand.plan_kwargs())
-                    target, name, desc = _copy(model), cand.name, cand.description
-                    p.apply(target, generator=torch.Generator().manual_seed(seed + 1 + i))
-                run, consistent = _measure(target, graph, p, args, kwargs, loss, seed, name, desc)
+                    name, desc = cand.name, cand.description
+                    p.apply(model, generator=torch.Generator().manual_seed(seed + 1 + i))
+                try:
+                    run, consistent = _measure(model, graph, p, args, kwargs, loss, seed, name, desc)
+                finally:
+                    snap.restore()
                 if not consistent and sliced and attempt == 0:
                     break  # the one-sample trace took another path: trace the whole batch and start again
                 runs.append(run)
@@ -262,7 +272,7 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
                        {"vanishing": VANISHING, "exploding": EXPLODING, "dead": DEAD, "saturated": SATURATED,
                         "mismatch_z": MISMATCH_Z})
     finally:
-        saved.restore()
+        snap.close()
 
 
 def _split(inputs: Any) -> tuple[tuple, dict]:
@@ -274,41 +284,6 @@ def _split(inputs: Any) -> tuple[tuple, dict]:
         return (), dict(inputs)
     raise TypeError("inputs must be a tensor, a tuple/list of positional arguments or a dict of keyword arguments, "
                     f"got {type(inputs).__name__}")
-
-
-class _Saved:
-    """What a forward pass may change behind our back: RNG states, buffers, train flags. Restored on exit."""
-
-    def __init__(self, model: nn.Module) -> None:
-        mods = list(model.modules())
-        self.training = [(m, m.training) for m in mods]
-        with torch.no_grad():
-            self.buffers = [(m, k, b, b.clone()) for m in mods for k, b in m._buffers.items() if b is not None]
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() \
-            else None
-
-    def restore_rng(self) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(self.cuda)
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for m, k, b, value in self.buffers:
-                m._buffers[k] = b
-                b.copy_(value)
-        for m, flag in self.training:
-            m.training = flag
-        self.restore_rng()
-
-
-def _copy(model: nn.Module) -> nn.Module:
-    try:
-        return copy.deepcopy(model)
-    except Exception as e:
-        raise TypeError(f"schemes are profiled on copies, and copy.deepcopy({type(model).__name__}) failed: "
-                        f"{type(e).__name__}: {e}") from e
 
 
 def _trace_once(model: nn.Module, inputs: Any) -> tuple[Graph, bool]:

@@ -19,6 +19,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from ._activations import Activation, resolve_activation
 from ._sharded import has_sharded, is_sharded, no_fsdp_hooks
+from ._guard import GuardError, preserved
 from ._trace import Node, Recorder, _tensors, module_role
 
 __all__ = ["Graph", "LayerInfo", "Node", "trace"]
@@ -195,6 +196,8 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
                 graph = _build(model, rec, output)
                 if meta_only or not any(n.kind == "unknown" for n in graph.nodes):
                     return graph
+            except GuardError:
+                raise
             except Exception as e:  # noqa: BLE001 - any failure on meta means: trace for real
                 if meta_only:
                     why = "sharded (DTensor) parameters" if has_sharded(model) else "tensors on the meta device"
@@ -226,49 +229,34 @@ def _shape_only(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
 
 
 def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict, meta: bool = False) -> Any:
-    training = [(m, m.training) for _, m in named]
     patched = [m for _, m in named if meta and isinstance(m, _TORCH_NORMS) and "forward" not in m.__dict__]
-    with torch.no_grad():
-        buffers = [(m, k, b, b.clone()) for _, m in named for k, b in m._buffers.items() if b is not None]
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    try:
-        with contextlib.ExitStack() as hooks, torch.no_grad():
-            for _, m in named:
-                hooks.enter_context(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
-                hooks.enter_context(m.register_forward_hook(rec.post_hook, with_kwargs=True, always_call=True))
-            for m in patched:
-                m.__dict__["forward"] = _shape_only
-            move = (lambda t: t.to("meta")) if meta else (lambda t: t.clone())
-            args = tuple(move(a) if isinstance(a, torch.Tensor) else a for a in args)
-            kwargs = {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-            for i, (key, v) in enumerate([*enumerate(args), *kwargs.items()]):
-                if isinstance(v, torch.Tensor):
-                    rec.emit("input", "input" if isinstance(key, int) else str(key), (), [v])
-            try:
-                with rec:
-                    if meta:
-                        return torch.func.functional_call(model, _meta_state(model), args, kwargs, strict=False,
-                                                          tie_weights=True)
-                    return model(*args, **kwargs)
-            except Exception as e:
-                if meta:
-                    raise
-                where = rec.failures.get(id(e)) or (next(iter(rec.failures.values()), None) if rec.failures
-                                                    else f"the model ({type(model).__name__})")
-                raise RuntimeError(f"forward failed in {where}: {type(e).__name__}: {e}") from e
-    finally:
+    # the guard puts back every module's __dict__ (the patched forwards, attributes the forward reassigns: on the
+    # meta device ``self.mean = self.mean.type_as(x)`` would leave a meta tensor), hooks, buffers, parameters
+    # (the meta pass cannot reach them: functional_call swaps them), train flags, RNG states and the inputs
+    with preserved(model, args, kwargs, values=not meta), contextlib.ExitStack() as hooks, torch.no_grad():
+        for _, m in named:
+            hooks.enter_context(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
+            hooks.enter_context(m.register_forward_hook(rec.post_hook, with_kwargs=True, always_call=True))
         for m in patched:
-            m.__dict__.pop("forward", None)
-        with torch.no_grad():
-            for m, k, b, saved in buffers:
-                m._buffers[k] = b
-                b.copy_(saved)
-        for m, flag in training:
-            m.training = flag
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
+            m.__dict__["forward"] = _shape_only
+        move = (lambda t: t.to("meta")) if meta else (lambda t: t.clone())
+        args = tuple(move(a) if isinstance(a, torch.Tensor) else a for a in args)
+        kwargs = {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        for i, (key, v) in enumerate([*enumerate(args), *kwargs.items()]):
+            if isinstance(v, torch.Tensor):
+                rec.emit("input", "input" if isinstance(key, int) else str(key), (), [v])
+        try:
+            with rec:
+                if meta:
+                    return torch.func.functional_call(model, _meta_state(model), args, kwargs, strict=False,
+                                                      tie_weights=True)
+                return model(*args, **kwargs)
+        except Exception as e:
+            if meta:
+                raise
+            where = rec.failures.get(id(e)) or (next(iter(rec.failures.values()), None) if rec.failures
+                                                else f"the model ({type(model).__name__})")
+            raise RuntimeError(f"forward failed in {where}: {type(e).__name__}: {e}") from e
 
 
 def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
