@@ -412,12 +412,33 @@ def test_autograd_graph_saved_before_stays_valid() -> None:
     y.backward()  # raises "modified by an inplace operation" if the version counter stayed moved
 
 
-def test_snapshot_without_values_reports_an_unrestorable_write() -> None:
+def test_a_write_the_guard_cannot_see_is_reported() -> None:
     lin = nn.Linear(4, 4)
     with pytest.raises(GuardError, match="weight"):
-        with preserved(lin, values=False):
-            with torch.no_grad():
+        with preserved(lin):
+            with torch.no_grad(), torch._C.DisableTorchFunction():  # as a C++ or TorchScript op would write
                 lin.weight.add_(1.0)
+
+
+@pytest.mark.parametrize("write", ["method", "data", "view", "setitem", "iadd", "out", "init", "foreach",
+                                   "aten", "inplace_relu", "embedding_max_norm"])
+def test_copy_on_write_sees_every_python_write(write: str) -> None:
+    emb = nn.Embedding(5, 4)
+    w = emb.weight
+    value, version = w.detach().clone(), w._version
+    writes = {
+        "method": lambda: w.mul_(2.0), "data": lambda: w.data.add_(1.0), "view": lambda: w[1:3].zero_(),
+        "setitem": lambda: w.__setitem__(0, 7.0), "iadd": lambda: w.data.__iadd__(1.0),
+        "out": lambda: torch.add(w, 1.0, out=w.data), "init": lambda: nn.init.normal_(w),
+        "foreach": lambda: torch._foreach_mul_([w.data], 3.0), "aten": lambda: torch.ops.aten.add_.Scalar(w, 1.0),
+        "inplace_relu": lambda: torch.nn.functional.relu(w.data, inplace=True),
+        "embedding_max_norm": lambda: torch.nn.functional.embedding(torch.tensor([0, 1]), w, max_norm=0.01),
+    }
+    with preserved(emb):
+        with torch.no_grad():
+            writes[write]()
+        assert not torch.equal(w.detach(), value)
+    assert torch.equal(w.detach(), value) and w._version == version
 
 
 def test_snapshot_restores_global_hooks_and_switches() -> None:

@@ -231,9 +231,9 @@ def _shape_only(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
 def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict, meta: bool = False) -> Any:
     patched = [m for _, m in named if meta and isinstance(m, _TORCH_NORMS) and "forward" not in m.__dict__]
     # the guard puts back every module's __dict__ (the patched forwards, attributes the forward reassigns: on the
-    # meta device ``self.mean = self.mean.type_as(x)`` would leave a meta tensor), hooks, buffers, parameters
-    # (the meta pass cannot reach them: functional_call swaps them), train flags, RNG states and the inputs
-    with preserved(model, args, kwargs, values=not meta), contextlib.ExitStack() as hooks, torch.no_grad():
+    # meta device ``self.mean = self.mean.type_as(x)`` would leave a meta tensor), hooks, buffers, parameters,
+    # train flags, RNG states and the inputs
+    with preserved(model, args, kwargs), contextlib.ExitStack() as hooks, torch.no_grad():
         for _, m in named:
             hooks.enter_context(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
             hooks.enter_context(m.register_forward_hook(rec.post_hook, with_kwargs=True, always_call=True))

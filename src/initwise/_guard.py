@@ -9,17 +9,20 @@ initwise step around it) can change, and :meth:`Snapshot.restore` puts it back:
   (forward, pre-forward, backward, state-dict, load hooks, ...), ``training``, the user's own containers;
   the module's class; torch's global module hooks;
 - every tensor found there (parameters, buffers, plain tensor attributes) and in the example inputs: its storage
-  (a ``param.data = new`` swap, what :meth:`initwise.Plan.apply` does, is swapped back), its values (restored from
-  a clone when its version counter moved or, for writes through ``.data`` that no counter sees, when its values
-  differ; the version counter is then set back too, so autograd graphs that saved the tensor stay valid),
-  ``requires_grad`` and ``.grad`` (held aside during the run: nothing can accumulate into it);
+  (a ``param.data = new`` swap, what :meth:`initwise.Plan.apply` does, is swapped back), its values,
+  ``requires_grad``, ``.grad`` (held aside during the run: nothing can accumulate into it) and its version
+  counter (set back after a restore, so autograd graphs that saved the tensor before the call stay valid);
 - the global CPU and CUDA RNG states, Python's ``random`` and NumPy's global RNG (when NumPy is imported), grad
   mode and the default dtype.
 
-Cost: a shallow copy of each ``__dict__`` and its containers (about a millisecond for a ResNet-50), one clone of
-the tensors (``values=False`` skips parameters and buffers: the meta-device trace replaces them by meta tensors, so
-the forward cannot reach them and their version counters suffice), and at restore one comparison per clone.
-Deeper state (objects inside a list attribute, attributes of a Parameter object) is not inspected.
+Values without copying the model: buffers and plain tensor attributes (small: running statistics, constants) are
+cloned; parameters and the example tensors are copied on write. While the guard is active a ``TorchFunctionMode``
+looks at every in-place call (a method ending in ``_``, ``x[i] = ...``, ``out=``, ``inplace=True``,
+``F.embedding(max_norm=...)``), also through ``.data`` or a view, and clones a watched tensor just before its
+storage is first written. A write that bypasses Python (a TorchScript or C++ extension op) is still seen by the
+version counter; such a tensor cannot be restored, and :meth:`Snapshot.restore` says so (:class:`GuardError`).
+Cost for a ResNet-50: see ``benchmarks/bench_guard.py``. Deeper state (objects inside a list attribute,
+attributes of a Parameter object) is not inspected.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import operator
 import random
 import sys
 from collections.abc import Callable, Iterator
@@ -34,6 +38,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from torch.overrides import TorchFunctionMode
 
 from ._nested import map_tensors, tensors
 
@@ -51,13 +57,15 @@ def _copy_container(c: Any) -> Any:
 
 
 def _container_changed(c: Any, saved: Any) -> bool:
+    """Entries added, removed, reordered or replaced (compared by identity: never a tensor's ``==``)."""
     if len(c) != len(saved):
         return True
+    if not saved:
+        return False
     if isinstance(c, dict):
-        return any(k1 is not k2 and k1 != k2 for k1, k2 in zip(c, saved)) or \
-            any(c.get(k) is not v for k, v in saved.items())
+        return list(c) != list(saved) or not all(map(operator.is_, c.values(), saved.values()))
     if isinstance(c, list):
-        return any(a is not b for a, b in zip(c, saved))
+        return not all(map(operator.is_, c, saved))
     return c != saved
 
 
@@ -127,8 +135,60 @@ class _Tensor:
         self.requires_grad = t.requires_grad
         self.grad = t.grad if t.is_leaf else None
         self.grad_version = self.grad._version if self.grad is not None else None
-        self.clone = t.detach().clone() if clone and t.device.type != "meta" and t.layout == torch.strided \
-            else None
+        self.clone: torch.Tensor | None = None
+        if clone:
+            self.copy()
+
+    def copy(self) -> None:
+        if self.clone is None and self.t.device.type != "meta" and self.t.layout == torch.strided:
+            self.clone = self.t.detach().clone()
+
+
+def _storage(t: Any) -> int:
+    """The address of ``t``'s storage (0 for meta, empty or storage-less tensors)."""
+    try:
+        return t.untyped_storage().data_ptr() if isinstance(t, torch.Tensor) else 0
+    except (RuntimeError, NotImplementedError, TypeError):
+        return 0
+
+
+# in-place calls whose first argument is written, besides the methods named ``..._``
+_WRITE_FIRST = frozenset(("__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
+                          "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
+                          "__imatmul__"))
+_NOT_WRITES = frozenset(("requires_grad_", "retain_grad_", "share_memory_"))
+
+
+class _CopyOnWrite(TorchFunctionMode):
+    """Clones a watched tensor just before an in-place call first writes its storage (see the module docstring)."""
+
+    def __init__(self, watched: dict[int, list["_Tensor"]]) -> None:
+        super().__init__()
+        self.watched = watched
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if self.watched:
+            name = getattr(func, "__name__", "")
+            base = name.split(".", 1)[0]  # torch.ops overloads: "add_.Tensor"
+            target: Any = None
+            if (base.endswith("_") and base not in _NOT_WRITES) or base in _WRITE_FIRST or \
+                    kwargs.get("inplace") is True:
+                target = args[0] if args else next(iter(kwargs.values()), None)  # nn.init: tensor=
+            elif base == "embedding" and (kwargs.get("max_norm") is not None or
+                                          (len(args) > 3 and args[3] is not None)):
+                target = args[1] if len(args) > 1 else kwargs.get("weight")  # renormed in place
+            if target is not None:
+                self._before_write(target)
+            if kwargs.get("out") is not None:
+                self._before_write(kwargs["out"])
+        return func(*args, **kwargs)
+
+    def _before_write(self, obj: Any) -> None:
+        for t in tensors(obj if isinstance(obj, (tuple, list)) else [obj]):
+            entries = self.watched.pop(_storage(t), None)
+            for e in entries or ():
+                e.copy()
 
 
 def _moved(t: torch.Tensor, data: torch.Tensor) -> bool:
@@ -148,13 +208,19 @@ class Snapshot:
     Args:
         model: the module whose every submodule is recorded.
         examples: tensors or nested tuples/lists/dicts of tensors (the caller's inputs, targets).
-        values: clone parameters and buffers too (any real forward); False only where the forward cannot reach
-            them (the meta-device trace), where their version counters are checked instead.
 
-    :meth:`restore` can be called many times (after each scheme or draw); :meth:`close` restores and ends.
+    Creating it starts the copy-on-write mode; :meth:`restore` can be called many times (after each scheme or
+    draw); :meth:`close` restores and ends (also the mode: create and close it around the block, as
+    :func:`preserved` does).
     """
 
-    def __init__(self, model: nn.Module, examples: tuple = (), *, values: bool = True) -> None:
+    def __init__(self, model: nn.Module, examples: tuple = ()) -> None:
+        with torch._C.DisableTorchFunction():  # its own tensor calls pass no mode (an outer guard's included)
+            self._record(model, examples)
+        self._mode: _CopyOnWrite | None = _CopyOnWrite(self._watched)
+        self._mode.__enter__()
+
+    def _record(self, model: nn.Module, examples: tuple) -> None:
         self._modules: list[tuple[nn.Module, type, dict[str, Any], dict[str, Any]]] = []
         self._tensors: dict[int, _Tensor] = {}
         for name, m in model.named_modules():
@@ -168,19 +234,24 @@ class Snapshot:
                                else ((None, v),)):
                     if isinstance(t, torch.Tensor) and id(t) not in self._tensors:
                         where = f"{prefix}{key if own else k if key is None else f'{k}[{key!r}]'}"
-                        self._tensors[id(t)] = _Tensor(t, where, values or not own)
+                        # buffers and plain tensors: cloned now (small); parameters: copied on write
+                        self._tensors[id(t)] = _Tensor(t, where, k != "_parameters")
         for i, t in enumerate(tensors(list(examples))):
             if id(t) not in self._tensors:
-                self._tensors[id(t)] = _Tensor(t, f"example tensor {i}", True)
+                self._tensors[id(t)] = _Tensor(t, f"example tensor {i}", False)
         mod = nn.modules.module
         self._global_hooks = {k: (v, dict(v)) for k, v in vars(mod).items()
                               if k.startswith("_global_") and isinstance(v, dict)}
         self._rng = _rng_state()
         self._grad_enabled = torch.is_grad_enabled()
         self._dtype = torch.get_default_dtype()
-        for e in self._tensors.values():  # .grad is held aside: nothing in the run can accumulate into it
-            if e.grad is not None:
+        watched: dict[int, list[_Tensor]] = {}
+        for e in self._tensors.values():
+            if e.grad is not None:  # held aside: nothing in the run can accumulate into it
                 e.t.grad = None
+            if e.clone is None and (ptr := _storage(e.t)):
+                watched.setdefault(ptr, []).append(e)
+        self._watched = watched
 
     def seed(self, seed: int) -> None:
         """Seed the global RNGs (:func:`seed_all`): what the run draws no longer depends on the caller's state."""
@@ -193,7 +264,15 @@ class Snapshot:
     def restore(self, *, hold_grads: bool = True) -> None:
         """Put everything back; raises :class:`GuardError` (after restoring all it can) when a tensor without a
         clone was written."""
+        with torch._C.DisableTorchFunction():  # its own tensor calls pass no mode (an outer guard's included)
+            self._restore(hold_grads)
+
+    def _restore(self, hold_grads: bool) -> None:
         lost: list[str] = []
+        mode = self._mode
+        watched = mode.watched if mode is not None else {}
+        if mode is not None:
+            mode.watched = {}  # the restore's own copies are not writes to watch
         for m, cls, saved, inner in self._modules:
             if type(m) is not cls:
                 m.__class__ = cls
@@ -212,13 +291,14 @@ class Snapshot:
         with torch.no_grad():
             for e in self._tensors.values():
                 t = e.t
-                if _moved(t, e.data):
+                moved = _moved(t, e.data)
+                if moved:
                     t.data = e.data  # the storage was swapped (``t.data = new``): swap it back
                 if e.clone is not None:
-                    if t._version != e.version or not torch.equal(t, e.clone):
+                    if t._version != e.version or not torch.equal(t.detach(), e.clone):
                         t.copy_(e.clone)
-                elif t._version != e.version and t.device.type != "meta":
-                    lost.append(e.where)
+                elif t._version != e.version and not moved and t.device.type != "meta":
+                    lost.append(e.where)  # written, unseen by the copy-on-write mode (TorchScript, C++)
                 _set_version(t, e.version)
                 if t.is_leaf and t.requires_grad != e.requires_grad:
                     t.requires_grad_(e.requires_grad)
@@ -229,16 +309,23 @@ class Snapshot:
         _set_rng_state(self._rng)
         torch.set_grad_enabled(self._grad_enabled)
         torch.set_default_dtype(self._dtype)
+        if mode is not None:
+            mode.watched = watched
         if lost:
             raise GuardError(f"the forward wrote {', '.join(lost)} where initwise could not restore it")
 
     def close(self) -> None:
-        """Restore everything, ``.grad`` included, and end."""
-        self.restore(hold_grads=False)
+        """Restore everything, ``.grad`` included, and end (the copy-on-write mode is left)."""
+        try:
+            self.restore(hold_grads=False)
+        finally:
+            mode, self._mode = self._mode, None
+            if mode is not None:
+                mode.__exit__(None, None, None)
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module, *examples: Any, values: bool = True) -> Iterator[Snapshot]:
+def preserved(model: nn.Module, *examples: Any) -> Iterator[Snapshot]:
     """Run the block, then put ``model``, ``examples`` and the global state back exactly (also on errors).
 
     Example:
@@ -250,7 +337,7 @@ def preserved(model: nn.Module, *examples: Any, values: bool = True) -> Iterator
         >>> torch.equal(torch.get_rng_state(), state)
         True
     """
-    snap = Snapshot(model, examples, values=values)
+    snap = Snapshot(model, examples)
     try:
         yield snap
     finally:
