@@ -21,7 +21,6 @@ from ._graph import Graph, trace
 from ._guard import Snapshot
 from ._plan import Plan, plan as make_plan
 from ._probe import Probe, SiteStats, finish, reduce
-from ._propagate import _EXACT_PASS
 from ._nested import map_tensors as _map
 from ._nested import tensors as _tensors
 
@@ -33,8 +32,6 @@ EXPLODING = 1e2  # ... above this: exploding (two decades either way: a 20-layer
 DEAD = 0.1  # flag when more than a tenth of a ReLU-like layer's channels are never positive over the batch
 SATURATED = 0.1  # flag when more than a tenth of tanh (|z| > 2.5) / sigmoid (|z| > 5) inputs are saturated
 MISMATCH_Z = 4.0  # departs from the prediction by more than 4 standard errors (two-sided p = 6e-5 if normal)
-_HOMOGENEOUS = frozenset(("linear", "relu", "leaky_relu", "prelu"))
-_MAX_POOLS = frozenset(("max_pool1d", "max_pool2d", "max_pool3d", "MaxPool1d", "MaxPool2d", "MaxPool3d"))
 
 
 @dataclass
@@ -85,6 +82,8 @@ class LayerProfile:
     dead_fraction: float | None = None
     saturated_fraction: float | None = None
     flags: list[str] = field(default_factory=list)
+    forward_bound: float = 1.0
+    backward_bound: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -370,41 +369,6 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
     return SchemeProfile(name, desc, layers, p.input_ms, cot_ms, p), consistent
 
 
-def _exactness(graph: Graph, p: Plan) -> tuple[dict[int, bool], dict[int, bool]]:
-    """Per node: is the predicted forward (backward) second moment there free of approximate rules?
-
-    Approximate: ops outside the exact tables of :mod:`initwise._propagate` (average pooling, interpolation other
-    than nearest, unknown ops), products of two signals, added constants (a shift changes E[x^2]), layers the
-    rules treat as opaque (attention, recurrent), and max pooling in the forward direction (it keeps the largest
-    value of a window: E[max^2] > E[x^2]; its backward routing is exact).
-    """
-    affine = {lp.name for lp in p.layers if lp.forward_gain is not None}
-    nodes = graph.nodes
-
-    def approx(n: Any, forward: bool) -> bool:
-        if n.kind in ("unknown", "mul") or (forward and n.kind == "shift"):
-            return True
-        if n.kind == "pass":
-            return n.op not in _EXACT_PASS or (forward and n.op in _MAX_POOLS)
-        return n.kind == "layer" and n.module not in affine
-
-    fx: dict[int, bool] = {}
-    for n in nodes:
-        fx[n.id] = not approx(n, True) and all(fx.get(i, True) for i in n.inputs)
-    users: dict[int, list[Any]] = {n.id: [] for n in nodes}
-    for n in nodes:
-        for i in dict.fromkeys(n.inputs):
-            users[i].append(n)
-    bx: dict[int, bool] = {}
-    for n in reversed(nodes):
-        ok = True
-        for u in users[n.id]:
-            nonlinear = u.kind == "act" and u.activation is not None and u.activation.name not in _HOMOGENEOUS
-            ok &= not approx(u, False) and bx[u.id] and (not nonlinear or fx.get(n.id, True))
-        bx[n.id] = ok
-    return fx, bx
-
-
 def _noise(own: SiteStats | None, fan: float | None) -> float:
     """Relative standard error of one layer's realized gain: the spread of its per-channel second moments, floored
     at the Gaussian-weight value ``sqrt((2 / fan + 2 rho^2) / C)``.
@@ -423,7 +387,6 @@ def _noise(own: SiteStats | None, fan: float | None) -> float:
 
 def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list, ws: list,
             cot_ms: float) -> list[LayerProfile]:
-    fx, bx = _exactness(graph, p)
     q0 = p.input_ms or 1.0
     plans = {lp.name: lp for lp in p.layers}
     rows: list[LayerProfile] = []
@@ -439,8 +402,8 @@ def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list,
             forward=out.second_moment / q0 if out is not None else None,
             backward=grad.second_moment / cot_ms if grad is not None and cot_ms > 0 else None,
             predicted_forward=lp.forward, predicted_backward=lp.backward, forward_noise=None, backward_noise=None,
-            forward_exact=fx.get(info.nodes[0], False) if info.nodes else False,
-            backward_exact=bx.get(info.nodes[0], False) if info.nodes else False,
+            forward_exact=lp.forward_bound == 1.0, backward_exact=lp.backward_bound == 1.0,
+            forward_bound=lp.forward_bound, backward_bound=lp.backward_bound,
             dead_fraction=act.dead_fraction if act is not None else None,
             saturated_fraction=act.saturated_fraction if act is not None else None))
     own_f = [_noise(results[i.name]["output"], rows[k].fan_in) for k, i in enumerate(graph.layers)]

@@ -10,10 +10,18 @@ needs are the forward second moment ``E[phi(z)^2]``, the variance ``Var[phi(z)]`
   ``1/sqrt(1/2 - 1/(2 pi)) = 1.7129`` (NF-Net's code lists 1.7139, a Monte Carlo estimate).
 - ``"torch"``: exactly ``torch.nn.init.calculate_gain``'s value, for the activations it knows.
 
-Smooth activations use Gauss-Hermite quadrature (probabilists' nodes, 96 points: exact for polynomials of
-degree 191). Activations with kinks (ReLU family, hard* functions, ELU/SELU at 0, a user's function) use
-Gauss-Legendre panels of the Gaussian density split at the kinks, since Gauss-Hermite converges slowly
-across a kink; both reach ~1e-12 on the closed forms.
+Smooth activations at moderate variance (1/4 <= q <= 4, zero mean) use Gauss-Hermite quadrature
+(probabilists' nodes, 96 points: exact for polynomials of degree 191). Everything else (kinks: ReLU family,
+hard* functions, ELU/SELU at 0, a user's function; any variance; a non-zero mean) uses Gauss-Legendre panels of
+the Gaussian density, split at the kinks and at the activation's own scale: breakpoints at ``z = +-2^k``
+(k = -3..7) mapped into standard-normal units. A sigmoid at q = 1e4 changes within |z| < 10, i.e. within
+|u| < 0.1 of the density's centre, where fixed Hermite nodes (spacing ~0.3) see nothing (3e-15 for E[phi'^2]
+instead of 6.6e-4); the scale breakpoints put panels there. Both reach ~1e-12 on the closed forms; the Monte
+Carlo tests cover q from 1e-4 to 1e4.
+
+:func:`dual` gives ``E[phi(a) phi(b)]`` for two jointly Gaussian pre-activations (the "dual kernel" of
+Cho and Saul, 2009; closed form for the ReLU family): propagation uses it for the component of a signal that is
+constant over positions (per-channel means, what a batch norm subtracts and a global pool keeps).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import torch
 
 from ._activations import Activation, resolve_activation
 
-__all__ = ["gain", "moments", "Moments"]
+__all__ = ["gain", "moments", "Moments", "dual", "max_moments"]
 
 Convention = Literal["kaiming", "backward", "variance", "torch"]
 _CONVENTIONS = ("kaiming", "backward", "variance", "torch")
@@ -49,6 +57,7 @@ class Moments:
         second_moment: ``E[phi(z)^2]`` (forward propagation of second moments).
         variance: ``Var[phi(z)]``.
         backward: ``E[phi'(z)^2]`` (backward propagation of gradient second moments).
+        backward_mean: ``E[phi'(z)]``.
     """
 
     q: float
@@ -56,6 +65,7 @@ class Moments:
     second_moment: float
     variance: float
     backward: float
+    backward_mean: float = float("nan")
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,36 +74,43 @@ def _hermite() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x), torch.from_numpy(w / math.sqrt(2.0 * math.pi))
 
 
-@functools.lru_cache(maxsize=64)
-def _panels(breaks: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nodes and weights in standard-normal units u for the density of N(0, 1) on [-12, 12], split at breaks."""
-    edges = sorted({-_TAIL, _TAIL, *(b for b in breaks if -_TAIL < b < _TAIL)})
-    gx, gw = np.polynomial.legendre.leggauss(_LEGENDRE_NODES)
-    xs, ws = [], []
-    for a, b in zip(edges[:-1], edges[1:]):
-        n = max(1, math.ceil((b - a) / _PANEL))
-        cuts = np.linspace(a, b, n + 1)
-        for lo, hi in zip(cuts[:-1], cuts[1:]):
-            half = (hi - lo) / 2
-            x = lo + half * (gx + 1)
-            xs.append(x)
-            ws.append(gw * half * np.exp(-x * x / 2) / math.sqrt(2 * math.pi))
-    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ws))
-
-
-def _nodes(act: Activation, q: float) -> tuple[torch.Tensor, torch.Tensor]:
-    breaks = act.breakpoints()
-    s = math.sqrt(q)
-    if breaks:
-        u, w = _panels(tuple(round(b / s, 15) for b in breaks))
-    else:
-        u, w = _hermite()
-    return u * s, w
+@functools.lru_cache(maxsize=1)
+def _legendre() -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(_LEGENDRE_NODES)
 
 
 @functools.lru_cache(maxsize=1024)
-def _moments_cached(act: Activation, q: float) -> Moments:
-    z, w = _nodes(act, q)
+def _panels(breaks: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes and weights in standard-normal units u for the density of N(0, 1) on [-12, 12], split at breaks."""
+    edges = sorted({-_TAIL, _TAIL, *(b for b in breaks if -_TAIL < b < _TAIL)})
+    gx, gw = _legendre()
+    cuts = np.concatenate([np.linspace(a, b, max(1, math.ceil((b - a) / _PANEL)) + 1)[:-1]
+                           for a, b in zip(edges[:-1], edges[1:])] + [np.array([_TAIL])])
+    lo, hi = cuts[:-1, None], cuts[1:, None]
+    half = (hi - lo) / 2
+    x = lo + half * (gx[None, :] + 1)
+    w = gw[None, :] * half * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+    return torch.from_numpy(x.reshape(-1)), torch.from_numpy(w.reshape(-1))
+
+
+_SCALES = tuple(sorted({s * 2.0**k for k in range(-3, 8) for s in (-1.0, 1.0)} | {0.0}))  # z = 0, +-1/8 .. +-128
+
+
+def _nodes(act: Activation, q: float, mean: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes ``z`` and weights for ``E[f(z)]``, ``z ~ N(mean, q)``."""
+    breaks = act.breakpoints()
+    s = math.sqrt(q)
+    if not breaks and mean == 0.0 and 0.25 <= q <= 4.0:
+        u, w = _hermite()
+    else:
+        pts = (*breaks, *_SCALES)
+        u, w = _panels(tuple(sorted({round((b - mean) / s, 12) for b in pts if abs(b - mean) < _TAIL * s})))
+    return u * s + mean, w
+
+
+@functools.lru_cache(maxsize=4096)
+def _moments_cached(act: Activation, q: float, mean: float = 0.0) -> Moments:
+    z, w = _nodes(act, q, mean)
     z = z.clone().requires_grad_(True)
     with torch.enable_grad():
         y = act.function()(z)
@@ -102,18 +119,96 @@ def _moments_cached(act: Activation, q: float) -> Moments:
         (dy,) = torch.autograd.grad(y.sum(), z, allow_unused=True)
     y = y.detach()
     dy = torch.zeros_like(z) if dy is None else dy.detach()
-    mean = float((w * y).sum())
+    m1 = float((w * y).sum())
     second = float((w * y * y).sum())
     back = float((w * dy * dy).sum())
-    values = {"E[phi]": mean, "E[phi^2]": second, "E[phi'^2]": back}
+    values = {"E[phi]": m1, "E[phi^2]": second, "E[phi'^2]": back}
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:
         raise ValueError(f"activation {act} has non-finite moments at q={q}: {', '.join(bad)} (is it defined on all reals?)")
-    return Moments(q=q, mean=mean, second_moment=second, variance=max(second - mean * mean, 0.0), backward=back)
+    return Moments(q=q, mean=m1, second_moment=second, variance=max(second - m1 * m1, 0.0), backward=back,
+                   backward_mean=float((w * dy).sum()))
 
 
-def moments(activation: Any = "relu", q: float = 1.0, *, param: float | None = None) -> Moments:
-    """Forward and backward moments of ``phi(z)`` for ``z ~ N(0, q)``, by quadrature.
+def _relu_kernel(q: float, cov: float) -> float:
+    """``E[relu(a) relu(b)]``, a, b ~ N(0, q) with covariance cov (the arc-cosine kernel, Cho and Saul 2009)."""
+    c = max(-1.0, min(1.0, cov / q))
+    t = math.acos(c)
+    return q / (2 * math.pi) * (math.sin(t) + (math.pi - t) * c)
+
+
+_INNER = 48  # Gauss-Hermite nodes of the inner (conditional) expectation of the dual kernel
+
+
+@functools.lru_cache(maxsize=4096)
+def _dual_cached(act: Activation, q: float, cov: float, mean: float) -> float:
+    c = max(-1.0, min(1.0, cov / q))
+    if mean == 0.0 and act.name in ("linear", "relu", "leaky_relu", "prelu") and act.known:
+        a = 1.0 if act.name == "linear" else 0.0 if act.name == "relu" else float(act.param("negative_slope"))
+        # phi = a x + (1 - a) relu(x): E[x relu(y)] = cov / 2 by the symmetry (x, y) -> (-x, -y)
+        return a * c * q + (1 - a) ** 2 * _relu_kernel(q, c * q)
+    if c >= 1.0 - 1e-12:
+        return _moments_cached(act, q, mean).second_moment
+    if c <= 1e-12 and c >= -1e-12:
+        return _moments_cached(act, q, mean).mean ** 2
+    # b = mean + s (c u + sqrt(1 - c^2) u2): E[phi(a) phi(b)] = E_u[phi(a) E_u2[phi(b) | u]]
+    z, w = _nodes(act, q, mean)
+    s = math.sqrt(q)
+    hx, hw = _hermite_n(_INNER)
+    inner = mean + c * (z - mean)[:, None] + s * math.sqrt(1 - c * c) * hx[None, :]
+    fn = act.function()
+    with torch.no_grad():
+        h = (fn(inner.reshape(-1)).reshape(inner.shape) * hw[None, :]).sum(1)
+        value = float((w * fn(z) * h).sum())
+    if not math.isfinite(value):
+        raise ValueError(f"activation {act} has a non-finite dual kernel at q={q}, cov={cov}")
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _max_cached(act: Activation, k: int, q: float, mean: float) -> tuple[float, float]:
+    z, w = _nodes(act, q, mean)
+    u = (z - mean) / math.sqrt(q)
+    wk = w * k * torch.special.ndtr(u) ** (k - 1)  # the density of the largest of k draws
+    with torch.no_grad():
+        y = act.function()(z)
+    return float((wk * y * y).sum()), float((wk * y).sum())
+
+
+def max_moments(activation: Any, k: int, q: float, mean: float = 0.0) -> tuple[float, float]:
+    """``(E[phi(M)^2], E[phi(M)])`` for ``M`` the largest of ``k`` independent ``N(mean, q)`` draws: the moments of
+    max pooling a window of ``k`` values ``phi(z_i)`` for a non-decreasing ``phi`` (the max commutes with it)."""
+    act = resolve_activation(activation)
+    return _max_cached(act, int(k), float(q), float(mean))
+
+
+@functools.lru_cache(maxsize=4)
+def _hermite_n(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    return torch.from_numpy(x), torch.from_numpy(w / math.sqrt(2.0 * math.pi))
+
+
+def dual(activation: Any, q: float, cov: float, mean: float = 0.0, *, param: float | None = None) -> float:
+    """``E[phi(a) phi(b)]`` for ``a, b ~ N(mean, q)`` with covariance ``cov`` (``|cov| <= q``).
+
+    ``cov = q`` gives ``E[phi^2]``, ``cov = 0`` gives ``E[phi]^2``. ReLU, leaky ReLU, PReLU and linear at zero
+    mean use the arc-cosine kernel (Cho and Saul, 2009); others nested quadrature (Gauss-Legendre panels outside,
+    48-point Gauss-Hermite for the conditional expectation inside).
+
+    Example:
+        >>> round(dual("relu", 1.0, 0.0), 6) == round(1 / (2 * math.pi), 6)
+        True
+    """
+    if not (isinstance(q, (int, float)) and math.isfinite(q) and q > 0):
+        raise ValueError(f"q (variance) must be a positive finite number, got {q!r}")
+    if not (isinstance(cov, (int, float)) and math.isfinite(cov) and abs(cov) <= q * (1 + 1e-9)):
+        raise ValueError(f"cov must be a finite number with |cov| <= q = {q}, got {cov!r}")
+    act = resolve_activation(activation, param)
+    return _dual_cached(act, float(q), float(cov), float(mean))
+
+
+def moments(activation: Any = "relu", q: float = 1.0, *, param: float | None = None, mean: float = 0.0) -> Moments:
+    """Forward and backward moments of ``phi(z)`` for ``z ~ N(mean, q)``, by quadrature (any q from 1e-4 to 1e4).
 
     Positively homogeneous activations (ReLU, leaky ReLU, linear) scale with q; tanh, GELU, SiLU, ELU do not,
     which is why a plan evaluates them at each layer's predicted pre-activation variance.
@@ -122,6 +217,7 @@ def moments(activation: Any = "relu", q: float = 1.0, *, param: float | None = N
         activation: a name, nn.Module, class or callable (see :func:`initwise.resolve_activation`).
         q: variance of the Gaussian pre-activation, > 0.
         param: negative slope for ``"leaky_relu"``/``"prelu"`` (torch's ``calculate_gain`` convention).
+        mean: the mean of the pre-activation (0 by default).
 
     Example:
         >>> round(moments("relu").second_moment, 6)
@@ -129,8 +225,10 @@ def moments(activation: Any = "relu", q: float = 1.0, *, param: float | None = N
     """
     if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q) or q <= 0:
         raise ValueError(f"q (pre-activation variance) must be a positive finite number, got {q!r}")
+    if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not math.isfinite(mean):
+        raise ValueError(f"mean must be a finite number, got {mean!r}")
     act = resolve_activation(activation, param)
-    return _moments_cached(act, float(q))
+    return _moments_cached(act, float(q), float(mean))
 
 
 _TORCH_LINEAR = ("linear", "sigmoid")

@@ -25,7 +25,7 @@ from ._trace import Node, Recorder, _tensors, module_role
 __all__ = ["Graph", "LayerInfo", "Node", "trace"]
 
 _LINEAR = resolve_activation("linear")
-_LOOK = frozenset(("pass", "scale", "shift"))
+_LOOK = frozenset(("pass", "scale", "shift", "reduce"))
 
 
 @dataclass

@@ -25,7 +25,8 @@ from ._fans import Fans, fans as layer_fans
 from ._gains import gain as activation_gain
 from ._graph import Graph, LayerInfo, trace
 from ._nested import tensors as _nested_tensors
-from ._propagate import LayerMoments, propagate
+from ._propagate import LayerMoments, NormMoments, propagate
+from ._signal import Sig, sig_of
 
 __all__ = ["Plan", "LayerPlan", "ParamPlan", "plan", "SCHEMES", "parse_scheme"]
 
@@ -98,7 +99,9 @@ class LayerPlan:
     ``forward_gain`` / ``backward_gain`` are the layer's own factors (``fan_in_eff * E[w^2]`` and
     ``fan_out_eff * E[w^2]``); ``forward`` is the predicted second moment of its output (pre-activation) relative
     to the input's; ``backward`` the predicted second moment of the gradient at its output relative to a
-    unit-variance cotangent at the model's output.
+    unit-variance cotangent at the model's output. ``forward_bound`` / ``backward_bound``: the error bound of
+    the prediction (1.0: every rule on its path is exact; else the product of the measured bounds of the
+    approximate rules on it, ``inf`` when an op the rules do not know is on it).
     """
 
     name: str
@@ -120,11 +123,14 @@ class LayerPlan:
     forward: float | None = None
     backward: float | None = None
     notes: list[str] = field(default_factory=list)
+    forward_bound: float = 1.0
+    backward_bound: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("name", "type", "activation", "gain", "mode", "method", "std", "norm",
                                            "residual_end", "pixel_shuffle", "is_output", "forward_gain",
-                                           "backward_gain", "forward", "backward", "notes")}
+                                           "backward_gain", "forward", "backward", "notes", "forward_bound",
+                                           "backward_bound")}
         d["shape"] = list(self.shape)
         d["fan_in"] = self.fans.fan_in if self.fans else None
         d["fan_out"] = self.fans.fan_out if self.fans else None
@@ -456,8 +462,8 @@ def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMomen
     (which must be None) and returns the input's second moment, the output's relative forward moment and the
     ops propagated approximately."""
     input_ms = _input_moments(g, example_inputs)
-    prop = propagate(g, layer_ms, norm_ms, input_ms)
-    q0 = next((v for v in input_ms.values() if v), 1.0)
+    prop = propagate(g, layer_ms, norm_ms, input_ms, _batch(example_inputs))
+    q0 = next((v.q for v in input_ms.values() if v is not None and v.q > 0), 1.0)
     _attach(g, layers, prop, q0)
     out_f = [prop.forward.get(i) for i in g.output_ids]
     out_forward = (max(v for v in out_f if v is not None) / q0) if any(v is not None for v in out_f) else None
@@ -474,7 +480,9 @@ def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: se
         seen.add(id(p))
         pats = [x for x in o.exclude if fnmatch.fnmatchcase(full, x) or fnmatch.fnmatchcase(name, x)]
         used.update(pats)
-        if pats or o.norm == "keep":
+        if _norm_kind(m)[0] == "grn" and not pats:  # x + gamma * x * N(x) + beta: gamma is no norm's gain
+            out.append(ParamPlan(full, name, tuple(p.shape), "keep", note="response scale kept (GRN is no norm)"))
+        elif pats or o.norm == "keep":
             out.append(ParamPlan(full, name, tuple(p.shape), "keep", note="excluded" if pats else "norm kept"))
         elif local == "weight" and not zero:
             out.append(ParamPlan(full, name, tuple(p.shape), "ones", std=1.0))
@@ -589,33 +597,87 @@ def _norm_modules(model: nn.Module, g: Graph) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if n in names}
 
 
-def _norm_ms(m: nn.Module, o: _Options, zero: bool) -> tuple[float, float]:
+def _norm_kind(m: nn.Module) -> tuple[str, dict[str, Any]]:
+    """Which statistics a normalization module uses (see :class:`initwise._rules_layer.NormMoments`)."""
+    name = type(m).__name__
+    if "GlobalResponse" in name or name in ("GRN", "GRNwithNHWC"):
+        return "grn", {}
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+        return ("running" if not m.training and m.track_running_stats else "instance"), {}
+    if isinstance(m, nn.modules.batchnorm._NormBase):
+        stats = m.track_running_stats and m.running_mean is not None and m.running_var is not None
+        return ("running" if stats and not m.training else "batch"), {}
+    if isinstance(m, nn.GroupNorm):
+        return "group", {"groups": int(m.num_groups), "over_positions": True}
+    if isinstance(m, nn.LayerNorm):
+        return "layer", {"over_positions": len(m.normalized_shape) > 1}
+    if hasattr(nn, "RMSNorm") and isinstance(m, nn.RMSNorm):
+        return "rms", {}
+    for key, kind in (("LayerNorm", "layer"), ("GroupNorm", "group"), ("BatchNorm", "batch"),
+                      ("InstanceNorm", "instance"), ("RMSNorm", "rms")):
+        if key in name:
+            extra = {"groups": int(getattr(m, "num_groups", 1) or 1), "over_positions": True} if kind == "group" else {}
+            return kind, extra
+    return "generic", {}
+
+
+def _ms(t: Any) -> tuple[float, float]:
+    """(mean square, mean) of a tensor, (1, 1) for None."""
+    if not isinstance(t, torch.Tensor) or t.numel() == 0 or t.is_meta:
+        return 1.0, 1.0
+    x = t.detach().double()
+    return float(x.square().mean()), float(x.mean())
+
+
+def _norm_ms(m: nn.Module, o: _Options, zero: bool) -> NormMoments:
+    kind, extra = _norm_kind(m)
     w = getattr(m, "weight", None)
     b = getattr(m, "bias", None)
+    eps = getattr(m, "eps", 1e-5)
+    eps = float(eps) if isinstance(eps, (int, float)) else 1e-5
+    keep = o.norm == "keep" or kind == "grn"  # GRN's scale is a response gain, not a norm's: kept (see plan)
     if zero:
-        return 0.0, 0.0
-    if o.norm == "reset" or w is None:
-        return 1.0, 0.0
-    wm = float(w.detach().double().pow(2).mean()) if isinstance(w, torch.Tensor) else 1.0
-    bm = float(b.detach().double().pow(2).mean()) if isinstance(b, torch.Tensor) else 0.0
-    return wm, bm
+        gm = gmean = bm = bmean = 0.0
+    elif keep:
+        gm, gmean = _ms(w) if isinstance(w, torch.Tensor) else (1.0, 1.0)
+        bm, bmean = _ms(b) if isinstance(b, torch.Tensor) else (0.0, 0.0)
+    else:  # reset: weight 1, bias 0
+        gm, gmean, bm, bmean = 1.0, 1.0, 0.0, 0.0
+    if kind == "running":
+        a, c = _running_affine(m, zero, keep, eps)
+        return NormMoments("running", eps, gm, gmean, bm, bmean, *a, *c)
+    return NormMoments(kind, eps, gm, gmean, bm, bmean, **extra)
 
 
-def _input_moments(g: Graph, example_inputs: Any) -> dict[int, float | None]:
+def _running_affine(m: nn.Module, zero: bool, keep: bool, eps: float) -> tuple[tuple[float, float, float],
+                                                                              tuple[float, float]]:
+    """``((E[a^2], E[b^2], E[a b]), (E[a], E[b]))`` of the eval-mode map ``a_c x + b_c`` from the running stats."""
+    rm = m.running_mean.detach().double()
+    rv = m.running_var.detach().double()
+    ones = torch.ones_like(rm)
+    w = m.weight.detach().double() if keep and isinstance(m.weight, torch.Tensor) else ones
+    b = m.bias.detach().double() if keep and isinstance(m.bias, torch.Tensor) else torch.zeros_like(rm)
+    if zero:
+        w, b = torch.zeros_like(rm), torch.zeros_like(rm)
+    a = w / torch.sqrt(rv + eps)
+    c = b - a * rm
+    return ((float(a.square().mean()), float(c.square().mean()), float((a * c).mean())),
+            (float(a.mean()), float(c.mean())))
+
+
+def _input_moments(g: Graph, example_inputs: Any) -> dict[int, Sig | None]:
     tensors = _nested_tensors(example_inputs)
-    out: dict[int, float | None] = {}
+    out: dict[int, Sig | None] = {}
     for nid, t in zip(g.input_ids, tensors):
-        # a meta example has no values: its second moment is unknown (None, as for integer inputs: unit)
-        out[nid] = _mean_square(t) if t.is_floating_point() and t.numel() and not t.is_meta else None
+        # a meta example has no values: its moments are unknown (None, as for integer inputs: unit)
+        out[nid] = sig_of(t) if t.is_floating_point() and t.numel() and not t.is_meta else None
     return out
 
 
-def _mean_square(t: torch.Tensor) -> float:
-    """E[t^2]: per-row norms in t's precision summed in float64 (to ~1e-7; vector_norm with dtype=float64 on a
-    float32 tensor is ~800x slower: 20 ms for a 1x3x224x224 example)."""
-    d = t.detach()
-    rows = d.reshape(d.shape[0] * d.shape[1] if d.dim() > 2 else d.shape[0] if d.dim() else 1, -1)
-    return float(torch.linalg.vector_norm(rows, dim=1).double().square().sum()) / d.numel()
+def _batch(example_inputs: Any) -> int | None:
+    """The batch size of the example (the graph may have been traced on a one-sample slice of it)."""
+    ts = [t for t in _nested_tensors(example_inputs) if t.dim() >= 1]
+    return int(ts[0].shape[0]) if ts else None
 
 
 def _attach(g: Graph, layers: list[LayerPlan], prop, q0: float) -> None:
@@ -628,3 +690,5 @@ def _attach(g: Graph, layers: list[LayerPlan], prop, q0: float) -> None:
             f = prop.forward.get(n.id)
             lp.forward = f / q0 if f is not None and q0 else None
             lp.backward = prop.backward.get(n.id)
+            lp.forward_bound = prop.forward_bound.get(n.id, 1.0)
+            lp.backward_bound = prop.backward_bound.get(n.id, 1.0)

@@ -1,19 +1,20 @@
 """Analytic propagation of second moments through a traced graph, forward from the input and backward from the output.
 
-Rules (independent zero-mean weights; see DESIGN.md, "Analytic propagation"):
+The walker visits the nodes of an :class:`initwise.Graph` in execution order (forward) and in reverse (backward)
+and applies one rule per op family:
 
-- weight layer: ``E[y^2] = fan_in_eff * E[w^2] * E[x^2] + E[b^2]``; backward ``E[dx^2] = fan_out_eff * E[w^2] * E[dy^2]``;
-- activation on ``y ~ N(0, q)``: forward ``E[phi(y)^2]``, backward factor ``E[phi'(y)^2]`` (quadrature at q;
-  ReLU, leaky ReLU, PReLU and linear scale with q);
-- normalization: forward ``E[gamma^2] + E[beta^2]``, backward ``E[gamma^2] / E[x^2]`` (the input is divided by its
-  own scale);
-- constant scale c: ``c^2`` both ways; add/sub: forward sum (independent branches), backward copies;
-  concatenation: forward channel-weighted mean, backward copies; product of two signals: product of moments;
-- ops that only move values (view, permute, pixel shuffle, slicing, nearest upsampling, max pooling): forward
-  unchanged, backward scaled by ``numel(out)/numel(in)`` (each input receives that many output gradients on
-  average, or none). Adding a constant (a mean shift: it changes E[x^2] by the input's mean, which is not
-  tracked), max pooling (forward), average pooling, interpolation other than nearest, attention and
-  recurrent layers are approximations (``Propagation.approximate`` lists them) and the measurement (``initwise.diagnose``) is the judge.
+- weight layers and normalizations, constant scales: :mod:`initwise._rules_layer`;
+- activations: :mod:`initwise._rules_act`;
+- joins, products, matrix products, softmax and attention: :mod:`initwise._rules_join`;
+- moving and averaging values (views, pooling, means), constant scales and shifts: :mod:`initwise._rules_reduce`.
+
+Each tensor carries its moments (:class:`initwise._signal.Sig`: second moment, mean and the parts constant over
+positions, which batch norm removes and pooling keeps); each gradient a :class:`initwise._signal.Grad`. Every
+rule also returns an error bound: 1 when it is exact (under the mean-field assumptions of He et al., 2015:
+independent zero-mean weights, Gaussian pre-activations, gradients independent of the forward signal), else the
+largest ratio between its prediction and the measurement seen in the tests that pin it (``inf`` for an op the
+rules do not know). A node's bound is the product of the bounds on its path: it is exact only when every rule on
+the path is.
 """
 
 from __future__ import annotations
@@ -22,140 +23,209 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ._gains import moments
+from . import _rules_join as J
+from . import _rules_reduce as R
+from ._rules_act import act_backward, act_forward
+from ._rules_layer import LayerMoments, NormMoments, layer_backward, layer_forward, norm_backward, norm_forward
+from ._signal import Grad, Sig, layout
 
-__all__ = ["LayerMoments", "Propagation", "propagate"]
+__all__ = ["LayerMoments", "NormMoments", "Propagation", "propagate", "EXACT_PASS"]
 
+EXACT_PASS = R.EXACT_PASS
+_EXACT_PASS = EXACT_PASS  # the old private name
 _HOMOGENEOUS = {"linear", "relu", "leaky_relu", "prelu"}
-_EXACT_PASS = {"view", "reshape", "permute", "transpose", "flatten", "unflatten", "contiguous", "clone", "squeeze",
-               "unsqueeze", "pixel_shuffle", "pixel_unshuffle", "PixelShuffle", "PixelUnshuffle", "getitem",
-               "__getitem__", "chunk", "split", "unbind", "to", "float", "double", "type", "detach", "identity",
-               "Identity", "dropout", "Dropout", "pad", "expand", "repeat", "Flatten", "Unflatten", "narrow",
-               "select"}  # max pooling is not here: the largest value of a window has a larger second moment
-
-
-@dataclass(frozen=True)
-class LayerMoments:
-    """What propagation needs of one weight layer: effective fans and the second moments of its parameters."""
-
-    fan_in: float
-    fan_out: float
-    weight_ms: float
-    bias_ms: float = 0.0
-    kind: str = "affine"  # "affine" (Linear/Conv/...), "embedding", "opaque" (not modelled: passes the signal on)
 
 
 @dataclass
 class Propagation:
-    """Per node: forward second moment ``q`` of its output, backward second moment ``g`` of the gradient there."""
+    """Per node: forward second moment ``q`` of its output, backward second moment ``g`` of the gradient there,
+    the full moments (``signals``, ``grads``) and the error bounds (``forward_bound``, ``backward_bound``: 1.0 is
+    exact)."""
 
     forward: dict[int, float] = field(default_factory=dict)
     backward: dict[int, float] = field(default_factory=dict)
     approximate: list[str] = field(default_factory=list)
+    signals: dict[int, Sig] = field(default_factory=dict)
+    grads: dict[int, Grad] = field(default_factory=dict)
+    forward_bound: dict[int, float] = field(default_factory=dict)
+    backward_bound: dict[int, float] = field(default_factory=dict)
 
 
-def _act_moments(act, q: float) -> tuple[float, float]:
-    if q <= 0 or not math.isfinite(q):
-        return (0.0 if q <= 0 else q), 0.0
-    if act.name in _HOMOGENEOUS:
-        m = moments(act, 1.0)
-        return m.second_moment * q, m.backward
-    m = moments(act, q)
-    return m.second_moment, m.backward
+def _as_norm(v) -> NormMoments:
+    if isinstance(v, NormMoments):
+        return v
+    gm, bm = v
+    return NormMoments("generic", gamma_ms=gm, beta_ms=bm)
 
 
-def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, tuple[float, float]],
-              input_ms: Mapping[int, float | None]) -> Propagation:
-    """Propagate second moments through ``graph`` (an :class:`initwise.Graph`).
+def _as_sig(v) -> Sig:
+    if isinstance(v, Sig):
+        return v
+    return Sig(float(v) if v else 1.0)
+
+
+def _softmax_source(nodes, i: int) -> int | None:
+    """The softmax node whose weights reach node ``i`` through value-moving ops only (dropout, views)."""
+    while True:
+        n = nodes[i]
+        if n.kind == "softmax":
+            return n.id
+        if n.kind == "pass" and n.op in R.EXACT_PASS and n.inputs:
+            i = n.inputs[0]
+            continue
+        return None
+
+
+def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, NormMoments | tuple[float, float]],
+              input_ms: Mapping[int, float | Sig | None], batch: int | None = None) -> Propagation:
+    """Propagate moments through ``graph`` (an :class:`initwise.Graph`).
 
     Args:
         graph: the traced graph.
         layers: per dotted layer name, its :class:`LayerMoments`.
-        norms: per dotted norm-module name, ``(E[gamma^2], E[beta^2])``; a functional norm uses ``(1, 0)``.
-        input_ms: per input node id, the example's second moment (None for integer inputs).
+        norms: per dotted norm-module name, its :class:`NormMoments` (or the old ``(E[gamma^2], E[beta^2])``);
+            a functional norm without an entry is taken with unit affine parameters and eps 1e-5.
+        input_ms: per input node id, the example's moments (a :class:`initwise._signal.Sig`, or its second moment;
+            None for integer inputs).
+        batch: the batch size of the pass to predict, when the graph was traced on a slice of it (the
+            constant parts of the output cotangent depend on it).
     """
     prop = Propagation()
-    q = prop.forward
+    sig, fb = prop.signals, prop.forward_bound
     nodes = {n.id: n for n in graph.nodes}
+    aux: dict[int, tuple[float, float]] = {}  # softmax / attention: rules_join.softmax_stats
     for n in graph.nodes:
-        ins = [q.get(i, 1.0) for i in n.inputs]
-        qi = ins[0] if ins else 1.0
+        ins = [sig.get(i, Sig(1.0)) for i in n.inputs]
+        x = ins[0] if ins else Sig(1.0)
+        shapes = [nodes[i].shape for i in n.inputs]
+        s_in = shapes[0] if shapes else n.shape
         k = n.kind
         if k == "input":
-            q[n.id] = input_ms.get(n.id) or 1.0
+            out, b = _as_sig(input_ms.get(n.id)), 1.0
         elif k == "layer":
-            lm = layers.get(n.module or "")
-            if lm is None or lm.kind == "opaque":
-                q[n.id] = qi
-                prop.approximate.append(f"{n.module or n.op}: {n.op} not modelled, signal passed on")
-            elif lm.kind == "embedding":
-                q[n.id] = lm.weight_ms
-            else:
-                q[n.id] = lm.fan_in * lm.weight_ms * qi + lm.bias_ms
+            out, b = layer_forward(layers.get(n.module or ""), x, n.shape)
         elif k == "norm":
-            gm, bm = norms.get(n.module or "", (1.0, 0.0))
-            q[n.id] = gm + bm
+            out, b = norm_forward(_norm_of(norms, n), x, s_in)
         elif k == "act":
-            q[n.id] = _act_moments(n.activation, qi)[0]
+            out, b = act_forward(n.activation, x)
         elif k == "scale":
-            q[n.id] = (n.factor or 1.0) ** 2 * qi
+            out, b = R.scale_forward(x, n.factor)
+        elif k == "shift":
+            out, b = R.shift_forward(x, None)
         elif k in ("add", "sub"):
-            q[n.id] = sum(ins)
+            out, b = J.add_forward(ins, k == "sub")
         elif k == "cat":
             dim = n.cat_dim or 0
-            sizes = [nodes[i].shape[dim] if len(nodes[i].shape) > dim else 1 for i in n.inputs]
-            q[n.id] = sum(s * v for s, v in zip(sizes, ins)) / max(sum(sizes), 1)
+            sizes = [s[dim] if len(s) > dim else 1 for s in shapes]
+            out, b = J.cat_forward(ins, sizes)
         elif k == "mul":
-            q[n.id] = math.prod(ins) if ins else 1.0
-        else:  # pass, shift, output, unknown
-            q[n.id] = qi
-            if k in ("unknown", "shift") or (k == "pass" and n.op not in _EXACT_PASS):
-                prop.approximate.append(f"{n.module or ''}:{n.op}".lstrip(":"))
-    _backward(graph, nodes, layers, norms, prop)
+            out, b = J.mul_forward(ins, n.branch is not None)
+        elif k == "reduce":
+            out, b = R.reduce_forward(n.op, x, n.dims or (), s_in, n.shape)
+        elif k == "pass" and (n.op in R.AVG_POOLS or n.op in R.ADAPTIVE_AVG):
+            out, b = R.pool_forward(n.op, x, n.dims, s_in, n.shape)
+        elif k == "pass" and n.op in R.MAX_POOLS:
+            src = nodes[n.inputs[0]]
+            pre = sig.get(src.inputs[0]) if src.kind == "act" and src.inputs else None
+            out, b = R.max_pool_forward(x, n.dims, s_in, n.shape, src.activation if pre else None, pre)
+        elif k == "pass":
+            out, b = R.pass_forward(n.op, x, n.shape, True)
+        elif k == "softmax":
+            size = s_in[n.dims[0]] if n.dims and len(s_in) > n.dims[0] else 1
+            out, b, aux[n.id] = J.softmax_forward(x, size)
+        elif k == "matmul" and len(ins) == 2:
+            src = _softmax_source(nodes, n.inputs[0])
+            out, b = J.matmul_forward(ins[0], ins[1], shapes[0], aux.get(src) if src is not None else None)
+        elif k == "attention" and len(ins) == 3:
+            out, b, aux[n.id] = J.attention_forward(*ins, shapes[0], shapes[1], n.factor, n.residual)
+        elif k == "output":
+            out, b = x, 1.0
+        else:  # unknown (or a kind the rules do not know)
+            out, b = R.pass_forward(n.op, x, n.shape, False)
+        sig[n.id] = out
+        prop.forward[n.id] = out.q
+        fb[n.id] = b * max((fb.get(i, 1.0) for i in n.inputs), default=1.0)
+        if b > 1.0:
+            prop.approximate.append(f"{n.module or ''}:{n.op}".lstrip(":"))
+    _backward(graph, nodes, layers, norms, prop, aux, batch)
     return prop
 
 
-def _numel(shape) -> int:
-    return math.prod(shape) if shape else 1
+def _norm_of(norms, n) -> NormMoments:
+    v = norms.get(n.module or "") if n.module else None
+    if v is not None:
+        return _as_norm(v)
+    kind = {"batch_norm": "batch", "instance_norm": "instance", "group_norm": "group", "rms_norm": "rms",
+            "layer_norm": "layer"}.get(n.op, "generic")
+    return NormMoments(kind, functional=True)
 
 
-def _backward(graph, nodes, layers, norms, prop: Propagation) -> None:
-    q, g = prop.forward, prop.backward
+def _depends_on_forward(n) -> bool:
+    """Does the node's backward rule read the forward moments of its input?"""
+    if n.kind == "act":
+        return n.activation is None or n.activation.name not in _HOMOGENEOUS
+    return n.kind in ("norm", "mul", "matmul", "attention", "softmax")
+
+
+def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tuple[float, float]], batch: int | None) -> None:
+    sig, grads, bb, fb = prop.signals, prop.grads, prop.backward_bound, prop.forward_bound
     for oid in graph.output_ids:
-        g[oid] = g.get(oid, 0.0) + 1.0
+        nb, _, p = layout(nodes[oid].shape)
+        nb = batch or nb
+        grads[oid] = grads.get(oid, Grad(0.0)) + Grad(1.0, 1.0 / max(p, 1), 1.0 / max(p * nb, 1))
+        bb[oid] = 1.0
     for n in reversed(graph.nodes):
-        go = g.get(n.id, 0.0)
-        if n.kind == "output":
-            for i in n.inputs:
-                g[i] = g.get(i, 0.0) + go
+        d = grads.get(n.id)
+        if d is None or not n.inputs:
             continue
-        if not n.inputs:
-            continue
+        here = bb.get(n.id, 1.0)
+        ins = [sig.get(i, Sig(1.0)) for i in n.inputs]
+        x = ins[0]
+        shapes = [nodes[i].shape for i in n.inputs]
         k = n.kind
-        first = n.inputs[0]
-        if k == "layer":
-            lm = layers.get(n.module or "")
-            if lm is None or lm.kind == "opaque":
-                contrib = [go] * len(n.inputs)
-            elif lm.kind == "embedding":
-                contrib = [0.0] * len(n.inputs)
-            else:
-                contrib = [lm.fan_out * lm.weight_ms * go] + [0.0] * (len(n.inputs) - 1)
+        if k == "output":
+            contrib, b = [d] * len(n.inputs), 1.0
+        elif k == "layer":
+            contrib, b = layer_backward(layers.get(n.module or ""), d, len(n.inputs))
         elif k == "norm":
-            gm, _ = norms.get(n.module or "", (1.0, 0.0))
-            qi = q.get(first, 1.0)
-            contrib = [go * gm / qi if qi > 0 else 0.0]
+            contrib, b = norm_backward(_norm_of(norms, n), d, x, shapes[0])
         elif k == "act":
-            contrib = [go * _act_moments(n.activation, q.get(first, 1.0))[1]]
+            contrib, b = act_backward(n.activation, d, x)
         elif k == "scale":
-            contrib = [go * (n.factor or 1.0) ** 2]
-        elif k in ("add", "sub", "cat"):
-            contrib = [go] * len(n.inputs)
+            f = n.factor
+            contrib, b = [d.scaled(f * f) if f is not None else d], 1.0 if f is not None else R.BOUND_UNKNOWN
+        elif k == "shift":
+            contrib, b = [d], 1.0
+        elif k in ("add", "sub"):
+            contrib, b = J.add_backward(d, shapes, n.shape)
+        elif k == "cat":
+            contrib, b = [d] * len(n.inputs), 1.0
         elif k == "mul":
-            qs = [q.get(i, 1.0) for i in n.inputs]
-            contrib = [go * math.prod(qs[:j] + qs[j + 1:]) for j in range(len(qs))]
-        else:  # pass, shift, unknown: move values around
-            ratio = _numel(n.shape) / max(_numel(nodes[first].shape), 1)
-            contrib = [go * ratio] + [0.0] * (len(n.inputs) - 1)
+            contrib, b = J.mul_backward(d, ins, shapes, n.shape, n.branch is not None)
+        elif k == "reduce":
+            one, b = R.reduce_backward(n.op, d, n.dims or (), shapes[0])
+            contrib = [one]
+        elif k == "pass" and (n.op in R.AVG_POOLS or n.op in R.ADAPTIVE_AVG):
+            one, b = R.pool_backward(n.op, d, n.dims, shapes[0], n.shape)
+            contrib = [one]
+        elif k == "pass":
+            one, b = R.pass_backward(n.op, d, shapes[0], n.shape, True)
+            contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
+        elif k == "softmax":
+            size = shapes[0][n.dims[0]] if n.dims and len(shapes[0]) > n.dims[0] else 1
+            contrib, b = J.softmax_backward(d, aux.get(n.id, (1.0, 0.0)), size)
+        elif k == "matmul" and len(ins) == 2:
+            src = _softmax_source(nodes, n.inputs[0])
+            contrib, b = J.matmul_backward(d, ins[0], ins[1], shapes[0], n.shape,
+                                           aux.get(src) if src is not None else None)
+        elif k == "attention" and len(ins) == 3:
+            contrib, b = J.attention_backward(d, *ins, shapes[0], shapes[1], n.factor, aux.get(n.id, (1.0, 0.0)))
+        else:  # unknown: move values around
+            one, b = R.pass_backward(n.op, d, shapes[0], n.shape, False)
+            contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
+        dep = _depends_on_forward(n)
         for i, c in zip(n.inputs, contrib):
-            g[i] = g.get(i, 0.0) + c
+            grads[i] = grads.get(i, Grad(0.0)) + c
+            bound = here * b * (fb.get(i, 1.0) if dep else 1.0)
+            bb[i] = max(bb.get(i, 1.0), bound)
+    prop.backward.update({i: g.g for i, g in grads.items()})

@@ -30,7 +30,9 @@ class Node:
     """One op of the signal DAG, in execution order (``id`` is the position in ``Graph.nodes``).
 
     ``kind`` is one of "input", "layer", "norm", "act", "pass", "add", "sub", "cat", "mul", "scale", "shift",
-    "output", "unknown". For the binary joins "add"/"sub"/"mul", ``branch`` is the operand that descends from the
+    "reduce" (mean/sum over ``dims``), "softmax" (over ``dims[0]``), "matmul" (two signals), "attention"
+    (``scaled_dot_product_attention(q, k, v)``, ``factor`` its scale if given), "output", "unknown".
+    ``dims``: the reduced dims of a reduction, the dim of a softmax, the window of an average pooling. For the binary joins "add"/"sub"/"mul", ``branch`` is the operand that descends from the
     other one (the residual branch, or the gate of ``x * gate(x)``) and ``skip`` the other; ``residual`` marks
     an add/sub that rejoins a branch with its own input (or with a one-layer projection of it).
     """
@@ -49,6 +51,7 @@ class Node:
     skip: int | None = None
     scope: str = ""
     inplace: bool = False
+    dims: tuple[int, ...] | None = None
 
 
 def _classes(*names: str) -> tuple[type, ...]:
@@ -99,7 +102,7 @@ view view_as reshape reshape_as permute flatten unflatten transpose t contiguous
 expand expand_as broadcast_to repeat repeat_interleave tile pad constant_pad_nd pixel_shuffle pixel_unshuffle
 channel_shuffle native_channel_shuffle interpolate upsample upsample_nearest upsample_bilinear getitem chunk
 split split_with_sizes tensor_split unbind narrow select index_select movedim moveaxis swapaxes swapdims roll
-flip fliplr flipud rot90 to float double half bfloat16 type type_as cpu cuda detach requires_grad mean
+flip fliplr flipud rot90 to float double half bfloat16 type type_as cpu cuda detach requires_grad
 dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout feature_dropout
 max_pool1d max_pool2d max_pool3d max_pool1d_with_indices max_pool2d_with_indices max_pool3d_with_indices
 avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d
@@ -110,6 +113,10 @@ T mT H mH data
 """.split())
 _NORM_OPS = frozenset("layer_norm batch_norm group_norm instance_norm rms_norm local_response_norm normalize".split())
 _CAT_OPS = frozenset(("cat", "concat", "concatenate", "stack"))
+_REDUCE_OPS = frozenset(("mean", "sum", "nanmean", "nansum"))
+_MATMUL_OPS = frozenset(("matmul", "bmm", "mm"))
+_AVG_POOLS = frozenset(("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d",
+                        "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices"))
 # ops that make a new tensor from another one's shape only: their output carries no signal
 _SOURCE_OPS = frozenset("""zeros_like ones_like empty_like full_like rand_like randn_like randint_like new_zeros
 new_ones new_empty new_full new_tensor size""".split())
@@ -153,6 +160,11 @@ def _factor(v: Any) -> float | None:
         f = float(x.reshape(())) if x.numel() == 1 else float(x.pow(2).mean().sqrt())
         return f if f == f and abs(f) != float("inf") else None
     return None
+
+
+def _ints(v: Any, n: int) -> tuple[int, ...]:
+    """A pooling window as one int per spatial dim."""
+    return tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else (int(v),) * max(n, 1)
 
 
 def shapes_str(args: Any) -> str:
@@ -232,6 +244,8 @@ class Recorder(TorchFunctionMode):
             shuffle = isinstance(module, nn.PixelShuffle)
             op = "pixel_shuffle" if shuffle else "pixel_unshuffle"
             kw["factor"] = float(module.upscale_factor if shuffle else module.downscale_factor)
+        elif isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+            kw["dims"] = _ints(module.kernel_size, outs[0].dim() - 2)
         self.emit(role, op, ins, outs, module=name, **kw)
 
     # ---- functions and methods
@@ -268,11 +282,17 @@ class Recorder(TorchFunctionMode):
                 self.emit("act", raw, (n0,), outs, activation=self._activation(func, name, args, kwargs),
                           inplace=inplace)
                 return
+        elif name in _REDUCE_OPS or name in ("softmax", "scaled_dot_product_attention") or name in _MATMUL_OPS:
+            if self._reduction(name, a0, n0, args, kwargs, outs):
+                return
         elif name in _PASS_OPS or name in _NORM_OPS:
             if n0 is not None:
                 kw: dict[str, Any] = {}
                 if name in ("pixel_shuffle", "pixel_unshuffle"):
                     kw["factor"] = float(args[1] if len(args) > 1 else next(iter(kwargs.values())))
+                elif name in _AVG_POOLS:
+                    k = args[1] if len(args) > 1 else kwargs.get("kernel_size")
+                    kw["dims"] = _ints(k, a0.dim() - 2)
                 self.emit("norm" if name in _NORM_OPS else "pass", name, (n0,), outs, inplace=inplace, **kw)
             return
         elif name in _CAT_OPS:
@@ -288,6 +308,37 @@ class Recorder(TorchFunctionMode):
         ins = tuple(dict.fromkeys(n for n in map(self.nid, _tensors((args, kwargs))) if n is not None))
         if ins:
             self.emit("unknown", raw, ins, outs, inplace=inplace)
+
+    def _reduction(self, name: str, a0: Any, n0: int | None, args: tuple, kwargs: dict, outs: list) -> bool:
+        """mean/sum (reduced dims), softmax (its dim), matmul of two signals, scaled_dot_product_attention."""
+        if n0 is None or not isinstance(a0, torch.Tensor):
+            return False
+        if name in _MATMUL_OPS or name == "scaled_dot_product_attention":
+            others = [args[i] if len(args) > i else kwargs.get(k) for i, k in ((1, "other"), (2, "value"))]
+            ids = [self.nid(t) for t in others[: 1 if name in _MATMUL_OPS else 2]]
+            if any(i is None for i in ids):
+                return False
+            if name in _MATMUL_OPS:
+                self.emit("matmul", name, (n0, ids[0]), outs)
+                return True
+            if kwargs.get("attn_mask") is not None or len(args) > 3 or kwargs.get("dropout_p", 0.0):
+                return False  # masks and attention dropout: not modelled
+            scale = kwargs.get("scale")
+            self.emit("attention", name, (n0, *ids), outs, factor=None if scale is None else float(scale),
+                      residual=bool(kwargs.get("is_causal", False)))
+            return True
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if name == "softmax":
+            if not isinstance(dim, int):
+                return False
+            self.emit("softmax", name, (n0,), outs, dims=(dim % a0.dim(),))
+            return True
+        if dim is None:
+            dims = tuple(range(a0.dim()))
+        else:
+            dims = tuple(d % max(a0.dim(), 1) for d in ((dim,) if isinstance(dim, int) else dim))
+        self.emit("reduce", name, (n0,), outs, dims=dims)
+        return True
 
     def _activation(self, func: Any, name: str, args: tuple, kwargs: dict) -> Activation:
         if name == "rrelu":

@@ -1,0 +1,156 @@
+"""Propagation rules of weight layers, normalizations and constant scales/shifts (forward and backward).
+
+Weight layer with independent zero-mean weights (He et al., 2015): ``E[y^2] = fan_in * E[w^2] * E[x^2] + E[b^2]``,
+the constant parts likewise; backward ``E[dx^2] = fan_out * E[w^2] * E[dy^2]``.
+
+Normalization ``y = gamma * (x - m) / sqrt(v + eps) + beta`` with the statistics ``m, v`` over its set S (batch
+norm in training: batch and positions per channel; instance norm: positions per sample and channel; group and
+layer norm: a group of channels (and positions) per sample; RMS norm: no mean):
+``E[y^2] = E[gamma^2] * v / (v + eps) + E[beta^2]``, ``v`` the input's variance over S (its second moment minus
+the constant part S shares, :mod:`initwise._signal`). Backward ``E[dx^2] = E[gamma^2] / (v + eps) * (E[dy^2] -
+(the gradient's constant over S))`` (the projection on the normalized input is neglected: it is one direction
+among |S|). In eval mode a batch norm with running statistics is the affine map ``a_c x + b_c``, ``a_c =
+gamma_c / sqrt(running_var_c + eps)``, ``b_c = beta_c - a_c running_mean_c``: exact with their values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ._signal import Grad, Sig, layout
+
+__all__ = ["LayerMoments", "NormMoments", "layer_forward", "layer_backward", "norm_forward", "norm_backward"]
+
+# measured bounds (tests/test_propagate.py): a norm the rules know only by its class name; GRN at gamma = beta = 0
+# is exact (the identity), elsewhere its response ratio ||x_c|| / mean_c ||x_c|| scatters around 1
+BOUND_GENERIC_NORM = 2.0
+BOUND_GRN = 1.5
+BOUND_FUNCTIONAL_NORM = 1.5
+
+
+@dataclass(frozen=True)
+class LayerMoments:
+    """What propagation needs of one weight layer: effective fans and the second moments of its parameters.
+
+    ``kind``: "affine" (Linear/Conv/...), "embedding", "opaque" (not modelled: passes the signal on).
+    """
+
+    fan_in: float
+    fan_out: float
+    weight_ms: float
+    bias_ms: float = 0.0
+    kind: str = "affine"
+
+
+@dataclass(frozen=True)
+class NormMoments:
+    """One normalization: its statistics set (``kind``), eps and the moments of its affine parameters.
+
+    ``kind``: "batch" (training statistics), "running" (eval-mode batch norm: the affine map of the running
+    statistics, given by ``a_ms = E[a_c^2]``, ``b_ms = E[b_c^2]``, ``ab = E[a_c b_c]``, ``a_mean``, ``b_mean``),
+    "instance", "group" (``groups``), "layer" (over the last ``normalized`` elements of the channel dim, or
+    over channels and positions when ``over_positions``), "rms", "grn" (ConvNeXt-V2 global response norm:
+    ``x + gamma * x * N(x) + beta``, not a normalization), "generic" (a class the rules know by name only).
+    """
+
+    kind: str
+    eps: float = 1e-5
+    gamma_ms: float = 1.0
+    gamma_mean: float = 1.0
+    beta_ms: float = 0.0
+    beta_mean: float = 0.0
+    a_ms: float = 1.0
+    b_ms: float = 0.0
+    ab: float = 0.0
+    a_mean: float = 1.0
+    b_mean: float = 0.0
+    groups: int = 1
+    over_positions: bool = False
+    functional: bool = False
+
+
+def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, float]:
+    if lm is None or lm.kind == "opaque":
+        return x, math.inf
+    if lm.kind == "embedding":
+        return Sig(lm.weight_ms, 0.0, lm.weight_ms / max(layout(shape)[2], 1), 0.0), 1.0
+    g = lm.fan_in * lm.weight_ms
+    out = Sig(g * x.q + lm.bias_ms, 0.0, g * x.dc + lm.bias_ms, g * x.dcb + lm.bias_ms)
+    return (out.no_positions() if len(shape) <= 2 else out).clean(), 1.0
+
+
+def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int) -> tuple[list[Grad], float]:
+    if lm is None or lm.kind == "opaque":
+        return [d] * n_inputs, math.inf
+    if lm.kind == "embedding":
+        return [Grad(0.0)] * n_inputs, 1.0
+    return [d.scaled(lm.fan_out * lm.weight_ms)] + [Grad(0.0)] * (n_inputs - 1), 1.0
+
+
+def _shared(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[float, float, float]:
+    """(variance over the statistics set, the constant part it removes, the gradient's constant part key)."""
+    _, c, p = layout(shape)
+    if nm.kind == "batch":
+        return x.q - x.dcb, x.dcb, 2
+    if nm.kind == "instance":
+        return x.q - x.dc, x.dc, 1
+    if nm.kind == "rms":
+        return x.q, 0.0, 0
+    if nm.kind == "group" or (nm.kind == "layer" and nm.over_positions):
+        cg = max(c // max(nm.groups, 1), 1)
+        m2 = x.mean ** 2
+        shared = m2 + (x.dc - m2) / cg + (x.q - x.dc) / (cg * max(p, 1))
+        return x.q - shared, shared, 0
+    # layer norm over the channel dim of each position (or token)
+    m2 = x.mean ** 2
+    shared = m2 + (x.q - m2) / max(c, 1)
+    return x.q - shared, shared, 0
+
+
+def norm_forward(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, float]:
+    if nm.kind == "running":
+        q = nm.a_ms * x.q + 2 * nm.ab * x.mean + nm.b_ms
+        dc = nm.a_ms * x.dc + 2 * nm.ab * x.mean + nm.b_ms
+        dcb = nm.a_ms * x.dcb + 2 * nm.ab * x.mean + nm.b_ms
+        return Sig(q, nm.a_mean * x.mean + nm.b_mean, dc, dcb).clean(), 1.0
+    if nm.kind == "grn":
+        g2 = 1.0 + 2 * nm.gamma_mean + nm.gamma_ms  # E[(1 + gamma_c N_c)^2] with N_c ~ 1
+        bound = 1.0 if nm.gamma_ms == 0 else BOUND_GRN
+        return Sig(g2 * x.q + nm.beta_ms, x.mean + nm.beta_mean, g2 * x.dc + nm.beta_ms,
+                   g2 * x.dcb + nm.beta_ms).clean(), bound
+    var, shared, _ = _shared(nm, x, shape)
+    var = max(var, 0.0)
+    r = var / (var + nm.eps) if var + nm.eps > 0 else 0.0
+    gm, bm = nm.gamma_ms, nm.beta_ms
+    q = gm * r + bm
+    if nm.kind == "batch":
+        dc = gm * max(x.dc - x.dcb, 0.0) / (var + nm.eps) + bm
+        out = Sig(q, nm.beta_mean, dc, bm)
+    elif nm.kind == "instance":
+        out = Sig(q, nm.beta_mean, bm, bm)
+    elif nm.kind == "rms":
+        out = Sig(gm * x.q / (x.q + nm.eps) + bm, 0.0, gm * x.dc / (x.q + nm.eps) + bm,
+                  gm * x.dcb / (x.q + nm.eps) + bm)
+    else:
+        scale = gm / (var + nm.eps)
+        out = Sig(q, nm.beta_mean, scale * max(x.dc - shared, 0.0) + bm, scale * max(x.dcb - shared, 0.0) + bm)
+    bound = BOUND_GENERIC_NORM if nm.kind == "generic" else BOUND_FUNCTIONAL_NORM if nm.functional else 1.0
+    return out.clean(), bound
+
+
+def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...]) -> tuple[list[Grad], float]:
+    if nm.kind == "running":
+        return [d.scaled(nm.a_ms)], 1.0
+    if nm.kind == "grn":
+        g2 = 1.0 + 2 * nm.gamma_mean + nm.gamma_ms
+        return [d.scaled(g2)], 1.0 if nm.gamma_ms == 0 else BOUND_GRN
+    var, _, level = _shared(nm, x, shape)
+    var = max(var, 0.0)
+    if nm.kind == "rms":
+        var = x.q
+    f = nm.gamma_ms / (var + nm.eps) if var + nm.eps > 0 else 0.0
+    removed = d.dcb if level == 2 else d.dc if level == 1 else 0.0
+    out = Grad(f * max(d.g - removed, 0.0), f * max(d.dc - removed, 0.0), f * max(d.dcb - removed, 0.0))
+    bound = BOUND_GENERIC_NORM if nm.kind == "generic" else BOUND_FUNCTIONAL_NORM if nm.functional else 1.0
+    return [out], bound

@@ -1,0 +1,187 @@
+"""Propagation rules of ops that move or average values: views, slicing, repeats, pooling, means and sums,
+interpolation, and constant scales and shifts.
+
+Moving values (view, permute, pixel shuffle, slicing, nearest upsampling): the forward moments are unchanged;
+backward, each input receives ``numel(out) / numel(in)`` output gradients on average (a repeat sums them: see
+:mod:`initwise._rules_join` for the constant part), or none (slicing). Max pooling routes each gradient to one
+input (exact); its forward keeps the largest value of a window (approximate).
+
+Averaging ``K`` values (a mean over positions, average pooling with window K and stride S): the part constant over
+positions passes, the rest averages down by ``1/K`` (taken as uncorrelated between positions: approximate);
+backward each input receives ``K / S`` gradients divided by ``K``: ``E[dx^2] = (E[dy^2] - dc) / (K S) + dc /
+S^2``, exact. A mean over channels averages independent channels around the common mean (exact).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._activations import resolve_activation
+from ._gains import max_moments
+from ._signal import Grad, Sig, channel_dim, layout
+
+__all__ = ["pass_forward", "pass_backward", "reduce_forward", "reduce_backward", "pool_forward", "pool_backward",
+           "scale_forward", "shift_forward"]
+
+EXACT_PASS = frozenset({
+    "view", "reshape", "permute", "transpose", "flatten", "unflatten", "contiguous", "clone", "squeeze",
+    "unsqueeze", "pixel_shuffle", "pixel_unshuffle", "PixelShuffle", "PixelUnshuffle", "getitem", "__getitem__",
+    "chunk", "split", "unbind", "to", "float", "double", "type", "detach", "identity", "Identity", "dropout",
+    "Dropout", "pad", "expand", "expand_as", "broadcast_to", "repeat", "Flatten", "Unflatten", "narrow", "select",
+    "view_as", "reshape_as", "movedim", "moveaxis", "swapaxes", "swapdims", "t", "T", "mT", "copy", "roll", "flip",
+    "max_pool1d", "max_pool2d", "max_pool3d", "MaxPool1d", "MaxPool2d", "MaxPool3d", "max_pool2d_with_indices",
+    "split_with_sizes", "tensor_split", "half", "bfloat16", "type_as", "data"})
+MAX_POOLS = frozenset(("max_pool1d", "max_pool2d", "max_pool3d", "MaxPool1d", "MaxPool2d", "MaxPool3d",
+                       "max_pool2d_with_indices", "adaptive_max_pool1d", "adaptive_max_pool2d",
+                       "adaptive_max_pool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d"))
+AVG_POOLS = frozenset(("avg_pool1d", "avg_pool2d", "avg_pool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d"))
+ADAPTIVE_AVG = frozenset(("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+                          "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d"))
+_MONOTONE = frozenset(("linear", "relu", "leaky_relu", "prelu", "relu6", "elu", "celu", "selu", "tanh", "sigmoid",
+                       "softplus", "hardtanh", "hardsigmoid", "softsign", "logsigmoid"))
+_LINEAR = resolve_activation("linear")
+REPEATS = frozenset(("expand", "expand_as", "broadcast_to", "repeat", "repeat_interleave", "tile"))
+
+# measured bounds (tests/test_propagate.py)
+BOUND_AVERAGE = 1.5  # averaging positions as if uncorrelated (convolutions of smooth images correlate them)
+BOUND_MAX_POOL = 1.5  # max pooling's forward: neighbours taken as independent
+BOUND_INTERPOLATE = 1.5  # bilinear/bicubic interpolation: a weighted mean of correlated neighbours
+BOUND_UNKNOWN = math.inf  # an op the rules do not know: the signal is passed on, with no bound
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape) if shape else 1
+
+
+def max_pool_forward(x: Sig, window: tuple[int, ...] | None, shape_in: tuple[int, ...],
+                     shape_out: tuple[int, ...], act=None, pre: Sig | None = None) -> tuple[Sig, float]:
+    """The largest of ``K`` values: of ``phi(z)`` with ``z`` the Gaussian pre-activation ``pre`` when the input is
+    a non-decreasing activation's output (the max commutes with it), else of Gaussian values with the input's
+    mean and variance."""
+    k = _numel(window) if window else int(round(_numel(shape_in[2:]) / max(_numel(shape_out[2:]), 1)))
+    if k <= 1:
+        return x, 1.0
+    if act is not None and pre is not None and act.name in _MONOTONE and act.known:
+        v, mu = max(pre.q - pre.mean ** 2, 0.0), pre.mean
+    else:
+        act, v, mu = _LINEAR, max(x.q - x.mean ** 2, 0.0), x.mean
+    if v <= 0:
+        return x, 1.0
+    q, mean = max_moments(act, k, v, mu)
+    # the common mean moves to the max's; the per-channel fluctuations of the constant part scale with the rest
+    r = (q - mean * mean) / max(x.q - x.mean ** 2, 1e-300)
+    m2 = mean * mean
+    out = Sig(q, mean, m2 + max(x.dc - x.mean ** 2, 0.0) * r, m2 + max(x.dcb - x.mean ** 2, 0.0) * r)
+    return (out.no_positions() if layout(shape_out)[2] == 1 else out).clean(), BOUND_MAX_POOL
+
+
+def pass_forward(op: str, x: Sig, shape: tuple[int, ...], known: bool) -> tuple[Sig, float]:
+    out = x.no_positions() if len(shape) <= 2 else x
+    if op in MAX_POOLS:
+        return out, BOUND_MAX_POOL
+    if op in ("interpolate", "upsample", "upsample_bilinear", "Upsample", "upsample_nearest"):
+        return out, 1.0 if op == "upsample_nearest" else BOUND_INTERPOLATE
+    return out, 1.0 if op in EXACT_PASS else BOUND_INTERPOLATE if known else BOUND_UNKNOWN
+
+
+def pass_backward(op: str, d: Grad, shape_in: tuple[int, ...], shape_out: tuple[int, ...],
+                  known: bool) -> tuple[Grad, float]:
+    ratio = _numel(shape_out) / max(_numel(shape_in), 1)
+    if op in REPEATS and ratio > 1:
+        g = ratio * max(d.g - d.dc, 0.0) + ratio * ratio * d.dc
+        return Grad(g, g if layout(shape_in)[2] == 1 else ratio * ratio * d.dc, min(ratio * ratio * d.dcb, g)), 1.0
+    bound = 1.0 if op in EXACT_PASS or op in MAX_POOLS else BOUND_INTERPOLATE if known else BOUND_UNKNOWN
+    if op in ("interpolate", "upsample", "Upsample", "upsample_bilinear", "upsample_nearest"):
+        bound = 1.0 if op == "upsample_nearest" else BOUND_INTERPOLATE
+    return d.scaled(ratio), bound
+
+
+def _split(dims: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """How many values a reduction over ``dims`` averages, per kind: (batch, channels, positions)."""
+    cd = channel_dim(len(shape))
+    rb = rc = rp = 1
+    for d in dims:
+        size = shape[d] if d < len(shape) else 1
+        if d == 0 and len(shape) > 1:
+            rb *= size
+        elif d == cd or len(shape) == 1:
+            rc *= size
+        else:
+            rp *= size
+    return rb, rc, rp
+
+
+def reduce_forward(op: str, x: Sig, dims: tuple[int, ...], shape_in: tuple[int, ...],
+                   shape_out: tuple[int, ...]) -> tuple[Sig, float]:
+    rb, rc, rp = _split(dims, shape_in)
+    p = layout(shape_in)[2]
+    q, dc, dcb, mu = x.q, x.dc, x.dcb, x.mean
+    if rp > 1:
+        q = dc + (q - dc) / rp
+        if rp >= p:
+            dc = q
+    if rc > 1:
+        m2 = mu * mu
+        q, dc, dcb = m2 + (q - m2) / rc, m2 + (dc - m2) / rc, m2 + (dcb - m2) / rc
+    if rb > 1:
+        q, dc = dcb + (q - dcb) / rb, dcb + (dc - dcb) / rb
+    r = rb * rc * rp
+    if op in ("sum", "nansum"):
+        q, dc, dcb, mu = q * r * r, dc * r * r, dcb * r * r, mu * r
+    out = Sig(q, mu, dc, dcb)
+    if len(shape_out) <= 2 or layout(shape_out)[2] == 1:
+        out = out.no_positions()
+    return out.clean(), BOUND_AVERAGE if rp > 1 or rb > 1 else 1.0
+
+
+def reduce_backward(op: str, d: Grad, dims: tuple[int, ...], shape_in: tuple[int, ...]) -> tuple[Grad, float]:
+    rb, rc, rp = _split(dims, shape_in)
+    r = rb * rc * rp
+    f = 1.0 if op in ("sum", "nansum") else 1.0 / (r * r)
+    g = d.g * f
+    # the gradient is now constant over the reduced positions
+    dc = g if rp >= layout(shape_in)[2] else d.dc * f
+    return Grad(g, dc, min(d.dcb * f, dc)), 1.0
+
+
+def _window(op: str, dims: tuple[int, ...] | None, shape_in: tuple[int, ...],
+            shape_out: tuple[int, ...]) -> tuple[float, float]:
+    """(window size K, stride S) of an average pooling, from its kernel or (adaptive) the shapes."""
+    spatial_in, spatial_out = shape_in[2:], shape_out[2:]
+    s = _numel(spatial_in) / max(_numel(spatial_out), 1)
+    if op in ADAPTIVE_AVG or not dims:
+        return s, s
+    return float(_numel(dims)), s
+
+
+def pool_forward(op: str, x: Sig, dims: tuple[int, ...] | None, shape_in: tuple[int, ...],
+                 shape_out: tuple[int, ...]) -> tuple[Sig, float]:
+    k, _ = _window(op, dims, shape_in, shape_out)
+    q = x.dc + (x.q - x.dc) / max(k, 1.0)
+    out = Sig(q, x.mean, x.dc, x.dcb)
+    if layout(shape_out)[2] == 1:
+        out = out.no_positions()
+    return out.clean(), BOUND_AVERAGE if k > 1 else 1.0
+
+
+def pool_backward(op: str, d: Grad, dims: tuple[int, ...] | None, shape_in: tuple[int, ...],
+                  shape_out: tuple[int, ...]) -> tuple[Grad, float]:
+    k, s = _window(op, dims, shape_in, shape_out)
+    k, s = max(k, 1.0), max(s, 1.0)
+    g = max(d.g - d.dc, 0.0) / (k * s) + d.dc / (s * s)
+    return Grad(g, min(d.dc / (s * s) if layout(shape_in)[2] > 1 else g, g), min(d.dcb / (s * s), g)), 1.0
+
+
+def scale_forward(x: Sig, factor: float | None) -> tuple[Sig, float]:
+    if factor is None:
+        return x, BOUND_UNKNOWN
+    return x.scaled(factor * factor, factor), 1.0
+
+
+def shift_forward(x: Sig, const: tuple[float, float] | None) -> tuple[Sig, float]:
+    """``x + c`` for a constant ``c`` with (mean, mean square) ``const``: independent of the signal's channels."""
+    if const is None:
+        return x, BOUND_UNKNOWN
+    cm, cms = const
+    return Sig(x.q + 2 * x.mean * cm + cms, x.mean + cm, x.dc + 2 * x.mean * cm + cms,
+               x.dcb + 2 * x.mean * cm + cms).clean(), BOUND_AVERAGE

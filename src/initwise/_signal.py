@@ -1,0 +1,107 @@
+"""What propagation tracks per tensor: second moments and the parts of them that are constant over positions.
+
+A traced tensor is laid out as batch, channels, positions (``(N, C, H, W)`` images, ``(N, T, C)`` tokens: see
+:func:`layout`). Besides its second moment ``q = E[x^2]`` propagation carries the power of its components that
+are constant over positions, because batch norm subtracts them and pooling keeps only them:
+
+- ``mean``: the mean over every element (an activation's ``E[phi]``);
+- ``dc``: ``E_{n,c}[(mean over positions of x[n, c])^2]``: the per-sample, per-channel constant;
+- ``dcb``: ``E_c[(mean over batch and positions of x[:, c])^2]``: the per-channel constant a batch norm removes.
+
+``mean^2 <= dcb <= dc <= q``. After a weight layer with independent zero-mean weights each channel's constant is
+``w_c . (the input's constants)``: ``dc`` and ``dcb`` scale like ``q`` (Gaussian over channels, which is what
+makes the dual kernel of the activation that follows the right rule for them). A :class:`Grad` carries the same
+decomposition of a gradient (its ``dcb`` is what a training-mode batch norm's backward removes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+__all__ = ["Sig", "Grad", "layout", "sig_of"]
+
+
+@dataclass(frozen=True)
+class Sig:
+    """Forward moments of one tensor (see the module docstring)."""
+
+    q: float
+    mean: float = 0.0
+    dc: float = 0.0
+    dcb: float = 0.0
+
+    def scaled(self, c2: float, c: float | None = None) -> "Sig":
+        """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
+        return Sig(self.q * c2, self.mean * (c if c is not None else math.sqrt(c2)), self.dc * c2, self.dcb * c2)
+
+    def clean(self) -> "Sig":
+        """Clip to ``mean^2 <= dcb <= dc <= q`` (rounding in rules that subtract)."""
+        q = max(self.q, 0.0)
+        dc = min(max(self.dc, 0.0), q)
+        dcb = min(max(self.dcb, 0.0), dc)
+        m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
+        return Sig(q, m, dc, dcb)
+
+    def no_positions(self) -> "Sig":
+        """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own
+        per-sample constant."""
+        return replace(self, dc=self.q)
+
+
+@dataclass(frozen=True)
+class Grad:
+    """Backward moments of one gradient: ``g = E[dx^2]`` and its constant parts ``dc``, ``dcb`` as for
+    :class:`Sig`."""
+
+    g: float
+    dc: float = 0.0
+    dcb: float = 0.0
+
+    def scaled(self, c2: float) -> "Grad":
+        return Grad(self.g * c2, self.dc * c2, self.dcb * c2)
+
+    def __add__(self, other: "Grad") -> "Grad":
+        return Grad(self.g + other.g, self.dc + other.dc, self.dcb + other.dcb)
+
+
+ZERO_GRAD = Grad(0.0)
+
+
+def layout(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(batch, channels, positions)`` of a traced shape: channels are dim 1 for 4-D and wider tensors and for
+    2-D ones, the last dim of 3-D ones (tokens ``(N, T, C)``); a 1-D tensor is one sample."""
+    if not shape:
+        return 1, 1, 1
+    if len(shape) == 1:
+        return 1, shape[0], 1
+    if len(shape) == 2:
+        return shape[0], shape[1], 1
+    if len(shape) == 3:
+        return shape[0], shape[2], shape[1]
+    return shape[0], shape[1], math.prod(shape[2:])
+
+
+def channel_dim(ndim: int) -> int:
+    """The channel dim of :func:`layout` for a tensor of ``ndim`` dims."""
+    return 2 if ndim == 3 else min(1, ndim - 1)
+
+
+def sig_of(t: torch.Tensor) -> Sig:
+    """The :class:`Sig` of an actual tensor (the example input): sums per (sample, channel) row in the tensor's
+    precision, accumulated in float64 (a float64 copy of a 1x3x224x224 example costs ~100x more)."""
+    x = t.detach()
+    if x.numel() == 0:
+        return Sig(0.0)
+    if not x.is_floating_point():
+        x = x.double()
+    if x.dim() <= 1:
+        q = float(torch.linalg.vector_norm(x).double().square()) / x.numel()
+        return Sig(q, float(x.sum().double()) / x.numel(), q, q).clean()
+    x = x.movedim(channel_dim(x.dim()), 1)
+    rows = x.reshape(x.shape[0], x.shape[1], -1)  # (N, C, positions)
+    q = float(torch.linalg.vector_norm(rows, dim=-1).double().square().sum()) / x.numel()
+    per = rows.sum(-1).double() / rows.shape[-1]  # (N, C)
+    return Sig(q, float(per.mean()), float(per.square().mean()), float(per.mean(0).square().mean())).clean()

@@ -1,0 +1,363 @@
+"""Propagation rules against the variance measured through the real layers (diagnose's probe).
+
+Each test builds a small model where one rule matters and checks, per layer: an exact prediction is within
+``MISMATCH_Z`` (4) standard errors of the measurement (the probe's noise estimate); an approximate one is within
+its error bound, widened by the same 4 standard errors. Where the old rule was wrong the test also checks that the
+measurement is far from what the old rule predicts, so the test can fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import initwise as iw
+from initwise import _rules_join, _rules_layer, _rules_reduce
+from initwise._diagnose import MISMATCH_Z
+
+
+def profile(model, x, scheme=None, seed=0):
+    schemes = None if scheme is None else [scheme]
+    prof = iw.diagnose(model, x, schemes=schemes, generator=torch.Generator().manual_seed(seed))
+    return prof.runs[0]
+
+
+def log_ratio(measured, predicted):
+    return abs(math.log(measured / predicted))
+
+
+def check(run, *, min_exact=1):
+    """Every exact prediction within 4 SE, every approximate one within its bound (+ 4 SE)."""
+    exact = 0
+    for lp in run.layers:
+        for key in ("forward", "backward"):
+            m, p = getattr(lp, key), getattr(lp, "predicted_" + key)
+            noise, bound = getattr(lp, key + "_noise"), getattr(lp, key + "_bound")
+            if m is None or p is None:
+                continue
+            if m == 0 or p == 0:
+                assert m == p, (lp.name, key, m, p)
+                continue
+            z = log_ratio(m, p) / noise
+            if bound == 1.0:
+                exact += 1
+                assert z <= MISMATCH_Z, (lp.name, key, m, p, noise)
+            else:
+                assert log_ratio(m, p) <= math.log(bound) + MISMATCH_Z * noise, (lp.name, key, m, p, bound)
+    assert exact >= min_exact
+    return exact
+
+
+# ---------------------------------------------------------------- normalization
+
+
+class BNChain(nn.Module):
+    """conv - BN - ReLU, ``depth`` times, then a conv: every BN divides the backward by its input's variance."""
+
+    def __init__(self, depth=8, width=64, eps=1e-5):
+        super().__init__()
+        layers = [nn.Conv2d(3, width, 3, padding=1, padding_mode="circular")]
+        for _ in range(depth):
+            layers += [nn.BatchNorm2d(width, eps=eps), nn.ReLU(),
+                       nn.Conv2d(width, width, 3, padding=1, padding_mode="circular")]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_batch_norm_train_divides_by_the_per_channel_variance():
+    """Backward through a training-mode BN is ``gamma^2 / (Var_c + eps)``: after a ReLU, a conv's output has a
+    per-channel mean carrying 1/pi of its second moment, so ``1 / E[x^2]`` (the old rule) is off by
+    ``(1 - 1/pi)`` per BN, 1.47^8 = 22x at the first layer of this chain."""
+    torch.manual_seed(0)
+    model = BNChain()
+    run = profile(model, torch.randn(8, 3, 24, 24), "kaiming_fan_in")
+    check(run, min_exact=10)
+    first = run.layers[0]
+    assert first.backward_exact
+    assert log_ratio(first.backward, first.predicted_backward * (1 - 1 / math.pi) ** 8) > math.log(5)
+
+
+def test_batch_norm_eps_matters_at_small_variance():
+    """Input variance ~1e-5 against eps = 1e-3 (KAIR-style small init): ``E[y^2] = gamma^2 var / (var + eps)``."""
+    torch.manual_seed(0)
+    model = BNChain(depth=3, eps=1e-3)
+    x = torch.randn(8, 3, 24, 24)
+    run = profile(model, x, "kaiming_fan_in:gain=0.01")
+    check(run, min_exact=4)
+    second = run.layers[1]  # its input is the first BN's output (through a ReLU)
+    assert second.forward < 0.2 * (1.0 * 0.5 * 2)  # far below what ignoring eps would give (a unit ReLU'd input)
+
+
+def test_eval_batch_norm_applies_the_running_statistics():
+    torch.manual_seed(0)
+    model = BNChain(depth=4)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.2, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    model.eval()
+    run = profile(model, torch.randn(8, 3, 24, 24))
+    assert check(run, min_exact=8) >= 8
+    # a train-mode rule would reset the forward to ~1 at every layer; the running statistics do not
+    assert any(abs(math.log(lp.forward)) > math.log(3) for lp in run.layers[1:])
+
+
+@pytest.mark.parametrize("norm", ["group", "layer", "instance"])
+def test_per_sample_norms(norm):
+    torch.manual_seed(0)
+    make = {"group": lambda c: nn.GroupNorm(8, c), "layer": lambda c: nn.GroupNorm(1, c),
+            "instance": lambda c: nn.InstanceNorm2d(c, affine=True)}[norm]
+    layers = [nn.Conv2d(3, 64, 3, padding=1, padding_mode="circular")]
+    for _ in range(4):
+        layers += [make(64), nn.SiLU(), nn.Conv2d(64, 64, 3, padding=1, padding_mode="circular")]
+    run = profile(nn.Sequential(*layers), torch.randn(4, 3, 24, 24), "kaiming_fan_in")
+    check(run, min_exact=6)
+
+
+class TokenLN(nn.Module):
+    def __init__(self, width=128, depth=4):
+        super().__init__()
+        self.inp = nn.Linear(16, width)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
+                                                  nn.Linear(width, width)) for _ in range(depth))
+
+    def forward(self, x):
+        x = self.inp(x)
+        for b in self.blocks:
+            x = x + b(x)
+        return x
+
+
+def test_layer_norm_on_tokens():
+    torch.manual_seed(0)
+    run = profile(TokenLN(), torch.randn(8, 32, 16), "kaiming_fan_in")
+    check(run, min_exact=8)
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt-V2's GRN (as in timm): ``x + gamma * (x * N(x)) + beta``, not a normalization."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        g = x.norm(p=2, dim=(2, 3), keepdim=True)
+        n = g / (g.mean(dim=1, keepdim=True) + 1e-6)
+        return x + self.bias.view(1, -1, 1, 1) + self.weight.view(1, -1, 1, 1) * (x * n)
+
+
+class GRNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 64, 3, padding=1, padding_mode="circular")
+        self.grn = GlobalResponseNorm(64)
+        self.c2 = nn.Conv2d(64, 64, 3, padding=1, padding_mode="circular")
+
+    def forward(self, x):
+        return self.c2(F.gelu(self.grn(self.c1(x))))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+def test_grn_is_not_a_normalization(gamma):
+    torch.manual_seed(0)
+    model = GRNNet()
+    with torch.no_grad():
+        model.grn.weight.fill_(gamma)
+    x = 0.05 * torch.randn(4, 3, 24, 24)  # a norm would reset this small signal to 1 (400x the input's)
+    for scheme in (None, "kaiming_fan_in"):
+        run = profile(model, x, scheme)
+        check(run, min_exact=1 if gamma else 3)
+        assert run["c2"].forward < 10
+    plan = iw.plan(model, x, "kaiming", "fan_in")
+    assert all(p.method == "keep" for p in plan.norm_params if p.param.startswith("grn."))
+
+
+# ---------------------------------------------------------------- constant scales
+
+
+class ZeroBeta(nn.Module):
+    """NAFNet's ``x + beta * branch(x)`` with beta = 0 at init."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Conv2d(3, 32, 3, padding=1)
+        self.branch = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+        self.beta = nn.Parameter(torch.zeros(1, 32, 1, 1))
+        self.out = nn.Conv2d(32, 3, 3, padding=1)
+
+    def forward(self, x):
+        x = self.inp(x)
+        return self.out(x + self.beta * self.branch(x))
+
+
+def test_a_zero_constant_scale_is_zero():
+    torch.manual_seed(0)
+    run = profile(ZeroBeta(), torch.randn(4, 3, 24, 24))
+    for name in ("branch.0", "branch.2"):
+        assert run[name].backward == 0.0 and run[name].predicted_backward == 0.0
+    # the output sees the skip only
+    assert log_ratio(run["out"].forward, run["out"].predicted_forward) < 4 * run["out"].forward_noise
+
+
+# ---------------------------------------------------------------- activations at any variance
+
+
+_ACTS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "elu": F.elu,
+         "softplus": F.softplus, "hardswish": F.hardswish, "mish": F.mish}
+
+
+@pytest.fixture(scope="module")
+def normal():
+    return torch.randn(2_000_000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("q", [1e-4, 1e-2, 1e2, 1e4])
+@pytest.mark.parametrize("name", sorted(_ACTS))
+def test_moments_at_any_variance_match_monte_carlo(name, q, normal):
+    """E[phi^2] and E[phi'^2] at q from 1e-4 to 1e4 (the old fixed Hermite nodes gave 3e-15 for the sigmoid's
+    E[phi'^2] at q = 1e4 instead of 6.6e-4), within 4 standard errors of 2e6 draws."""
+    z = (normal * math.sqrt(q)).requires_grad_(True)
+    y = _ACTS[name](z)
+    (d,) = torch.autograd.grad(y.sum(), z)
+    y = y.detach()
+    m = iw.moments(name, q)
+    n = math.sqrt(normal.numel())
+    for got, sample in ((m.second_moment, y * y), (m.backward, d * d), (m.mean, y)):
+        est, se = float(sample.mean()), float(sample.std()) / n
+        assert abs(got - est) <= 4 * se + 1e-12 * abs(est), (got, est, se)
+
+
+@pytest.mark.parametrize("c", [0.0, 0.3, 0.8])
+@pytest.mark.parametrize("name", ["relu", "gelu", "silu", "tanh", "sigmoid"])
+def test_dual_kernel_matches_monte_carlo(name, c, normal):
+    """E[phi(a) phi(b)] of two correlated pre-activations (what a per-channel mean becomes after phi)."""
+    g = torch.Generator().manual_seed(1)
+    u2 = torch.randn(normal.shape, dtype=torch.float64, generator=g)
+    fn = {"relu": F.relu, **_ACTS}[name]
+    for q, mean in ((1.0, 0.0), (2.0, 0.5), (0.25, -0.3)):
+        s = math.sqrt(q)
+        p = fn(mean + s * normal) * fn(mean + s * (c * normal + math.sqrt(1 - c * c) * u2))
+        est, se = float(p.mean()), float(p.std()) / math.sqrt(p.numel())
+        got = iw._gains.dual(name, q, c * q, mean)
+        assert abs(got - est) <= 4 * se, (q, mean, got, est, se)
+
+
+# ---------------------------------------------------------------- reductions, pooling, gates
+
+
+class SE(nn.Module):
+    """Squeeze-excite (Hu et al., 2018): a per-channel gate from the spatial mean, broadcast over H x W."""
+
+    def __init__(self, c=64, r=4):
+        super().__init__()
+        self.fc1 = nn.Conv2d(c, c // r, 1)
+        self.fc2 = nn.Conv2d(c // r, c, 1)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+class SENet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 64, 3, padding=1, padding_mode="circular")
+        self.se = SE()
+        self.c2 = nn.Conv2d(64, 64, 3, padding=1, padding_mode="circular")
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.se(F.relu(self.c1(x)))
+        x = F.relu(self.c2(x))
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_squeeze_excite_and_global_pool():
+    """The gate's gradient sums H x W products (the old rule: one); a spatial mean keeps the per-channel mean
+    (the old rule: pass-through); global pooling's backward divides by (H W)^2 (the old rule: by H W)."""
+    torch.manual_seed(0)
+    model = SENet()
+    run = profile(model, torch.randn(8, 3, 16, 16), "kaiming_fan_in")
+    check(run, min_exact=1)
+    fc1 = run["se.fc1"]
+    assert log_ratio(fc1.backward, fc1.predicted_backward) < math.log(_rules_join.BOUND_GATE) + 4 * fc1.backward_noise
+    assert fc1.backward > 30 * run["c2"].backward  # summed over 256 positions: far above a per-element gradient
+
+
+@pytest.mark.parametrize("pool", ["avg7", "adaptive", "avg3s1", "max3s2"])
+def test_pooling(pool):
+    torch.manual_seed(0)
+    make = {"avg7": lambda: nn.AvgPool2d(7), "adaptive": lambda: nn.AdaptiveAvgPool2d(3),
+            "avg3s1": lambda: nn.AvgPool2d(3, 1, 1), "max3s2": lambda: nn.MaxPool2d(3, 2, 1)}[pool]
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, padding_mode="circular"), nn.ReLU(), make(),
+                          nn.Conv2d(64, 64, 1), nn.ReLU(), nn.Conv2d(64, 8, 1))
+    run = profile(model, torch.randn(8, 3, 42, 42), "kaiming_fan_in")
+    check(run, min_exact=1)
+    assert run["0"].backward_exact  # the pooling backward is exact
+
+
+def test_the_old_pooling_backward_was_off_by_the_window():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.AvgPool2d(7), nn.Conv2d(32, 8, 1))
+    run = profile(model, torch.randn(8, 3, 42, 42), "kaiming_fan_in")
+    first = run["0"]
+    assert first.backward_exact
+    assert log_ratio(first.backward, first.predicted_backward) < 4 * first.backward_noise
+    assert log_ratio(first.backward, first.predicted_backward * 49) > math.log(20)
+
+
+# ---------------------------------------------------------------- attention
+
+
+class Attn(nn.Module):
+    def __init__(self, dim=64, heads=4, explicit=False, scale=1.0):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.heads, self.explicit, self.scale = heads, explicit, scale
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        q = q * self.scale
+        if self.explicit:
+            a = (q @ k.transpose(-2, -1)) * (c // self.heads) ** -0.5
+            o = a.softmax(dim=-1) @ v
+        else:
+            o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(o.transpose(1, 2).reshape(b, t, c))
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 6.0])
+def test_attention(explicit, scale):
+    """Near-uniform (scale 1) and peaked (scale 6: logit variance ~36) softmax at init."""
+    torch.manual_seed(0)
+    model = Attn(explicit=explicit, scale=scale)
+    run = profile(model, torch.randn(8, 64, 64), "kaiming_fan_in")
+    check(run, min_exact=1)
+    proj = run["proj"]
+    if scale == 1.0:  # averaging over 64 keys: far below the values' second moment
+        assert proj.forward < 0.2 * run["qkv"].forward
+
+
+def test_exact_only_when_every_rule_on_the_path_is():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(16, 3, 3, padding=1))
+    p = iw.plan(model, torch.randn(2, 3, 16, 16), "kaiming", "fan_in")
+    assert p["0"].forward_bound == 1.0 and p["2"].forward_bound == 1.0
+    assert p["5"].forward_bound == _rules_reduce.BOUND_INTERPOLATE
+    assert p["5"].backward_bound == 1.0 and p["0"].backward_bound > 1.0
+    assert _rules_layer.BOUND_GRN > 1.0
