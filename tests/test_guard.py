@@ -452,6 +452,52 @@ def test_snapshot_restores_global_hooks_and_switches() -> None:
     assert torch.get_default_dtype() == dtype and torch.is_grad_enabled() == grad
 
 
+def test_a_run_that_writes_no_parameter_copies_none() -> None:
+    """The cost side of copy-on-write: reading parameters (properties, ops, backward) clones nothing."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                          nn.Conv2d(8, 3, 3, padding=1)).train()
+    x = _example()
+    with preserved(model, x) as snap:
+        out = model(x)
+        _ = [(p.shape, p.device, p.dtype, p.T if p.dim() == 2 else p) for p in model.parameters()]
+        torch.autograd.grad(out.square().mean(), list(model.parameters()))
+        iw.trace(model, x)
+        iw.diagnose(model, x)
+        copied = [e.where for e in snap._tensors.values() if isinstance(e.t, nn.Parameter) and e.clone is not None]
+    assert copied == []
+
+
+def test_nested_guards_share_one_copy() -> None:
+    """advise > diagnose > trace hold three guards on one model: a parameter written inside is copied once."""
+    lin = nn.Linear(4, 4)
+    w = lin.weight
+    value = w.detach().clone()
+    with preserved(lin) as outer:
+        with preserved(lin) as inner:
+            with torch.no_grad():
+                w.mul_(2.0)
+            assert inner._tensors[id(w)].clone is outer._tensors[id(w)].clone is not None
+        assert torch.equal(w.detach(), value)
+        with torch.no_grad():
+            w.add_(1.0)
+    assert torch.equal(w.detach(), value)
+
+
+def test_nested_guard_after_a_write_keeps_the_outer_original() -> None:
+    lin = nn.Linear(4, 4)
+    w = lin.weight
+    value = w.detach().clone()
+    with preserved(lin) as outer:
+        with torch.no_grad():
+            w.mul_(2.0)  # copied by the outer guard
+        with preserved(lin) as inner:
+            with torch.no_grad():
+                w.mul_(3.0)  # the inner guard's original is the doubled value
+            assert inner._tensors[id(w)].clone is not outer._tensors[id(w)].clone
+        assert torch.equal(w.detach(), 2 * value)
+    assert torch.equal(w.detach(), value)
+
+
 def test_restore_many_times() -> None:
     model, x = _prepared("clamp_weight")
     before = record(model, x)

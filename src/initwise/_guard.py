@@ -157,6 +157,7 @@ _WRITE_FIRST = frozenset(("__setitem__", "__iadd__", "__isub__", "__imul__", "__
                           "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
                           "__imatmul__"))
 _NOT_WRITES = frozenset(("requires_grad_", "retain_grad_", "share_memory_"))
+_ACTIVE: list["Snapshot"] = []  # the guards held now, outermost first
 
 
 class _CopyOnWrite(TorchFunctionMode):
@@ -172,8 +173,8 @@ class _CopyOnWrite(TorchFunctionMode):
             name = getattr(func, "__name__", "")
             base = name.split(".", 1)[0]  # torch.ops overloads: "add_.Tensor"
             target: Any = None
-            if (base.endswith("_") and base not in _NOT_WRITES) or base in _WRITE_FIRST or \
-                    kwargs.get("inplace") is True:
+            if (base.endswith("_") and not base.startswith("__") and base not in _NOT_WRITES) or \
+                    base in _WRITE_FIRST or kwargs.get("inplace") is True:
                 target = args[0] if args else next(iter(kwargs.values()), None)  # nn.init: tensor=
             elif base == "embedding" and (kwargs.get("max_norm") is not None or
                                           (len(args) > 3 and args[3] is not None)):
@@ -186,9 +187,19 @@ class _CopyOnWrite(TorchFunctionMode):
 
     def _before_write(self, obj: Any) -> None:
         for t in tensors(obj if isinstance(obj, (tuple, list)) else [obj]):
-            entries = self.watched.pop(_storage(t), None)
+            ptr = _storage(t)
+            entries = self.watched.pop(ptr, None)
             for e in entries or ():
                 e.copy()
+                # guards nested around the same model (advise > diagnose > trace) share the copy: an outer guard
+                # that has not copied this tensor yet saw no write since it began, so the value is its original too
+                for outer in _ACTIVE:
+                    if outer._mode is not None and outer._mode is not self and ptr in outer._mode.watched:
+                        for o in outer._mode.watched.pop(ptr):
+                            if o.t is e.t and o.version == e.version and o.clone is None and e.clone is not None:
+                                o.clone = e.clone
+                            else:
+                                o.copy()
 
 
 def _moved(t: torch.Tensor, data: torch.Tensor) -> bool:
@@ -219,23 +230,32 @@ class Snapshot:
             self._record(model, examples)
         self._mode: _CopyOnWrite | None = _CopyOnWrite(self._watched)
         self._mode.__enter__()
+        _ACTIVE.append(self)
 
     def _record(self, model: nn.Module, examples: tuple) -> None:
         self._modules: list[tuple[nn.Module, type, dict[str, Any], dict[str, Any]]] = []
         self._tensors: dict[int, _Tensor] = {}
+        found = self._tensors
         for name, m in model.named_modules():
             saved = dict(m.__dict__)
-            inner = {k: _copy_container(v) for k, v in saved.items() if isinstance(v, _CONTAINERS)}
+            inner: dict[str, Any] = {}
             self._modules.append((m, type(m), saved, inner))
-            prefix = f"{name}." if name else ""
             for k, v in saved.items():
+                if isinstance(v, torch.Tensor):
+                    if id(v) not in found:
+                        found[id(v)] = _Tensor(v, f"{name}.{k}" if name else k, True)
+                    continue
+                if not isinstance(v, _CONTAINERS):
+                    continue
+                inner[k] = c = _copy_container(v)
+                if not c:
+                    continue
                 own = k in ("_parameters", "_buffers")
-                for key, t in (v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, (list, set))
-                               else ((None, v),)):
-                    if isinstance(t, torch.Tensor) and id(t) not in self._tensors:
-                        where = f"{prefix}{key if own else k if key is None else f'{k}[{key!r}]'}"
+                for key, t in (c.items() if isinstance(c, dict) else enumerate(c)):
+                    if isinstance(t, torch.Tensor) and id(t) not in found:
+                        where = key if own else f"{k}[{key!r}]"
                         # buffers and plain tensors: cloned now (small); parameters: copied on write
-                        self._tensors[id(t)] = _Tensor(t, where, k != "_parameters")
+                        found[id(t)] = _Tensor(t, f"{name}.{where}" if name else where, k != "_parameters")
         for i, t in enumerate(tensors(list(examples))):
             if id(t) not in self._tensors:
                 self._tensors[id(t)] = _Tensor(t, f"example tensor {i}", False)
@@ -322,6 +342,8 @@ class Snapshot:
             mode, self._mode = self._mode, None
             if mode is not None:
                 mode.__exit__(None, None, None)
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
 
 
 @contextlib.contextmanager
