@@ -96,6 +96,10 @@ class _Step:
     run: Callable[["_Step", torch.Generator | None, list[str]], None]  # appends each name once it is filled
 
 
+def _where(pp: Any, p: torch.Tensor, modules: dict[str, nn.Module]) -> str:
+    return f"parameter {pp.param!r} (layer {pp.layer!r}, {type(modules.get(pp.layer)).__name__}, shape {tuple(p.shape)})"
+
+
 def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = None,
             seed: int | None = None) -> tuple[list[_Step], torch.Generator | None]:
     """Validate ``plan`` against ``model`` and return the draws it makes, in order (nothing is drawn).
@@ -117,22 +121,19 @@ def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = Non
         if p is None or tuple(p.shape) != tuple(pp.shape):
             raise ValueError(f"the plan's parameter {pp.param!r} {tuple(pp.shape)} is not in this model "
                              f"({'missing' if p is None else f'shape {tuple(p.shape)}'}): plan and model differ")
-        where = f"parameter {pp.param!r} (layer {pp.layer!r}, {type(modules.get(pp.layer)).__name__}, " \
-                f"shape {tuple(p.shape)})"
         if not p.is_floating_point():
-            raise TypeError(f"{where} has dtype {p.dtype}; initializers need a floating dtype")
+            raise TypeError(f"{_where(pp, p, modules)} has dtype {p.dtype}; initializers need a floating dtype")
         if p.is_meta:
-            raise ValueError(f"{where} is on the meta device (no storage to fill): materialize the model first, "
-                             "e.g. model.to_empty(device='cpu'), then call init_")
+            raise ValueError(f"{_where(pp, p, modules)} is on the meta device (no storage to fill): materialize the "
+                             "model first, e.g. model.to_empty(device='cpu'), then call init_")
     devices = {local_device(params[pp.param]) for pp in todo if pp.method in _RANDOM}
     gen = _generator(generator, seed, next(iter(devices)) if len(devices) == 1 else None)
     steps: list[_Step] = []
     defaults: dict[str, _Step] = {}
     for pp in todo:
         p = params[pp.param]
-        where = f"parameter {pp.param!r} (layer {pp.layer!r}, shape {tuple(p.shape)})"
         if pp.method in _RANDOM and gen is not None and local_device(p).type != gen.device.type:
-            raise ValueError(f"{where} is on {local_device(p)} but the generator on {gen.device}: pass "
+            raise ValueError(f"{_where(pp, p, modules)} is on {local_device(p)} but the generator on {gen.device}: pass "
                              f"generator=torch.Generator(device={local_device(p).type!r}) or seed=")
         owner = modules[pp.param.rpartition(".")[0]]
         g, extra = pp.gain if pp.gain is not None else 1.0, pp.scale
@@ -147,12 +148,12 @@ def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = Non
                 raise ValueError(f"layer {pp.layer!r} ({type(layer).__name__}) has no reset_parameters(): "
                                  "torch_default cannot reproduce its constructor; exclude it")
             if is_sharded(p):
-                raise ValueError(f"{where} is sharded (DTensor): torch_default runs the module's own "
+                raise ValueError(f"{_where(pp, p, modules)} is sharded (DTensor): torch_default runs the module's own "
                                  "reset_parameters, which cannot fill a shard reproducibly; use another scheme")
             st = defaults[pp.layer] = _Step((pp.param,), (p,), _reset_run(pp.layer, layer))
             steps.append(st)
             continue
-        fill = _filler(pp, layers, owner, g, extra, plan.options.get("distribution", "normal"), where)
+        fill = _filler(pp, layers, owner, g, extra, plan.options.get("distribution", "normal"))
         if fill is None:  # constants: filled locally, no generator
             value = 0.0 if pp.method == "zeros" else 1.0
             steps.append(_Step((pp.param,), (p,), _constant_run(pp.param, p, value)))
@@ -160,13 +161,12 @@ def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = Non
         try:  # the same call on a meta tensor: validates every argument, draws nothing
             fill(torch.empty(tuple(p.shape), dtype=p.dtype, device="meta"), None)
         except (TypeError, ValueError) as e:
-            raise type(e)(f"{where}: {e}") from e
+            raise type(e)(f"{_where(pp, p, modules)}: {e}") from e
         steps.append(_Step((pp.param,), (p,), _random_run(pp.param, p, fill)))
     return steps, gen
 
 
-def _filler(pp: Any, layers: dict, owner: nn.Module, g: float, extra: float, distribution: str,
-            where: str) -> Callable[[torch.Tensor, torch.Generator | None], object] | None:
+def _filler(pp: Any, layers: dict, owner: nn.Module, g: float, extra: float, distribution: str) -> Callable[[torch.Tensor, torch.Generator | None], object] | None:
     """``fill(tensor, generator)`` for a random method, None for a constant one."""
     m = pp.method
     if m in ("normal", "uniform", "truncated_normal"):
@@ -183,7 +183,7 @@ def _filler(pp: Any, layers: dict, owner: nn.Module, g: float, extra: float, dis
         return lambda t, gen: identity_(t, g * extra, module=owner)
     if m in ("zeros", "ones"):
         return None
-    raise ValueError(f"unknown method {m!r} for {where}")
+    raise ValueError(f"unknown method {m!r} for parameter {pp.param!r} (layer {pp.layer!r})")
 
 
 def _random_run(name: str, p: torch.Tensor, fill):

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
@@ -277,7 +278,8 @@ def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
     for n in nodes:
         if n.kind == "layer":
             calls.setdefault(n.module, []).append(n.id)
-    layers = [_layer_info(name, modules[name], order, ids, nodes, users) for order, (name, ids) in
+    reach = _Reach(nodes, users)
+    layers = [_layer_info(name, modules[name], order, ids, nodes, users, reach) for order, (name, ids) in
               enumerate(calls.items())]
     return Graph(nodes, layers, _unknown(nodes, users), _tied(model), input_ids, tuple(outs))
 
@@ -297,26 +299,54 @@ def _walk(start: int, users: list[list[int]]) -> Iterator[tuple[int, int]]:
                 heapq.heappush(heap, (u, n))
 
 
+class _Reach:
+    """What each node reaches, from one reverse pass over the DAG (users come after their inputs), so that a layer's
+    context costs time in proportion to what it finds, not to the model's depth (a pre-norm transformer's residual
+    stream reaches every later block):
+
+    ``act[i]``: an activation is reachable from node i through the ops :func:`_activation_after` walks through;
+    ``layers[i]``: bitmask of the layer nodes reachable from i through non-layer nodes (bit = node id);
+    ``output[i]``: an output node is reachable from i through non-layer nodes.
+    """
+
+    _THROUGH = _LOOK | {"norm", "add", "sub", "cat"}
+
+    def __init__(self, nodes: list[Node], users: list[list[int]]) -> None:
+        n = len(nodes)
+        self.act, self.layers, self.output = [False] * n, [0] * n, [False] * n
+        self._bytes = (n + 7) // 8
+        for x in range(n - 1, -1, -1):
+            act, mask, out = False, 0, False
+            for w in users[x]:
+                kind = nodes[w].kind
+                if kind == "layer":
+                    mask |= 1 << w
+                    continue
+                act = act or kind == "act" or (kind in self._THROUGH and self.act[w])
+                mask |= self.layers[w]
+                out = out or kind == "output" or self.output[w]
+            self.act[x], self.layers[x], self.output[x] = act, mask, out
+
+    def layer_nodes(self, i: int) -> list[int]:
+        """Ids of the layer nodes reachable from node i through non-layer nodes, ascending (execution order)."""
+        m = self.layers[i]
+        if not m:
+            return []
+        bits = np.unpackbits(np.frombuffer(m.to_bytes(self._bytes, "little"), dtype=np.uint8), bitorder="little")
+        return np.flatnonzero(bits).tolist()
+
+
 def _layer_info(name: str, module: nn.Module, order: int, ids: list[int], nodes: list[Node],
-                users: list[list[int]]) -> LayerInfo:
-    act_node, norm, through, notes = _activation_after(ids[0], nodes, users)
+                users: list[list[int]], reach: _Reach) -> LayerInfo:
+    act_node, norm, through, notes = _activation_after(ids[0], nodes, users, reach)
     activation = nodes[act_node].activation if act_node is not None else _LINEAR
     for i in ids[1:]:
-        other = _activation_after(i, nodes, users)[0]
+        other = _activation_after(i, nodes, users, reach)[0]
         a = nodes[other].activation if other is not None else _LINEAR
         if a != activation:
             notes.append(f"call at node {i} is followed by {a}, not {activation}")
-    consumers: dict[str, None] = {}
-    is_output = False
-    for i in ids:
-        walk = _walk(i, users)
-        step = next(walk, None)
-        while step is not None:
-            n = nodes[step[0]]
-            is_output |= n.kind == "output"
-            if n.kind == "layer":
-                consumers[n.module] = None
-            step = _send(walk, n.kind != "layer")
+    consumers = dict.fromkeys(nodes[u].module for i in ids for u in reach.layer_nodes(i))
+    is_output = any(reach.output[i] for i in ids)
     res = _residual_after(ids[0], nodes, users)
     return LayerInfo(name, module, type(module).__name__, order, len(ids), activation, act_node, norm,
                      tuple(consumers), res is not None, res, _shuffle_after(ids[0], nodes, users), is_output,
@@ -330,8 +360,8 @@ def _send(walk: Any, go_on: bool) -> Any:
         return None
 
 
-def _activation_after(start: int, nodes: list[Node], users: list[list[int]]) -> tuple[int | None, str | None,
-                                                                                     bool, list[str]]:
+def _activation_after(start: int, nodes: list[Node], users: list[list[int]],
+                      reach: _Reach | None = None) -> tuple[int | None, str | None, bool, list[str]]:
     """First activation reached through look-through ops, norms and add/sub/cat joins: (node, norm, joined, notes).
 
     The norm reported is the one on the path to that activation, or without an activation the first norm reached
@@ -359,6 +389,8 @@ def _activation_after(start: int, nodes: list[Node], users: list[list[int]]) -> 
         elif n.kind not in _LOOK:
             go_on = False
         state.setdefault(n.id, (norm, joined))
+        if go_on and reach is not None and not reach.act[n.id] and (joined or plain_norm is not None):
+            go_on = False  # nothing beyond n can change the answer: no activation ahead, the plain norm settled
         step = _send(walk, go_on)
     if not found:
         return None, plain_norm, False, []

@@ -49,6 +49,6 @@ def init_(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: 
     key, p = _plan_cache.lookup(model, example_inputs, scheme, mode, options) if cache else (None, None)
     if p is None:
         p = make_plan(model, example_inputs, scheme, mode, **options)
-        _plan_cache.store(key, p)
+        _plan_cache.store(key, p, example_inputs)
     apply_plan(p, model, generator=generator, seed=seed)
     return p

@@ -438,8 +438,9 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
             lp.forward_gain, lp.backward_gain = lm.fan_in * lm.weight_ms, lm.fan_out * lm.weight_ms
     norms = _norm_modules(model, g)
     norm_params: list[ParamPlan] = []
+    zeroed = {lp.norm for lp in layers if lp.residual_end and o.zero_init_residual}  # one pass: linear in depth
     for name, m in norms.items():
-        zero = any(lp.residual_end and o.zero_init_residual and lp.norm == name for lp in layers)
+        zero = name in zeroed
         norm_ms[name] = _norm_ms(m, o, zero)
         norm_params += _norm_param_plans(name, m, o, zero, seen, used_patterns)
     for pat in o.exclude:

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._plan import Plan, propagated
+from ._plan import Plan, _input_moments, propagated
 
 __all__ = ["lookup", "store", "clear", "MAX_ENTRIES"]
 
 MAX_ENTRIES = 8
-_cache: OrderedDict[tuple, Plan] = OrderedDict()
+_cache: OrderedDict[tuple, tuple[Plan, dict]] = OrderedDict()  # key -> (template, input moments)
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size, enum.Enum)
 _FAST = frozenset((type(None), bool, int, str))
 _SKIP = frozenset(("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_state_dict_hooks",
@@ -64,28 +64,30 @@ def _freeze(v: Any, depth: int = 0) -> Any:
 def _structure(model: nn.Module) -> tuple:
     first: dict[int, str] = {}
     rows = []
+    fast, skip = _FAST, _SKIP
     for name, m in model.named_modules(remove_duplicate=False):
         attrs = []
         for k, v in m.__dict__.items():
-            if k in _SKIP:
+            if type(v) in fast:
+                attrs.append((k, v))
+            elif k in skip:
                 continue
-            if k.startswith("_forward"):  # forward (pre-)hooks, with_kwargs/always_call flags
-                attrs.append((k, tuple((hk, _freeze(h)) for hk, h in v.items()) if isinstance(v, dict) else v))
-                continue
-            try:
-                attrs.append((k, _freeze(v)))
-            except _Unkeyable:
-                attrs.append((k, ("unkeyable", type(v))))  # e.g. a user object: the trace must not depend on it
+            elif k.startswith("_forward"):  # forward (pre-)hooks, with_kwargs/always_call flags
+                if v:
+                    attrs.append((k, tuple((hk, _freeze(h)) for hk, h in v.items()) if isinstance(v, dict) else v))
+            else:
+                try:
+                    attrs.append((k, _freeze(v)))
+                except _Unkeyable:
+                    attrs.append((k, ("unkeyable", type(v))))  # e.g. a user object: the trace must not depend on it
         params = []
         for k, p in m._parameters.items():
             if p is None:
                 params.append((k, None))
                 continue
-            full = f"{name}.{k}" if name else k
-            tie = first.setdefault(id(p), full)
-            params.append((k, tuple(p.shape), p.dtype, p.device.type, p.requires_grad, type(p), tie))
-        bufs = tuple((k, None if b is None else (tuple(b.shape), b.dtype, b.device.type))
-                     for k, b in m._buffers.items())
+            tie = first.setdefault(id(p), f"{name}.{k}")
+            params.append((k, p.shape, p.dtype, p.device, p.requires_grad, type(p), tie))
+        bufs = tuple((k, None if b is None else (b.shape, b.dtype, b.device)) for k, b in m._buffers.items())
         rows.append((name, type(m), tuple(attrs), tuple(params), bufs))
     return tuple(rows)
 
@@ -133,25 +135,28 @@ def lookup(model: nn.Module, example: Any, scheme: Any, mode: Any, options: dict
                                                                                                    Plan | None]:
     """``(key, plan)``: the cached plan for this model and example bound to ``model``, or ``(key, None)``."""
     key = _key(model, example, scheme, mode, options)
-    hit = _cache.get(key) if key is not None else None
-    if hit is None:
+    entry = _cache.get(key) if key is not None else None
+    if entry is None:
         return key, None
     _cache.move_to_end(key)
+    hit, input_ms = entry
     modules = dict(model.named_modules())
     graph = _bound(hit.graph, modules.__getitem__)
     out = _copy(hit, graph)
-    layer_ms, norm_ms, _ = hit._moments
-    for lp in out.layers:
-        lp.forward = lp.backward = None
-    out.input_ms, out.output_forward, out.approximate = propagated(graph, out.layers, layer_ms, norm_ms, example)
+    if _input_moments(graph, example) != input_ms:  # another example's second moment: propagate again (~1 ms)
+        layer_ms, norm_ms, _ = hit._moments
+        for lp in out.layers:
+            lp.forward = lp.backward = None
+        out.input_ms, out.output_forward, out.approximate = propagated(graph, out.layers, layer_ms, norm_ms, example)
     return key, out
 
 
-def store(key: tuple | None, plan: Plan) -> None:
-    """Keep ``plan`` under ``key`` unless it read parameter values (then a value change would make it stale)."""
+def store(key: tuple | None, plan: Plan, example: Any) -> None:
+    """Keep ``plan`` (made from ``example``) under ``key`` unless it read parameter values (then a value change
+    would make it stale)."""
     if key is None or plan._moments is None or plan._moments[2]:
         return
-    _cache[key] = _template(plan)
+    _cache[key] = (_template(plan), _input_moments(plan.graph, example))
     _cache.move_to_end(key)
     while len(_cache) > MAX_ENTRIES:
         _cache.popitem(last=False)

@@ -1,0 +1,57 @@
+"""Benchmark: planning a 7B-parameter decoder-only transformer on the meta device, at 1x and 10x depth.
+
+Run: python benchmarks/bench_large_plan.py [--repeats 3]
+
+The model (LLaMA-7B shapes, :mod:`decoder`) is built under ``torch.device("meta")`` and planned from a meta
+example (token ids 1x16): no storage, no arithmetic. Prints the median wall time of trace and of the rest of
+``plan`` at 32 blocks (6.74B parameters; target: the whole plan <= 2 s) and at 320 blocks (10x depth; target:
+the cost grows linearly, i.e. the ratio is about 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import initwise as iw  # noqa: E402
+from decoder import decoder  # noqa: E402
+
+
+def measure(depth: int, repeats: int) -> tuple[int, int, float, float]:
+    with torch.device("meta"):
+        model = decoder("7b", depth=depth)
+    x = torch.zeros(1, 16, dtype=torch.long, device="meta")
+    n = sum(p.numel() for p in model.parameters())
+    tr, pl = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        g = iw.trace(model, x)
+        t1 = time.perf_counter()
+        p = iw.plan(model, x, "kaiming", "fan_in", graph=g)
+        pl.append(time.perf_counter() - t1)
+        tr.append(t1 - t0)
+    return n, len(p.layers), statistics.median(tr), statistics.median(pl)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread, meta device, median of {args.repeats}")
+    rows = [(d, *measure(d, args.repeats)) for d in (32, 320)]
+    for depth, n, layers, tr, pl in rows:
+        print(f"{depth:4d} blocks  {n / 1e9:6.2f}B params  {layers:5d} layers   trace {tr:6.2f} s   "
+              f"plan (rest) {pl:5.2f} s   total {tr + pl:6.2f} s" + ("   target <= 2 s" if depth == 32 else ""))
+    (_, _, _, t1, p1), (_, _, _, t10, p10) = rows
+    print(f"10x depth / 1x depth: {(t10 + p10) / (t1 + p1):.1f}x   (linear: 10x)")
+
+
+if __name__ == "__main__":
+    main()
