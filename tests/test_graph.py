@@ -80,8 +80,9 @@ TRUTH: dict[str, dict[str, str]] = {
                    "l5": "relu", "l6": "hardtanh(max_val=2, min_val=-2)", "l7": "elu(alpha=0.5)", "l8": "linear out"},
     "nafnet": {
         "intro": "linear norm=block.norm",  # a user norm (LayerNorm2d) before any join
-        "block.conv1": "linear", "block.dw": "linear",  # SimpleGate is a product, not an activation
-        "block.sca.1": "linear",
+        "block.conv1": "linear",  # a conv (dw) follows
+        "block.dw": "gate",  # SimpleGate: the chunk halves multiply each other (issue 9: was "linear")
+        "block.sca.1": "gate",  # the channel attention multiplies y itself, without a sigmoid
         "block.conv2": "linear res=0.5",  # beta (per channel, all 0.5) is a constant factor
         "ending": "linear res=1 out",
     },

@@ -213,11 +213,25 @@ def _same(model: nn.Module, snap: dict[str, torch.Tensor]) -> bool:
 
 
 def test_failed_init_leaves_the_model_exactly_as_it_was() -> None:
-    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), NoReset())
+    # the first layer's tensors are drawn before the mismatch of the last one is found: nothing is assigned
+    p = iw.plan(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)), torch.randn(3, 4), "kaiming")
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3))
     snap = _snapshot(model)
-    with pytest.raises(ValueError, match=r"'2'.*NoReset.*reset_parameters"):
-        iw.init_(model, torch.randn(3, 4), "torch_default", seed=0)
+    with pytest.raises(ValueError, match=r"'2\.weight'.*plan and model differ"):
+        p.apply(model, seed=0)
     assert _same(model, snap)
+
+
+def test_torch_default_keeps_a_module_without_reset_parameters_and_says_so() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), NoReset())
+    with torch.no_grad():
+        model[2].scale.mul_(3.0)
+    snap = _snapshot(model)
+    p = iw.init_(model, torch.randn(3, 4), "torch_default", seed=0)
+    (pp,) = [q for q in p.params if q.param == "2.scale"]
+    assert pp.method == "keep" and "NoReset has no reset_parameters()" in pp.note and "kept" in pp.note
+    assert torch.equal(model[2].scale, snap["2.scale"])
+    assert not torch.equal(model[0].weight, snap["0.weight"])  # the Linear still gets its constructor's init
 
 
 def test_wrong_example_shape_names_the_layer_and_changes_nothing() -> None:

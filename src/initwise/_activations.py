@@ -77,6 +77,11 @@ _RULES: dict[str, _Rule] = {
     "tanhshrink": _Rule(lambda p: F.tanhshrink),
     "logsigmoid": _Rule(lambda p: F.logsigmoid),
     "sin": _Rule(lambda p: torch.sin),
+    # a product of two signals (NAFNet's SimpleGate x1 * x2, a channel attention without a sigmoid), as the
+    # traced activation of the layers that feed it: for independent halves E[(x1 x2)^2] = E[x1^2] E[x2^2] and
+    # E[(d(x1 x2)/dx1)^2] = E[x2^2], so at unit variance both moments equal the identity's (gain 1). It is not a
+    # pointwise function: away from unit variance the graph's product node carries the moments, not this rule.
+    "gate": _Rule(lambda p: (lambda x: x)),
 }
 
 _ALIASES = {

@@ -317,7 +317,9 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
              desc: str) -> tuple[SchemeProfile, bool]:
     modules = dict(model.named_modules())
     infos = graph.layers
-    weights = {i.name: _weight(modules[i.name]) for i in infos}
+    # a layer named owner.param (one of a module's several functional weights) measures that parameter
+    weights = {i.name: (_weight(modules[i.owner_name]) if not i.params else
+                        getattr(modules[i.owner_name], i.params[0], None)) for i in infos}
     wanted = [(n, w) for n, w in weights.items() if w is not None and w.requires_grad]
     frozen = len(wanted) < len(infos)
     leaves: list[torch.Tensor] = []
@@ -357,6 +359,9 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
         grads = torch.autograd.grad(value, targets, cots, allow_unused=True)
     del out, outs, value
     results = probe.results()
+    # a layer without a module of its own (one of several functional weights of a module) is not probed
+    for i in infos:
+        results.setdefault(i.name, {"output": None, "activation": None, "grad": None, "calls": 0})
     wgrad = dict(zip((n for n, _ in wanted), (_reduce_flat(g) if g is not None else None for g in grads)))
     wsites = [_reduce_flat(weights[i.name].detach()) if weights[i.name] is not None else None for i in infos]
     extra = finish([*(wgrad.get(i.name) for i in infos), *wsites, *cot_sites])
@@ -364,7 +369,8 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
     wg, ws, cs = extra[:k], extra[k:2 * k], extra[2 * k:]
     cot_ms = (sum(c.second_moment * c.count for c in cs) / sum(c.count for c in cs)) if cs else float("nan")
     observed = sorted((n for n in results if results[n]["calls"]), key=lambda n: probe.order.get(n, 0))
-    consistent = observed == [i.name for i in infos] and all(results[i.name]["calls"] == i.calls for i in infos)
+    probed = [i for i in infos if any(i.name == n for n, _, _ in probe.layers)]
+    consistent = observed == [i.name for i in probed] and all(results[i.name]["calls"] == i.calls for i in probed)
     layers = _layers(graph, p, results, wg, ws, cot_ms)
     return SchemeProfile(name, desc, layers, p.input_ms, cot_ms, p), consistent
 
@@ -391,6 +397,7 @@ def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list,
     plans = {lp.name: lp for lp in p.layers}
     rows: list[LayerProfile] = []
     for k, info in enumerate(graph.layers):
+        # a layer without a module of its own (one of several functional weights of a module) is not probed
         lp, r = plans[info.name], results[info.name]
         out, act, grad = r["output"], r["activation"], r["grad"]
         fans = lp.fans

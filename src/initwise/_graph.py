@@ -8,6 +8,7 @@ layer, which is what the planner reads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,11 +22,13 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from ._activations import Activation, resolve_activation
 from ._sharded import has_sharded, is_sharded, no_fsdp_hooks
 from ._guard import GuardError, preserved
-from ._trace import Node, Recorder, _tensors, module_role
+from ._roles import ParamRole
+from ._trace import _NORM_MODULES, Node, Recorder, _own_forward, _tensors, module_role
 
 __all__ = ["Graph", "LayerInfo", "Node", "trace"]
 
 _LINEAR = resolve_activation("linear")
+_GATE = resolve_activation("gate")
 _LOOK = frozenset(("pass", "scale", "shift", "reduce"))
 
 
@@ -41,6 +44,11 @@ class LayerInfo:
     signal side of a gating product; ``residual_scale`` is then the product of the constant factors met
     (1.0 if none; the sign of a subtraction join is not included), else None. ``pixel_shuffle``: the upscale
     factor of a pixel shuffle reached through look-through ops only. ``nodes``: one node id per call.
+    ``activation`` is ``gate`` when the output first meets a product with another signal (NAFNet's SimpleGate
+    ``x1 * x2``, a channel attention without a sigmoid); ``gate`` is that product's node.
+    ``owner`` is the dotted name of the module that holds the layer's parameters (the layer's own name, or,
+    for a module whose several weights feed separate ops, the module of the ``owner.param`` layer); ``params``
+    the owner's parameters that belong to this layer (empty: all of the owner's own).
     """
 
     name: str
@@ -59,6 +67,13 @@ class LayerInfo:
     through_join: bool
     notes: tuple[str, ...] = ()
     nodes: tuple[int, ...] = ()  # one node id per call
+    owner: str | None = None
+    params: tuple[str, ...] = ()
+    gate: int | None = None
+
+    @property
+    def owner_name(self) -> str:
+        return self.name if self.owner is None else self.owner
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "order": self.order, "calls": self.calls,
@@ -66,13 +81,16 @@ class LayerInfo:
                 "norm": self.norm, "consumers": list(self.consumers), "residual_end": self.residual_end,
                 "residual_scale": self.residual_scale, "pixel_shuffle": self.pixel_shuffle,
                 "is_output": self.is_output, "through_join": self.through_join, "notes": list(self.notes),
-                "nodes": list(self.nodes)}
+                "nodes": list(self.nodes), "owner": self.owner_name, "params": list(self.params),
+                "gate": self.gate}
 
 
 @dataclass
 class Graph:
     """The traced signal path: ``nodes`` (execution order), ``layers`` (execution order of first call), the ops
-    not understood (``unknown``), tied parameter groups and the input/output node ids.
+    not understood (``unknown``), tied parameter groups, the input/output node ids, and ``params``: per dotted
+    parameter name (the first name of a tied one), the :class:`~initwise._roles.ParamRole` its consuming op gave
+    it; a parameter the example's forward never used has none.
 
     Iterating yields the layers; ``graph["body.0"]`` is the :class:`LayerInfo` of that dotted name.
     """
@@ -83,6 +101,7 @@ class Graph:
     tied: list[tuple[str, ...]]
     input_ids: tuple[int, ...]
     output_ids: tuple[int, ...]
+    params: dict[str, ParamRole] = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerInfo:
         for info in self.layers:
@@ -114,6 +133,8 @@ class Graph:
                 flags.append(f"pixel-shuffle({i.pixel_shuffle})")
             if i.is_output:
                 flags.append("output")
+            if any(self.params[p].standardized for p in _layer_params(i, self)):
+                flags.append("weight-standardized")
             rows.append((i.name, i.type, str(i.activation), i.norm or "-", " ".join(flags)))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         lines = ["  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4] for r in rows]
@@ -126,12 +147,30 @@ class Graph:
         for n in self.nodes:
             d = {k: getattr(n, k) for k in ("id", "kind", "op", "module", "factor", "cat_dim", "residual",
                                             "branch", "skip", "scope", "inplace")}
+            d["param"] = n.param
             d.update(inputs=list(n.inputs), shape=list(n.shape),
                      activation=None if n.activation is None else _act_dict(n.activation))
             nodes.append(d)
         return {"nodes": nodes, "layers": [i.to_dict() for i in self.layers], "unknown": list(self.unknown),
                 "tied": [list(g) for g in self.tied], "input_ids": list(self.input_ids),
-                "output_ids": list(self.output_ids)}
+                "output_ids": list(self.output_ids),
+                "params": {k: _role_dict(r) for k, r in self.params.items()}}
+
+
+def _layer_params(info: LayerInfo, g: Graph) -> list[str]:
+    pre = info.owner_name + "." if info.owner_name else ""
+    locals_ = info.params or tuple(n for n, _ in info.module.named_parameters(recurse=False))
+    return [pre + n for n in locals_ if pre + n in g.params]
+
+
+def _role_dict(r: ParamRole) -> dict[str, Any]:
+    d = {k: getattr(r, k) for k in ("param", "role", "op", "scope", "groups", "stride", "dilation", "transposed",
+                                    "standardized", "computed", "node")}
+    d["stride"], d["dilation"] = list(r.stride), list(r.dilation)
+    d["fans"] = None if r.fans is None else {"fan_in": r.fans.fan_in, "fan_out": r.fans.fan_out,
+                                             "rule": r.fans.rule}
+    d["describe"] = r.describe()
+    return d
 
 
 def _act_dict(a: Activation) -> dict[str, Any]:
@@ -195,7 +234,7 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
             try:
                 output = _run(model, named, rec, args, kwargs, meta=True)
                 graph = _build(model, rec, output)
-                if meta_only or not any(n.kind == "unknown" for n in graph.nodes):
+                if meta_only or not any(n.kind == "unknown" for n in graph.nodes) and not rec.gaps:
                     return graph
             except GuardError:
                 raise
@@ -230,7 +269,8 @@ def _shape_only(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
 
 
 def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict, meta: bool = False) -> Any:
-    patched = [m for _, m in named if meta and isinstance(m, _TORCH_NORMS) and "forward" not in m.__dict__]
+    patched = [m for _, m in named if meta and isinstance(m, _TORCH_NORMS) and "forward" not in m.__dict__
+               and not _own_forward(m, _NORM_MODULES)]
     # the guard puts back every module's __dict__ (the patched forwards, attributes the forward reassigns: on the
     # meta device ``self.mean = self.mean.type_as(x)`` would leave a meta tensor), hooks, buffers, parameters,
     # train flags, RNG states and the inputs
@@ -246,11 +286,19 @@ def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict
         for i, (key, v) in enumerate([*enumerate(args), *kwargs.items()]):
             if isinstance(v, torch.Tensor):
                 rec.emit("input", "input" if isinstance(key, int) else str(key), (), [v])
+        # the role tracker knows parameters by identity, as the forward will see them (meta stand-ins, or the
+        # model's own), and by their first dotted name; buffers are constants
+        canonical = {id(p): k for k, p in model.named_parameters()}
+        names = {k: canonical[id(p)] for k, p in model.named_parameters(remove_duplicate=False)}
         try:
             with rec:
                 if meta:
-                    return torch.func.functional_call(model, _meta_state(model), args, kwargs, strict=False,
-                                                      tie_weights=True)
+                    state = _meta_state(model)
+                    rec.params.params = {id(state[k]): names[k] for k in names if k in state}
+                    rec.params.constants = {id(v) for k, v in state.items() if k not in names}
+                    return torch.func.functional_call(model, state, args, kwargs, strict=False, tie_weights=True)
+                rec.params.params = {id(p): names[k] for k, p in model.named_parameters(remove_duplicate=False)}
+                rec.params.constants = {id(b) for b in model.buffers()}
                 return model(*args, **kwargs)
         except Exception as e:
             if meta:
@@ -274,14 +322,31 @@ def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
         for i in dict.fromkeys(n.inputs):
             users[i].append(n.id)
     modules = dict(model.named_modules())
-    calls: dict[str, list[int]] = {}
+    weights: dict[str, set[str | None]] = {}
     for n in nodes:
         if n.kind == "layer":
-            calls.setdefault(n.module, []).append(n.id)
+            weights.setdefault(n.module, set()).add(n.param)
+    calls: dict[tuple[str, str | None], list[int]] = {}
+    for n in nodes:  # a module whose several weights feed separate ops (ECBSR's k0, k1) gives one layer per weight
+        if n.kind == "layer":
+            calls.setdefault((n.module, n.param if len(weights[n.module]) > 1 else None), []).append(n.id)
+    roles = dict(rec.params.roles)
+    names = {}  # node id -> layer name
+    for (name, param), ids in calls.items():
+        for i in ids:
+            names[i] = name if param is None else f"{param}" if not name else f"{name}.{param[len(name) + 1:]}"
     reach = _Reach(nodes, users)
-    layers = [_layer_info(name, modules[name], order, ids, nodes, users, reach) for order, (name, ids) in
-              enumerate(calls.items())]
-    return Graph(nodes, layers, _unknown(nodes, users), _tied(model), input_ids, tuple(outs))
+    layers = []
+    for order, ((name, param), ids) in enumerate(calls.items()):
+        info = _layer_info(name, modules[name], order, ids, nodes, users, reach, names)
+        if param is not None:
+            local = param[len(name) + 1:] if name else param
+            mine = [local] + [p[len(name) + 1:] if name else p for p, r in roles.items() if r.role == "bias"
+                              and r.node in ids and p.startswith(name + "." if name else "")]
+            info = dataclasses.replace(info, name=f"{name}.{local}" if name else local, owner=name,
+                                       params=tuple(dict.fromkeys(mine)))
+        layers.append(info)
+    return Graph(nodes, layers, _unknown(nodes, users), _tied(model), input_ids, tuple(outs), roles)
 
 
 def _walk(start: int, users: list[list[int]]) -> Iterator[tuple[int, int]]:
@@ -304,7 +369,8 @@ class _Reach:
     context costs time in proportion to what it finds, not to the model's depth (a pre-norm transformer's residual
     stream reaches every later block):
 
-    ``act[i]``: an activation is reachable from node i through the ops :func:`_activation_after` walks through;
+    ``act[i]``: an activation (or a product, possibly a gate) is reachable from node i through the ops
+    :func:`_activation_after` walks through;
     ``layers[i]``: bitmask of the layer nodes reachable from i through non-layer nodes (bit = node id);
     ``output[i]``: an output node is reachable from i through non-layer nodes.
     """
@@ -322,7 +388,8 @@ class _Reach:
                 if kind == "layer":
                     mask |= 1 << w
                     continue
-                act = act or kind == "act" or (kind in self._THROUGH and self.act[w])
+                # a product with another signal ends the walk as a gate: it counts as an activation ahead
+                act = act or kind in ("act", "mul") or (kind in self._THROUGH and self.act[w])
                 mask |= self.layers[w]
                 out = out or kind == "output" or self.output[w]
             self.act[x], self.layers[x], self.output[x] = act, mask, out
@@ -337,20 +404,27 @@ class _Reach:
 
 
 def _layer_info(name: str, module: nn.Module, order: int, ids: list[int], nodes: list[Node],
-                users: list[list[int]], reach: _Reach) -> LayerInfo:
+                users: list[list[int]], reach: _Reach, names: dict[int, str]) -> LayerInfo:
     act_node, norm, through, notes = _activation_after(ids[0], nodes, users, reach)
-    activation = nodes[act_node].activation if act_node is not None else _LINEAR
+    activation = _act_of(act_node, nodes)
     for i in ids[1:]:
         other = _activation_after(i, nodes, users, reach)[0]
-        a = nodes[other].activation if other is not None else _LINEAR
+        a = _act_of(other, nodes)
         if a != activation:
             notes.append(f"call at node {i} is followed by {a}, not {activation}")
-    consumers = dict.fromkeys(nodes[u].module for i in ids for u in reach.layer_nodes(i))
+    consumers = dict.fromkeys(names.get(u, nodes[u].module) for i in ids for u in reach.layer_nodes(i))
     is_output = any(reach.output[i] for i in ids)
     res = _residual_after(ids[0], nodes, users)
+    gate = act_node if act_node is not None and nodes[act_node].kind == "mul" else None
     return LayerInfo(name, module, type(module).__name__, order, len(ids), activation, act_node, norm,
                      tuple(consumers), res is not None, res, _shuffle_after(ids[0], nodes, users), is_output,
-                     through, tuple(notes), tuple(ids))
+                     through, tuple(notes), tuple(ids), gate=gate)
+
+
+def _act_of(node: int | None, nodes: list[Node]) -> Activation:
+    if node is None:
+        return _LINEAR
+    return _GATE if nodes[node].kind == "mul" else nodes[node].activation
 
 
 def _send(walk: Any, go_on: bool) -> Any:
@@ -376,7 +450,7 @@ def _activation_after(start: int, nodes: list[Node], users: list[list[int]],
         n, src = nodes[step[0]], step[1]
         norm, joined = state[src]
         go_on = True
-        if n.kind == "act":
+        if n.kind == "act" or n.kind == "mul" and n.skip != src:  # a product with another signal: a gate
             found.append(n.id)
             go_on = False
         elif n.kind == "norm":
@@ -396,8 +470,8 @@ def _activation_after(start: int, nodes: list[Node], users: list[list[int]],
         return None, plain_norm, False, []
     first = found[0]
     norm, joined = state[first]
-    notes = [f"also followed by {nodes[f].activation} at node {f} (in '{nodes[f].scope}')" for f in found[1:]
-             if nodes[f].activation != nodes[first].activation]
+    notes = [f"also followed by {_act_of(f, nodes)} at node {f} (in '{nodes[f].scope}')" for f in found[1:]
+             if _act_of(f, nodes) != _act_of(first, nodes)]
     return first, norm, joined, notes
 
 

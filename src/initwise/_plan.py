@@ -23,10 +23,11 @@ from ._activations import Activation, resolve_activation
 from ._apply import apply_plan
 from ._fans import Fans, fans as layer_fans
 from ._gains import gain as activation_gain
-from ._graph import Graph, LayerInfo, trace
+from ._graph import _TORCH_NORMS, Graph, LayerInfo, trace
 from ._nested import tensors as _nested_tensors
 from ._propagate import LayerMoments, NormMoments, propagate
 from ._signal import Sig, sig_of
+from ._roles import ParamRole, keep_reason
 
 __all__ = ["Plan", "LayerPlan", "ParamPlan", "plan", "SCHEMES", "parse_scheme"]
 
@@ -152,6 +153,7 @@ class Plan:
     untouched: list[str] = field(default_factory=list)
     approximate: list[str] = field(default_factory=list)
     norm_params: list[ParamPlan] = field(default_factory=list)
+    kept_params: list[ParamPlan] = field(default_factory=list)
     # what the propagation was computed from (layer moments, norm moments, whether parameter values were read):
     # lets init_'s plan cache re-propagate for another example without planning again
     _moments: tuple | None = field(default=None, repr=False, compare=False)
@@ -170,8 +172,9 @@ class Plan:
 
     @property
     def params(self) -> list[ParamPlan]:
-        """Every parameter's plan: layers' in execution order, then normalization layers'."""
-        return [p for lp in self.layers for p in lp.params] + list(self.norm_params)
+        """Every parameter's plan: layers' in execution order, then normalization layers', then every other
+        parameter (kept, with the reason: its role, frozen, or not used by the example)."""
+        return [p for lp in self.layers for p in lp.params] + list(self.norm_params) + list(self.kept_params)
 
     def apply(self, model: nn.Module, generator: torch.Generator | None = None, seed: int | None = None) -> "Plan":
         """Initialize ``model`` as planned, in place; the whole plan is validated before the first draw (see
@@ -186,6 +189,7 @@ class Plan:
             "layers": [lp.to_dict() for lp in self.layers], "untouched": list(self.untouched),
             "approximate": list(self.approximate), "unknown_ops": list(self.graph.unknown),
             "norm_params": [p.to_dict() for p in self.norm_params],
+            "kept_params": [p.to_dict() for p in self.kept_params],
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -222,11 +226,12 @@ class _Options:
     norm: str
     exclude: tuple[str, ...]
     fans: str = "effective"
+    frozen: str = "keep"
 
 
 def _check_options(opts: dict[str, Any]) -> _Options:
     allowed = {"gain", "gain_convention", "distribution", "residual_scale", "zero_init_residual", "output_scale",
-               "icnr", "bias", "norm", "exclude", "fans"}
+               "icnr", "bias", "norm", "exclude", "fans", "frozen"}
     extra = sorted(set(opts) - allowed)
     if extra:
         raise TypeError(f"unknown option(s) {', '.join(extra)}; valid: {', '.join(sorted(allowed))}")
@@ -271,8 +276,13 @@ def _check_options(opts: dict[str, Any]) -> _Options:
     fans_kind = opts.get("fans", "effective")
     if fans_kind not in ("effective", "nominal", "torch"):
         raise ValueError(f"fans must be 'effective', 'nominal' or 'torch' (shape-only, as torch.nn.init), got {fans_kind!r}")
+    frozen = opts.get("frozen", "keep")
+    if frozen not in ("keep", "draw"):
+        raise ValueError(f"frozen must be 'keep' (parameters with requires_grad=False keep their values) or 'draw', "
+                         f"got {frozen!r}")
     return _Options(g, conv, dist, opts.get("residual_scale"), bool(opts.get("zero_init_residual", False)),
-                    opts.get("output_scale"), bool(opts.get("icnr", False)), bias, norm, exclude, fans_kind)
+                    opts.get("output_scale"), bool(opts.get("icnr", False)), bias, norm, exclude, fans_kind,
+                    frozen)
 
 
 def _fan_of(f: Fans, mode: str, kind: str) -> float:
@@ -311,21 +321,22 @@ def _identity_ok(module: nn.Module, w: torch.Tensor) -> bool:
 def _weight_params(layer: LayerInfo) -> list[tuple[str, nn.Module, str, torch.Tensor]]:
     """(local dotted name, owning module, attribute name, tensor) of every parameter a layer owns."""
     m = layer.module
-    out = [(n, m, n, p) for n, p in m.named_parameters(recurse=False)]
+    out = [(n, m, n, p) for n, p in m.named_parameters(recurse=False) if not layer.params or n in layer.params]
     if isinstance(m, nn.MultiheadAttention):
         out += [(f"out_proj.{n}", m.out_proj, n, p) for n, p in m.out_proj.named_parameters(recurse=False)]
     return out
 
 
 def _param_plan(scheme: str, mode: str, o: _Options, layer: LayerInfo, local: str, owner: nn.Module, attr: str,
-                w: torch.Tensor, act: Activation) -> ParamPlan:
-    full = f"{layer.name}.{local}" if layer.name else local
+                w: torch.Tensor, act: Activation, role: ParamRole | None = None) -> ParamPlan:
+    full = _full(layer, local)
     shape = tuple(w.shape)
-    if w.dim() < 2:
+    if w.dim() < 2 or role is not None and role.role == "bias":
         if o.bias == "keep" or isinstance(layer.module, nn.PReLU):
             return ParamPlan(full, layer.name, shape, "keep", note="bias kept" if o.bias == "keep" else "")
         return ParamPlan(full, layer.name, shape, "zeros", std=0.0)
-    f = layer_fans(owner, attr)
+    # fans from the op that consumed the weight (its layout, groups, stride), else from the module's class
+    f = role.fans if role is not None and role.fans is not None else layer_fans(owner, attr)
     # MultiheadAttention's q/k/v projections feed the attention softmax: linear gain
     if isinstance(layer.module, nn.MultiheadAttention) and not local.startswith("out_proj"):
         act = resolve_activation("linear")
@@ -363,6 +374,9 @@ def _param_plan(scheme: str, mode: str, o: _Options, layer: LayerInfo, local: st
     if o.icnr and layer.pixel_shuffle and method in _DISTRIBUTIONS and local == "weight":
         note = (note + "; " if note else "") + f"ICNR for PixelShuffle({layer.pixel_shuffle})"
         method = "icnr"
+    if role is not None and role.standardized:
+        note = (note + "; " if note else "") + ("weight standardized by its op: the drawn scale does not matter, "
+                                                "the effective weight has variance gain^2/fan_in")
     return ParamPlan(full, layer.name, shape, method, f, fan, g, extra, std, note)
 
 
@@ -385,6 +399,18 @@ def _check_dtype(full: str, info: LayerInfo, w: torch.Tensor) -> None:
         raise TypeError(f"parameter {full!r} of layer {info.name!r} ({info.type}) has dtype {w.dtype}: initwise "
                         "draws floating-point weights only (float16, bfloat16, float32, float64); leave it out "
                         f"with exclude=[{full!r}] or convert the model")
+
+
+def _full(layer: LayerInfo, local: str) -> str:
+    return f"{layer.owner_name}.{local}" if layer.owner_name else local
+
+
+def _role_keep(g: Graph, full: str, w: torch.Tensor, o: _Options, in_layer: bool) -> str | None:
+    """Why ``full`` keeps its value (its role is none the scheme draws, frozen, unused), or None to draw it."""
+    role = g.params.get(full)
+    if role is None and in_layer:  # run inside a torch layer by an op the tracker has no role for (e.g. an RNN's)
+        role = ParamRole(full, "module", "the layer's forward", "")
+    return keep_reason(role, not w.requires_grad, o.frozen == "draw", in_layer)
 
 
 def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: str | None = None, *,
@@ -430,7 +456,7 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
     norm_ms: dict[str, tuple[float, float]] = {}
     layer_ms: dict[str, LayerMoments] = {}
     for info in g.layers:
-        lp = _layer_plan(scheme, mode, o, info, seen, used_patterns)
+        lp = _layer_plan(scheme, mode, o, info, seen, used_patterns, g)
         layers.append(lp)
         touched.add(info.name)
         lm = layer_ms[info.name] = _moments_of(info, lp)
@@ -442,19 +468,23 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
     for name, m in norms.items():
         zero = name in zeroed
         norm_ms[name] = _norm_ms(m, o, zero)
-        norm_params += _norm_param_plans(name, m, o, zero, seen, used_patterns)
+        norm_params += _norm_param_plans(name, m, o, zero, seen, used_patterns, g)
+    kept_params = _kept_params(model, g, o, seen)
     for pat in o.exclude:
         if pat not in used_patterns:
             warnings.warn(f"exclude pattern {pat!r} matches no layer or parameter of the model", UserWarning,
                           stacklevel=2)
     q0, out_forward, approximate = propagated(g, layers, layer_ms, norm_ms, example_inputs)
-    acts = {n.module for n in g.nodes if n.kind == "act" and n.module}
+    # modules none of whose parameters the example's forward used (a functional F.linear(x, self.qkv.weight)
+    # uses qkv without calling it)
+    canonical = {id(p): k for k, p in model.named_parameters()}
     untouched = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))
-                 and n not in touched and n not in norms and n not in acts and not _is_child_of_layer(n, touched)]
+                 and n not in touched and n not in norms and not _is_child_of_layer(n, touched)
+                 and not any(canonical[id(p)] in g.params for p in m.parameters(recurse=False))]
     reads_values = scheme == "current" or o.norm == "keep" or o.bias == "keep" or bool(o.exclude) or any(
         pp.method == "keep" for lp in layers for pp in lp.params)
     return Plan(scheme, mode, dict(options), layers, g, q0, out_forward, untouched, approximate, norm_params,
-                _moments=(layer_ms, norm_ms, reads_values))
+                kept_params, _moments=(layer_ms, norm_ms, reads_values))
 
 
 def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
@@ -472,7 +502,10 @@ def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMomen
 
 
 def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: set[int],
-                      used: set[str]) -> list[ParamPlan]:
+                      used: set[str], g: Graph) -> list[ParamPlan]:
+    """A norm's affine pair (the weight and bias arguments of its norm op) is reset (or kept with norm='keep');
+    any other parameter of a norm module (a hand-written norm's per-channel scale, ConvNeXt-V2's GRN weight)
+    keeps its value: its role says so."""
     out = []
     for local, p in m.named_parameters(recurse=False):
         full = f"{name}.{local}" if name else local
@@ -481,15 +514,35 @@ def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: se
         seen.add(id(p))
         pats = [x for x in o.exclude if fnmatch.fnmatchcase(full, x) or fnmatch.fnmatchcase(name, x)]
         used.update(pats)
+        role = g.params.get(full)
+        if role is None and isinstance(m, _TORCH_NORMS) and name in {n.module for n in g.nodes}:
+            # a torch norm on the meta fast path runs a shape-only forward: its affine pair by name
+            role = ParamRole(full, "norm_weight" if local == "weight" else "norm_bias", type(m).__name__, name)
+        reason = keep_reason(role, not p.requires_grad, o.frozen == "draw", False)
+        if reason is None and role is not None and role.role not in ("norm_weight", "norm_bias"):
+            reason = f"{role.describe()}: kept (not a norm's affine parameter)"
         if _norm_kind(m)[0] == "grn" and not pats:  # x + gamma * x * N(x) + beta: gamma is no norm's gain
-            out.append(ParamPlan(full, name, tuple(p.shape), "keep", note="response scale kept (GRN is no norm)"))
-        elif pats or o.norm == "keep":
-            out.append(ParamPlan(full, name, tuple(p.shape), "keep", note="excluded" if pats else "norm kept"))
-        elif local == "weight" and not zero:
+            out.append(ParamPlan(full, name, tuple(p.shape), "keep", note=reason or "response scale kept (GRN is no norm)"))
+        elif pats or o.norm == "keep" or reason:
+            out.append(ParamPlan(full, name, tuple(p.shape), "keep",
+                                 note="excluded" if pats else reason or "norm kept"))
+        elif role.role == "norm_weight" and not zero:
             out.append(ParamPlan(full, name, tuple(p.shape), "ones", std=1.0))
         else:
             out.append(ParamPlan(full, name, tuple(p.shape), "zeros", std=0.0,
                                  note="zero-init residual branch end" if zero and local == "weight" else ""))
+    return out
+
+
+def _kept_params(model: nn.Module, g: Graph, o: _Options, seen: set[int]) -> list[ParamPlan]:
+    """Every parameter no layer or norm planned keeps its value; the plan says why."""
+    out = []
+    for full, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        reason = _role_keep(g, full, p, o, False) or "not part of a traced layer: kept"
+        out.append(ParamPlan(full, full.rpartition(".")[0], tuple(p.shape), "keep", note=reason))
     return out
 
 
@@ -499,21 +552,26 @@ def _is_child_of_layer(name: str, layers: set[str]) -> bool:
     return any(".".join(parts[:i]) in layers for i in range(1, len(parts)))
 
 
-def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[int], used: set[str]) -> LayerPlan:
+def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[int], used: set[str],
+                g: Graph) -> LayerPlan:
     act = info.activation
     params: list[ParamPlan] = []
     layer_excluded = [p for p in o.exclude if fnmatch.fnmatchcase(info.name, p)]
     used.update(layer_excluded)
     for local, owner, attr, w in _weight_params(info):
-        full = f"{info.name}.{local}" if info.name else local
+        full = _full(info, local)
         if id(w) in seen:
             params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note="tied: planned at first use"))
             continue
         seen.add(id(w))
         pm = [p for p in o.exclude if fnmatch.fnmatchcase(full, p)]
         used.update(pm)
+        reason = _role_keep(g, full, w, o, True) if scheme != "current" else None
         if layer_excluded or pm:
             params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note="excluded"))
+            continue
+        if reason is not None:
+            params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note=reason))
             continue
         if scheme != "current" and not (w.dim() < 2 and (o.bias == "keep" or isinstance(info.module, nn.PReLU))):
             _check_dtype(full, info, w)
@@ -522,8 +580,9 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
         elif scheme == "current":
             params.append(_current_param(info, local, owner, attr, w))
         else:
-            params.append(_param_plan(scheme, mode, o, info, local, owner, attr, w, act))
-    primary = next((p for p in params if len(p.shape) >= 2), params[0] if params else None)
+            params.append(_param_plan(scheme, mode, o, info, local, owner, attr, w, act, g.params.get(full)))
+    drawn = [p for p in params if p.method != "keep" or p.note in ("current weights", "excluded")] or params
+    primary = next((p for p in drawn if len(p.shape) >= 2), drawn[0] if drawn else None)
     return LayerPlan(
         name=info.name, type=info.type, shape=primary.shape if primary else (), activation=str(act),
         gain=primary.gain if primary else None, mode=mode if scheme in ("kaiming",) else scheme,
@@ -536,8 +595,11 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
 def _torch_default_param(info: LayerInfo, local: str, owner: nn.Module, attr: str, w: torch.Tensor) -> ParamPlan:
     """The std PyTorch's constructor gives: kaiming_uniform_(a=sqrt(5)) -> U(+-1/sqrt(torch_fan_in)) for weights and
     biases of Linear/Conv; MultiheadAttention: xavier_uniform_ in_proj, zero biases; RNNs U(+-1/sqrt(hidden))."""
-    full = f"{info.name}.{local}" if info.name else local
+    full = _full(info, local)
     m = info.module
+    if not callable(getattr(m, "reset_parameters", None)) and not callable(getattr(m, "_reset_parameters", None)):
+        return ParamPlan(full, info.name, tuple(w.shape), "keep",
+                         note=f"torch_default: {type(m).__name__} has no reset_parameters(), current values kept")
     f = layer_fans(owner, attr) if w.dim() >= 2 else None
     if isinstance(m, nn.MultiheadAttention):
         if local in ("in_proj_bias", "out_proj.bias", "bias_k", "bias_v"):
@@ -562,7 +624,7 @@ def _torch_default_param(info: LayerInfo, local: str, owner: nn.Module, attr: st
 
 def _current_param(info: LayerInfo, local: str, owner: nn.Module, attr: str, w: torch.Tensor) -> ParamPlan:
     """The weights as they are now: nothing changes, std is their measured root mean square."""
-    full = f"{info.name}.{local}" if info.name else local
+    full = _full(info, local)
     f = layer_fans(owner, attr) if w.dim() >= 2 and not w.is_meta else None
     # per-row float32 norms summed in float64: the RMS to ~1e-8, without a float64 copy of the weight (18x faster)
     d = w.detach()

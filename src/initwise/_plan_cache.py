@@ -111,7 +111,7 @@ def _bound(g: Any, module_of) -> Any:
     layers = []
     for info in g.layers:
         info = copy.copy(info)
-        info.module = module_of(info.name)
+        info.module = module_of(info.owner_name)  # a layer "owner.param" lives in module owner
         layers.append(info)
     out = copy.copy(g)
     out.layers = layers
@@ -128,6 +128,7 @@ def _copy(plan: Plan, graph: Any) -> Plan:
     out.options, out.layers, out.graph = copy.copy(plan.options), layers, graph
     out.untouched, out.approximate = list(plan.untouched), list(plan.approximate)
     out.norm_params = [copy.copy(pp) for pp in plan.norm_params]
+    out.kept_params = [copy.copy(pp) for pp in plan.kept_params]
     return out
 
 

@@ -211,7 +211,9 @@ class Probe:
 
     def __init__(self, model: nn.Module, layers: Iterable[tuple[str, bool]]) -> None:
         modules = dict(model.named_modules())
-        self.layers = [(name, modules[name], follow) for name, follow in layers]
+        # a layer that is not a module (one of a module's several functional weights, "owner.param") has no
+        # module hook: its sites stay unmeasured
+        self.layers = [(name, modules[name], follow) for name, follow in layers if name in modules]
         self.cdims = {name: channel_dim(m) for name, m, _ in self.layers}
         self.out: dict[str, Site] = {}
         self.act: dict[str, Site] = {}

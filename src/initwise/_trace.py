@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._activations import _FUNCTIONS, Activation, resolve_activation
 from ._nested import tensors as _tensors
+from ._roles import NORM_ARGS, WEIGHT_OPS, RoleTracker
 
 __all__ = ["Node", "Recorder", "module_role"]
 
@@ -52,6 +53,7 @@ class Node:
     scope: str = ""
     inplace: bool = False
     dims: tuple[int, ...] | None = None
+    param: str | None = None  # a functional layer node: the parameter its op consumed as the weight
 
 
 def _classes(*names: str) -> tuple[type, ...]:
@@ -75,25 +77,41 @@ _PASS_MODULES = _classes(
     *(f"{p}Pad{d}d" for p in ("Zero", "Constant", "Reflection", "Replication", "Circular") for d in (1, 2, 3)))
 
 
-def module_role(m: nn.Module) -> str:
-    """"act", "norm", "pass" (leaf modules recorded as one node), "layer" (leaf with weights) or "through".
+def _own_forward(m: nn.Module, base: tuple[type, ...]) -> bool:
+    """A subclass of a torch layer/norm class that replaces ``forward`` outside torch (timm's BatchNormAct2d,
+    ScaledStdConv2d): its forward does more than the base class's, so it is traced through."""
+    fwd = getattr(type(m), "forward", None)
+    return isinstance(m, base) and fwd is not None and not getattr(fwd, "__module__", "torch.").startswith("torch.")
 
-    A module with its own parameters is a layer, unless it is a user module whose children hold parameters too
-    (then its own parameters are constants of its forward, e.g. NAFNet's ``beta``, and it is traced through).
-    A user module whose class name contains "Norm" and whose children hold no parameters is a norm.
+
+def module_role(m: nn.Module) -> str:
+    """"act", "norm", "pass" (leaf modules recorded as one node), "layer" (leaf with weights), "through", or
+    "through:layer" / "through:norm" (traced op by op, one node as a layer or norm if an op is not understood).
+
+    torch's own layers and norms are leaves. A user module with its own parameters and none in its children
+    (a hand-written layer or norm: NAFNet's ``LayerNorm2d``, timm's ``LayerScale2d``), and a subclass of a torch
+    layer or norm that replaces ``forward`` (timm's ``BatchNormAct2d``, ``ScaledStdConv2d``), are traced
+    through: their functional convolutions, norms, activations and scales become nodes; when one of their ops
+    is not understood, the whole call becomes one node, as a layer (or a norm, for a class whose name contains
+    "Norm"). A user module whose children hold parameters too is traced through (its own parameters are
+    constants of its forward, e.g. NAFNet's ``beta``).
     """
     if isinstance(m, _ACT_MODULES):
         return "act"
     if isinstance(m, _NORM_MODULES):
-        return "norm"
+        return "through:norm" if _own_forward(m, _NORM_MODULES) else "norm"
     if isinstance(m, _PASS_MODULES):
         return "pass"
     direct = next(m.parameters(recurse=False), None) is not None
     child_params = any(next(c.parameters(), None) is not None for c in m.children())
-    if "Norm" in type(m).__name__ and not child_params:
-        return "norm"
-    if direct and (type(m).__module__.startswith("torch.") or not child_params):
+    torch_class = type(m).__module__.startswith("torch.")
+    if direct and torch_class:
         return "layer"
+    if direct and not child_params:
+        if any(c.__module__.startswith("torch.") for c in type(m).__mro__[1:] if c is not nn.Module
+               and c is not object) and not _own_forward(m, (nn.Module,)):
+            return "layer"  # a torch layer subclass that keeps torch's forward (EDSR's MeanShift)
+        return "through:norm" if "Norm" in type(m).__name__ else "through:layer"
     return "through"
 
 
@@ -117,6 +135,8 @@ _REDUCE_OPS = frozenset(("mean", "sum", "nanmean", "nansum"))
 _MATMUL_OPS = frozenset(("matmul", "bmm", "mm"))
 _AVG_POOLS = frozenset(("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d",
                         "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices"))
+_SPLIT_OPS = frozenset(("chunk", "split", "split_with_sizes", "tensor_split", "unbind", "hsplit", "vsplit",
+                        "dsplit", "unsafe_chunk", "unsafe_split"))
 # ops that make a new tensor from another one's shape only: their output carries no signal
 _SOURCE_OPS = frozenset("""zeros_like ones_like empty_like full_like rand_like randn_like randint_like new_zeros
 new_ones new_empty new_full new_tensor size""".split())
@@ -174,16 +194,21 @@ def shapes_str(args: Any) -> str:
 class Recorder(TorchFunctionMode):
     """Collects :class:`Node` s while active (as a torch function mode) and while its hooks are registered."""
 
-    def __init__(self, roles: dict[int, tuple[str, str]], acts: dict[int, Activation] | None = None) -> None:
+    def __init__(self, roles: dict[int, tuple[str, str]], acts: dict[int, Activation] | None = None,
+                 params: dict[int, str] | None = None) -> None:
         super().__init__()
         self.roles = roles  # id(module) -> (dotted name, role)
+        self.params = RoleTracker(params or {})  # what every parameter is used as
         self.acts = acts or {}  # id(module) -> its Activation, read from the real module before a meta-device run
         self.nodes: list[Node] = []
         self.ldepth: list[int] = []  # layers on the longest path from an input, per node
         self.failures: dict[int, str] = {}  # id(exception) -> where it happened
         self._map: dict[int, tuple[weakref.ref, int]] = {}
-        self._stack: list[tuple[nn.Module, str, str, Any, bool]] = []  # module, name, role, args, muted
+        self._stack: list[tuple[nn.Module, str, str, Any, bool, tuple]] = []  # module, name, role, args, muted,
+        # (first node of the call, input nodes)
         self._mute = 0
+        self._hook = 0  # > 0 while the recorder's own hook code runs tensor ops
+        self.gaps = 0  # ops the recorder failed on (the meta fast path then defers to the real forward)
 
     # ---- tensors and nodes
     def nid(self, t: Any) -> int | None:
@@ -198,6 +223,7 @@ class Recorder(TorchFunctionMode):
         self.ldepth.append(max((self.ldepth[j] for j in inputs), default=0) + (kind == "layer"))
         for t in outs:
             self._map[id(t)] = (weakref.ref(t), i)
+        self.params.attach(i)
         return i
 
     def scope(self) -> str:
@@ -207,33 +233,54 @@ class Recorder(TorchFunctionMode):
     def pre_hook(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         name, role = self.roles[id(module)]
         muted = self._mute > 0
-        self._stack.append((module, name, role, (args, kwargs), muted))
-        if muted or role != "through":
+        # the input nodes, kept for a call that may become one node after its ops rewrote its input in place
+        ins = tuple(dict.fromkeys(n for n in map(self.nid, _tensors((args, kwargs))) if n is not None))
+        self._stack.append((module, name, role, (args, kwargs), muted, (len(self.nodes), ins)))
+        if muted or not role.startswith("through"):
             self._mute += 1
 
     def post_hook(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         frame = None
         while self._stack:
             frame = self._stack.pop()
-            if frame[4] or frame[2] != "through":
+            if frame[4] or not frame[2].startswith("through"):
                 self._mute -= 1
             if frame[0] is module:
                 break
         if frame is None or frame[0] is not module:
             return
-        _, name, role, inputs, muted = frame
+        _, name, role, inputs, muted, (start, in_ids) = frame
         err = sys.exc_info()[1]
         self._mute += 1  # the code below uses tensor methods: keep it out of the record
+        self._hook += 1
         try:
             if err is not None and output is None:
                 self.failures.setdefault(id(err), f"'{name}' ({type(module).__name__}, input {shapes_str(inputs)})")
-            elif not muted and role != "through":
+            elif not muted and role.startswith("through:") and self._collapse(start, output):
+                self._module_node(module, name, role[len("through:"):], inputs, output, in_ids)
+            elif not muted and not role.startswith("through"):
                 self._module_node(module, name, role, inputs, output)
         finally:
             self._mute -= 1
+            self._hook -= 1
 
-    def _module_node(self, module: nn.Module, name: str, role: str, inputs: Any, output: Any) -> None:
-        ins = tuple(dict.fromkeys(n for n in map(self.nid, _tensors(inputs)) if n is not None))
+    def _collapse(self, start: int, output: Any) -> bool:
+        """A module traced through whose ops were not all understood (or whose output no op produced) becomes one
+        node: drop the nodes its call made and say so with True."""
+        outs = _tensors(output)
+        if all(n.kind != "unknown" for n in self.nodes[start:]) and outs and all(
+                self.nid(t) is not None for t in outs):
+            return False
+        del self.nodes[start:], self.ldepth[start:]
+        for k in [k for k, (_, i) in self._map.items() if i >= start]:
+            del self._map[k]
+        self.params.rebase(start)
+        return True
+
+    def _module_node(self, module: nn.Module, name: str, role: str, inputs: Any, output: Any,
+                     in_ids: tuple[int, ...] | None = None) -> None:
+        ins = in_ids if in_ids is not None else tuple(
+            dict.fromkeys(n for n in map(self.nid, _tensors(inputs)) if n is not None))
         outs = _tensors(output)
         if not outs or (not ins and role != "layer"):
             return
@@ -252,24 +299,35 @@ class Recorder(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
+        owner = None
+        if not self._hook and self.params.params:
+            try:
+                owner = self.params.observe(_normalize(_op_name(func))[0], args, kwargs, result, self.scope())
+            except Exception:  # noqa: BLE001 - a gap in role tracking must not break the forward
+                owner = None
         if self._mute:
             return result
         try:
-            self._record(func, args, kwargs, result)
+            self._record(func, args, kwargs, result, owner)
         except Exception as e:  # a gap in the tracer must not break the user's forward: report it instead
+            self.gaps += 1  # (a module call that becomes one node hides the unknown node: the count stays)
             ins = tuple(n for n in map(self.nid, _tensors((args, kwargs))) if n is not None)
             if ins:
                 self.emit("unknown", f"{_op_name(func)} (tracer error: {type(e).__name__}: {e})", ins,
                           _tensors(result))
         return result
 
-    def _record(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
+    def _record(self, func: Any, args: tuple, kwargs: dict, result: Any, owner: str | None = None) -> None:
         raw = _op_name(func)
         name, reflected = _normalize(raw)
         if name == "setitem":  # x[i] = y mutates x: not understood as a signal op
             ins = tuple(n for n in map(self.nid, _tensors(args)) if n is not None)
             if ins and isinstance(args[0], torch.Tensor):
-                self.emit("unknown", raw, ins, [args[0]], inplace=True)
+                if ins == (self.nid(args[0]),) and all(self.params.sources(t) is not None for t in _tensors(args[2:])):
+                    # values computed from parameters written into the signal (ECBSR pads with its bias)
+                    self.emit("pass", "setitem", ins, [args[0]], inplace=True)
+                else:
+                    self.emit("unknown", raw, ins, [args[0]], inplace=True)
             return
         outs = _tensors(result)
         if not outs or name in _SOURCE_OPS:
@@ -277,6 +335,12 @@ class Recorder(TorchFunctionMode):
         a0 = args[0] if args else kwargs.get("input")
         n0 = self.nid(a0)
         inplace = result is a0
+        if name in WEIGHT_OPS and owner is not None and (n0 is not None or name.startswith("embedding")):
+            # a functional conv / linear / embedding on a parameter (or a tensor computed from parameters)
+            ins = tuple(n for n in map(self.nid, _tensors(args[:1] if name != "bilinear" else args[:2]))
+                        if n is not None)
+            self.emit("layer", name, ins, outs, module=owner, param=self.params.last_weight)
+            return
         if func in _FUNCTIONS or name in ("rrelu", "prelu"):
             if n0 is not None:
                 self.emit("act", raw, (n0,), outs, activation=self._activation(func, name, args, kwargs),
@@ -293,6 +357,12 @@ class Recorder(TorchFunctionMode):
                 elif name in _AVG_POOLS:
                     k = args[1] if len(args) > 1 else kwargs.get("kernel_size")
                     kw["dims"] = _ints(k, a0.dim() - 2)
+                if name in NORM_ARGS and owner is not None:
+                    kw["module"] = owner  # F.batch_norm(x, ..., self.weight, self.bias): this module's norm
+                if name in _SPLIT_OPS and len(outs) > 1:  # one node per piece: x1 * x2 is then a product
+                    for t in outs:
+                        self.emit("pass", name, (n0,), [t])
+                    return
                 self.emit("norm" if name in _NORM_OPS else "pass", name, (n0,), outs, inplace=inplace, **kw)
             return
         elif name in _CAT_OPS:
