@@ -140,8 +140,8 @@ def test_planned_fans_of_a_functional_conv_are_the_ops() -> None:
 class ScaledStdConv(nn.Conv2d):
     """timm's ScaledStdConv2d: the weight is standardized per output channel by F.batch_norm, times a gain."""
 
-    def __init__(self, cin: int, cout: int, gain_init: float = 1.0) -> None:
-        super().__init__(cin, cout, 3, padding=1)
+    def __init__(self, cin: int, cout: int, gain_init: float = 1.0, k: int = 3) -> None:
+        super().__init__(cin, cout, k, padding=k // 2)
         self.scale = self.weight[0].numel() ** -0.5
         self.gain = nn.Parameter(torch.full((cout, 1, 1, 1), gain_init))
 
@@ -175,6 +175,23 @@ def test_weight_standardization_is_seen_and_the_gain_kept_with_its_zeros() -> No
     assert w0.method == "normal" and "standardized" in w0.note
     assert not torch.equal(model[0].weight, snap["0.weight"])
     assert torch.isfinite(model(x)).all()
+
+
+@pytest.mark.parametrize("gain", [1.0, 0.5])
+def test_a_standardized_weight_is_predicted_with_the_scale_its_op_uses(gain: float) -> None:
+    """The prediction does not depend on the drawn scale: E[y^2] = fan_in * (gain^2 / fan_in) * E[x^2] (NF-Net's
+    gamma = 1), measured through the real layer (1x1 kernels: no border)."""
+    est, pred = [], []
+    for seed in range(REPEATS):
+        model = ScaledStdConv(64, 64, gain_init=gain, k=1)
+        x = torch.randn(4, 64, 8, 8)
+        p = iw.init_(model, x, "kaiming", seed=seed, cache=False)
+        pred.append(p.layers[0].forward)
+        with torch.no_grad():
+            est.append(float(model(x).double().pow(2).mean() / x.double().pow(2).mean()))
+    m, se = mean_and_se(est)
+    assert se < 0.02 * gain**2 and abs(m - gain**2) < N_SE * se, (m, se)
+    assert pred[0] == pytest.approx(gain**2, rel=1e-3)  # standardized per channel (up to eps), for any draw
 
 
 # ---------------------------------------------------------------- a norm subclass with an activation (BatchNormAct2d)

@@ -234,7 +234,8 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
             try:
                 output = _run(model, named, rec, args, kwargs, meta=True)
                 graph = _build(model, rec, output)
-                if meta_only or not any(n.kind == "unknown" for n in graph.nodes) and not rec.gaps:
+                if meta_only or not any(n.kind == "unknown" for n in graph.nodes) and not rec.gaps \
+                        and not rec.params.value_gaps:
                     return graph
             except GuardError:
                 raise
@@ -264,8 +265,9 @@ _TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.L
 
 
 def _shape_only(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    """A torch norm layer's forward on the meta device: same shape; spares torch's slow Python meta kernels."""
-    return torch.empty_like(input)
+    """A torch norm layer's forward on the meta device: same shape; spares torch's slow Python meta kernels.
+    (A clone, not ``empty_like``: the role tracker takes a factory's result for a constant, this is the signal.)"""
+    return input.clone()
 
 
 def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict, meta: bool = False) -> Any:

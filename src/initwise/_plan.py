@@ -459,7 +459,7 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
         lp = _layer_plan(scheme, mode, o, info, seen, used_patterns, g)
         layers.append(lp)
         touched.add(info.name)
-        lm = layer_ms[info.name] = _moments_of(info, lp)
+        lm = layer_ms[info.name] = _moments_of(info, lp, g)
         if lm.kind == "affine":
             lp.forward_gain, lp.backward_gain = lm.fan_in * lm.weight_ms, lm.fan_out * lm.weight_ms
     norms = _norm_modules(model, g)
@@ -570,11 +570,11 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
         if layer_excluded or pm:
             params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note="excluded"))
             continue
+        if scheme != "current" and not (w.dim() < 2 and (o.bias == "keep" or isinstance(info.module, nn.PReLU))):
+            _check_dtype(full, info, w)  # before the keep reasons: a non-float weight is named, also a frozen one
         if reason is not None:
             params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note=reason))
             continue
-        if scheme != "current" and not (w.dim() < 2 and (o.bias == "keep" or isinstance(info.module, nn.PReLU))):
-            _check_dtype(full, info, w)
         if scheme == "torch_default":
             params.append(_torch_default_param(info, local, owner, attr, w))
         elif scheme == "current":
@@ -634,24 +634,40 @@ def _current_param(info: LayerInfo, local: str, owner: nn.Module, attr: str, w: 
     return ParamPlan(full, info.name, tuple(w.shape), "keep", f, None, None, 1.0, rms, "current weights")
 
 
-def _moments_of(info: LayerInfo, lp: LayerPlan) -> LayerMoments:
+def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> LayerMoments:
+    """Fans and weight/bias second moments of one layer for the propagation, from the op that consumed its
+    weight where the trace saw it (custom and functional layers are then modelled like nn.Conv2d), else from
+    its class. A standardized weight contributes the second moment the op actually used (its scale does not
+    depend on the draw); a weight nobody draws, its current values; with no values (meta), the layer is opaque."""
     primary = next((p for p in lp.params if len(p.shape) >= 2), None)
     m = info.module
-    if primary is None or isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) or not isinstance(
-            m, (*_AFFINE, nn.Embedding, nn.EmbeddingBag)):
+    role = g.params.get(primary.param) if g is not None and primary is not None else None
+    functional = role is not None and role.role in ("weight", "table") and role.fans is not None and not role.computed
+    if primary is None or isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) or not (
+            isinstance(m, (*_AFFINE, nn.Embedding, nn.EmbeddingBag)) or functional):
         return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
-    w = dict(m.named_parameters(recurse=False))["weight"]
-    w_ms = primary.std ** 2 if primary.std is not None else float(w.detach().double().pow(2).mean())
-    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+    local = primary.param[len(info.owner_name) + 1:] if info.owner_name else primary.param
+    w = dict(m.named_parameters(recurse=False)).get(local)
+    if role is not None and role.standardized and role.effective_ms is not None:
+        w_ms = role.effective_ms
+    elif primary.std is not None and not (role is not None and role.standardized):
+        w_ms = primary.std ** 2
+    elif w is None or w.is_meta or not w.is_floating_point():
+        return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
+    else:
+        w_ms = float(w.detach().double().pow(2).mean())
+    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) or role is not None and role.role == "table":
         return LayerMoments(1.0, 1.0, w_ms, kind="embedding")
-    bias = next((p for p in lp.params if p.param.endswith("bias")), None)
+    bias = next((p for p in lp.params if p.param.endswith("bias") or len(p.shape) < 2), None)
     b_ms = 0.0
     if bias is not None:
+        b = dict(m.named_parameters(recurse=False)).get(bias.param[len(info.owner_name) + 1:] if info.owner_name
+                                                         else bias.param)
         if bias.std is not None:
             b_ms = bias.std ** 2
-        elif getattr(m, "bias", None) is not None:
-            b_ms = float(m.bias.detach().double().pow(2).mean())
-    f = primary.fans if primary.fans is not None else layer_fans(m, "weight")
+        elif b is not None and not b.is_meta and b.is_floating_point():
+            b_ms = float(b.detach().double().pow(2).mean())
+    f = role.fans if functional else primary.fans if primary.fans is not None else layer_fans(m, "weight")
     return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms)
 
 

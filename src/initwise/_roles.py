@@ -80,6 +80,7 @@ class ParamRole:
     standardized: bool = False
     computed: bool = False
     node: int | None = None
+    effective_ms: float | None = None  # a standardized weight: E[w^2] of the tensor the op used (real pass only)
 
     def describe(self) -> str:
         """In words, for a plan: ``"weight of conv2d (standardized)"``."""
@@ -125,6 +126,7 @@ class RoleTracker:
         self._derived: dict[int, _Derived] = {}
         self._pending: list[str] = []  # roles noted since the last node was emitted
         self.last_weight: str | None = None  # the parameter the last weight op consumed as its weight
+        self.value_gaps = 0  # roles whose numbers need values the meta pass does not have
 
     # ---- provenance
     def sources(self, t: Any) -> dict[str, str] | None:
@@ -247,12 +249,19 @@ class RoleTracker:
             dilation = _ints(_arg(args, kwargs, di, "dilation"), k) if di is not None else ()
             fans = _op_fans(name, w, groups, stride, transposed)
             computed = not direct
+            eff = None
+            if any(h == "standardized" for h in srcs.values()):
+                if w.is_meta:
+                    self.value_gaps += 1  # its scale is in its values: the real forward must tell
+                else:
+                    eff = float(w.detach().double().pow(2).mean())
             for p, how in srcs.items():
                 if how in ("direct", "standardized", "computed"):
                     role = "table" if name.startswith("embedding") else "weight"
                     self._note(p, role, name, scope, node, fans=fans, groups=groups, stride=stride,
                                dilation=dilation, transposed=transposed, standardized=how == "standardized",
-                               computed=computed or how == "computed")
+                               computed=computed or how == "computed",
+                               effective_ms=eff if how == "standardized" else None)
                 else:
                     self._note(p, "scale" if how == "scale" else "other", name, scope, node)
             owner = direct[0].rpartition(".")[0] if len(direct) == 1 else scope
