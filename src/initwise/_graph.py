@@ -181,8 +181,9 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
     """Run ``model`` once on ``example_inputs`` and record the dataflow between its parameterized layers.
 
     The model is left exactly as it was: the pass runs under ``torch.no_grad()`` in the model's own train/eval
-    mode, buffers (BatchNorm running stats), train flags and the RNG state are restored and every hook removed,
-    also when the forward raises. The example inputs are cloned, so in-place ops cannot change them.
+    mode inside :mod:`initwise._guard`, which puts back every module's attributes (also those the forward
+    reassigns on the meta device), parameters, buffers (BatchNorm running stats), train flags, hooks and the RNG
+    states, also when the forward raises. The example inputs are cloned, so in-place ops cannot change them.
 
     Args:
         model: any ``nn.Module``; Python control flow in ``forward`` is fine.
