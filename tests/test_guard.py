@@ -113,6 +113,7 @@ class Bookkeeping(nn.Module):
             self.register_buffer("cache", torch.zeros(1))
         self.conv.bias.requires_grad_(False)
         self.frozen.bias.requires_grad_(True)
+        self.tail.weight.register_hook(lambda g: g * 2.0)  # piles up on the parameter itself
         return self.tail(self.frozen(torch.relu(self.conv(x))))
 
 
@@ -190,6 +191,11 @@ def _tensor_items(model: nn.Module):
                     yield f"{name}.{k}.{key}", t
 
 
+def _hooks(t: torch.Tensor) -> list:
+    return [(k, None if (h := getattr(t, k, None)) is None else list(h.items()))
+            for k in ("_backward_hooks", "_post_accumulate_grad_hooks")]
+
+
 def _output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's output on ``x``, computed on a deep copy with a fixed seed: the check changes nothing."""
     with torch.random.fork_rng(devices=[]):
@@ -204,7 +210,7 @@ def record(model: nn.Module, *examples: torch.Tensor, output: bool = True) -> di
                                                   if _containers(v) is not None}) for m in model.modules()],
         "values": {k: (t, t.detach().clone(), t._version, t.device, t.requires_grad,
                        t.grad if t.is_leaf else None,
-                       None if not t.is_leaf or t.grad is None else t.grad.clone())
+                       None if not t.is_leaf or t.grad is None else t.grad.clone(), _hooks(t))
                    for k, t in _tensor_items(model)},
         "rng": (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()),
         "examples": [(e, e.clone(), e._version) for e in examples],
@@ -228,7 +234,8 @@ def assert_untouched(model: nn.Module, before: dict, *, written: tuple[torch.Ten
                 for a, b in zip(now, items)), f"{type(m).__name__}.{k} contents changed"
     after = dict(_tensor_items(model))
     assert list(after) == list(before["values"])
-    for k, (t, value, version, device, rg, grad, grad_value) in before["values"].items():
+    for k, (t, value, version, device, rg, grad, grad_value, hooks) in before["values"].items():
+        assert _hooks(t) == hooks, f"{k}: tensor hooks changed"
         assert after[k] is t
         assert t.device == device
         if not any(t is w for w in written):

@@ -126,7 +126,7 @@ def fresh(example: Any) -> Any:
 class _Tensor:
     """One tracked tensor: where it was found, its storage, version, ``requires_grad``, ``.grad`` and a clone."""
 
-    __slots__ = ("t", "where", "data", "version", "requires_grad", "grad", "grad_version", "clone")
+    __slots__ = ("t", "where", "data", "version", "requires_grad", "grad", "grad_version", "clone", "hooks")
 
     def __init__(self, t: torch.Tensor, where: str, clone: bool) -> None:
         self.t, self.where = t, where
@@ -135,6 +135,9 @@ class _Tensor:
         self.requires_grad = t.requires_grad
         self.grad = t.grad if t.is_leaf else None
         self.grad_version = self.grad._version if self.grad is not None else None
+        # the tensor's own hook dicts (``p.register_hook`` in a forward would pile up): object and contents
+        self.hooks = {k: (h, dict(h) if h is not None else None) for k in _TENSOR_HOOKS
+                      if (h := getattr(t, k, None)) is not None or hasattr(t, k)}
         self.clone: torch.Tensor | None = None
         if clone:
             self.copy()
@@ -157,6 +160,7 @@ _WRITE_FIRST = frozenset(("__setitem__", "__iadd__", "__isub__", "__imul__", "__
                           "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
                           "__imatmul__"))
 _NOT_WRITES = frozenset(("requires_grad_", "retain_grad_", "share_memory_"))
+_TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
 _ACTIVE: list["Snapshot"] = []  # the guards held now, outermost first
 
 
@@ -324,6 +328,14 @@ class Snapshot:
                     t.requires_grad_(e.requires_grad)
                 if t.is_leaf:
                     t.grad = None if hold_grads else e.grad
+                for k, (h, contents) in e.hooks.items():
+                    now = getattr(t, k, None)
+                    if now is not None and (now is not h or _container_changed(now, contents or {})):
+                        now.clear()  # autograd holds this dict: emptying it is what removes the hooks
+                        if now is h and contents:
+                            now.update(contents)
+                    if getattr(t, k, None) is not h:
+                        setattr(t, k, h)
                 if e.grad is not None and e.grad._version != e.grad_version:
                     lost.append(f"{e.where}.grad")
         _set_rng_state(self._rng)
