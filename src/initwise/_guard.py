@@ -78,12 +78,19 @@ def _restore_container(c: Any, saved: Any) -> None:
 
 
 def _set_version(t: torch.Tensor, version: int) -> None:
+    """Set the version counter back (a private torch call: where it is missing or refuses, the counter stays)."""
     setter = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)
-    if setter is not None and t._version != version:
+    if setter is None or t._version == version:
+        return
+    try:
+        setter((t,), (version,))
+    except TypeError:  # older signature: one tensor, one int
         try:
-            setter((t,), (version,))
-        except TypeError:  # older signature: one tensor, one int
             setter(t, version)
+        except (TypeError, RuntimeError):
+            pass
+    except RuntimeError:  # e.g. a tensor subclass without its own counter
+        pass
 
 
 def _rng_state() -> dict[str, Any]:
