@@ -361,3 +361,63 @@ def test_exact_only_when_every_rule_on_the_path_is():
     assert p["5"].forward_bound == _rules_reduce.BOUND_INTERPOLATE
     assert p["5"].backward_bound == 1.0 and p["0"].backward_bound > 1.0
     assert _rules_layer.BOUND_GRN > 1.0
+
+
+# ---------------------------------------------------------------- flags in words
+
+
+def test_flags_say_what_is_wrong_in_words():
+    deep = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(32, 32), nn.ReLU())], nn.Linear(32, 4))
+    run = profile(deep, torch.randn(64, 32), "kaiming_fan_in:gain=0.3")
+    first = run.layers[0]
+    assert "backward_vanishing" in first.flags
+    assert any("the gradient vanishes before it reaches the first layer" in m for m in first.messages)
+    assert any(m.startswith("backward ") and "of the output's at 0" in m for m in first.messages)
+    assert "the gradient vanishes" in str(iw.diagnose(deep, torch.randn(64, 32), schemes=["kaiming_fan_in:gain=0.3"]))
+
+
+class PooledBN(nn.Module):
+    """conv - BN - ReLU blocks, then global average pooling: the gradient reaching each BN is constant over
+    positions, so a training-mode BN at batch 1 removes (nearly) all of it."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                  nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(F.adaptive_avg_pool2d(self.body(x), 1).flatten(1))
+
+
+def test_batch_statistics_artifact_is_not_reported_as_vanishing():
+    torch.manual_seed(0)
+    run = profile(PooledBN(), torch.randn(1, 3, 16, 16), "kaiming_fan_in")
+    last = run["body.3"]
+    assert last.backward < 1e-6  # the BN after it removed the per-channel mean: all there is at batch 1
+    assert last.backward_removed < 1e-3
+    assert "backward_batch_statistics" in last.flags and "backward_vanishing" not in last.flags
+    assert any("batch size, not of the init" in m for m in last.messages)
+    # at batch 8 the same model keeps most of its gradient and no such flag is raised
+    run8 = profile(PooledBN(), torch.randn(8, 3, 16, 16), "kaiming_fan_in")
+    assert "backward_batch_statistics" not in run8["body.3"].flags
+    assert log_ratio(run8["body.3"].backward, run8["body.3"].predicted_backward) < 4 * run8["body.3"].backward_noise
+
+
+def test_report_compares_the_model_output_with_its_prediction():
+    """``output_forward`` is measured on the model's output, the tensor ``plan.output_forward`` predicts (after
+    a global skip), not on the last layer's output."""
+
+    class GlobalSkip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 3, 3, padding=1))
+
+        def forward(self, x):
+            return x + 0.1 * self.body(x)
+
+    torch.manual_seed(0)
+    run = profile(GlobalSkip(), torch.randn(8, 3, 24, 24), "kaiming_fan_in")
+    assert run.output_forward == pytest.approx(run.plan.output_forward, rel=0.05)
+    # the last conv's output is another tensor: ~0.8 of the input's, 100x more than its share of the output
+    assert abs(run.layers[-1].forward / run.output_forward - 1) > 0.1

@@ -68,10 +68,10 @@ def _product_facts(base: Plan, profile: Profile) -> list[str]:
     if "kaiming_fan_out" in profile.schemes:
         run = profile["kaiming_fan_out"]
         pred = run.plan.output_forward
-        last = run.layers[-1].forward if run.layers else None
+        measured = run.output_forward  # the same tensor: the model's output (after a global skip, if any)
         if pred is not None:
             out.append(f"under fan_out the forward output is predicted at {pred:.3g}x the input's second moment"
-                       + (f" (measured {last:.3g}x at the last layer)" if last is not None else ""))
+                       + (f" (measured {measured:.3g}x)" if measured is not None else ""))
     return out
 
 

@@ -7,10 +7,8 @@ exploding, dead and saturated units and for a measurement that departs from its 
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,157 +18,18 @@ from ._candidates import Candidate, candidate
 from ._graph import Graph, trace
 from ._guard import Snapshot
 from ._plan import Plan, plan as make_plan
-from ._probe import Probe, SiteStats, finish, reduce
+from ._flags import DEAD, EXPLODING, MISMATCH_Z, SATURATED, VANISHING
+from ._flags import flags as _flags
+from ._flags import messages as _messages
+from ._flags import noise as _noise
+from ._probe import Probe, finish, reduce
+from ._profile import LayerProfile, Profile, SchemeProfile, Stats
+from ._profile_table import profile_table, run_table
 from ._nested import map_tensors as _map
 from ._nested import tensors as _tensors
 
 __all__ = ["LayerProfile", "Profile", "SchemeProfile", "Stats", "diagnose", "VANISHING", "EXPLODING", "DEAD",
-           "SATURATED", "MISMATCH_Z"]
-
-VANISHING = 1e-2  # forward E[y^2] / E[x^2] (or backward E[dy^2] / E[c^2]) below this: vanishing
-EXPLODING = 1e2  # ... above this: exploding (two decades either way: a 20-layer net at 0.8x or 1.25x per layer)
-DEAD = 0.1  # flag when more than a tenth of a ReLU-like layer's channels are never positive over the batch
-SATURATED = 0.1  # flag when more than a tenth of tanh (|z| > 2.5) / sigmoid (|z| > 5) inputs are saturated
-MISMATCH_Z = 4.0  # departs from the prediction by more than 4 standard errors (two-sided p = 6e-5 if normal)
-
-
-@dataclass
-class Stats:
-    """Mean, variance and second moment of one measured tensor (over every element of the batch)."""
-
-    mean: float
-    variance: float
-    second_moment: float
-    count: int
-
-    @classmethod
-    def of(cls, s: SiteStats | None) -> "Stats | None":
-        return None if s is None else cls(s.mean, s.variance, s.second_moment, s.count)
-
-
-@dataclass
-class LayerProfile:
-    """One layer under one scheme: measurements, the plan's predictions, their noise and the flags.
-
-    ``forward`` is the measured ``E[y^2] / E[x^2]`` of the layer's output (pre-activation) relative to the model's
-    input, ``backward`` the measured ``E[dy^2] / E[c^2]`` of the gradient there relative to the cotangent ``c`` at
-    the model's output; ``predicted_*`` are the plan's (:class:`initwise.LayerPlan` ``forward``/``backward``);
-    ``*_noise`` the relative standard error of the measurement (see :func:`diagnose`); ``*_exact`` is False when
-    the prediction passes through an op the analytic rules only approximate.
-    """
-
-    name: str
-    type: str
-    order: int
-    calls: int
-    activation: str
-    fan_in: float | None
-    fan_out: float | None
-    std: float | None
-    output: Stats | None
-    activation_output: Stats | None
-    grad_output: Stats | None
-    weight_grad: Stats | None
-    forward: float | None
-    backward: float | None
-    predicted_forward: float | None
-    predicted_backward: float | None
-    forward_noise: float | None
-    backward_noise: float | None
-    forward_exact: bool
-    backward_exact: bool
-    dead_fraction: float | None = None
-    saturated_fraction: float | None = None
-    flags: list[str] = field(default_factory=list)
-    forward_bound: float = 1.0
-    backward_bound: float = 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        for k in ("output", "activation_output", "grad_output", "weight_grad"):
-            d[k] = None if d[k] is None else vars(d[k]).copy()
-        d["flags"] = list(self.flags)
-        return d
-
-
-@dataclass
-class SchemeProfile:
-    """The profile of the model under one scheme (``"current"``: the weights as they are)."""
-
-    scheme: str
-    description: str
-    layers: list[LayerProfile]
-    input_second_moment: float
-    cotangent_second_moment: float
-    plan: Plan = field(repr=False)
-
-    def __iter__(self) -> Iterator[LayerProfile]:
-        return iter(self.layers)
-
-    def __getitem__(self, name: str) -> LayerProfile:
-        for lp in self.layers:
-            if lp.name == name:
-                return lp
-        raise KeyError(f"no layer {name!r} in the profile; layers: {', '.join(lp.name for lp in self.layers)}")
-
-    @property
-    def flagged(self) -> list[LayerProfile]:
-        return [lp for lp in self.layers if lp.flags]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, "description": self.description, "input_second_moment":
-                self.input_second_moment, "cotangent_second_moment": self.cotangent_second_moment,
-                "layers": [lp.to_dict() for lp in self.layers]}
-
-
-@dataclass
-class Profile:
-    """What :func:`diagnose` returns: one :class:`SchemeProfile` per scheme. ``str()`` is a table (80 columns)."""
-
-    runs: list[SchemeProfile]
-    cotangent: str
-    input_shapes: list[list[int]]
-    thresholds: dict[str, float]
-
-    @property
-    def schemes(self) -> list[str]:
-        return [r.scheme for r in self.runs]
-
-    @property
-    def layers(self) -> list[LayerProfile]:
-        """The layers of the only scheme profiled (``profile[scheme].layers`` when there are several)."""
-        if len(self.runs) != 1:
-            raise ValueError(f"{len(self.runs)} schemes were profiled ({', '.join(self.schemes)}): "
-                             "use profile[scheme].layers")
-        return self.runs[0].layers
-
-    def __iter__(self) -> Iterator[SchemeProfile]:
-        return iter(self.runs)
-
-    def __len__(self) -> int:
-        return len(self.runs)
-
-    def __getitem__(self, scheme: str) -> SchemeProfile:
-        for r in self.runs:
-            if r.scheme == scheme:
-                return r
-        raise KeyError(f"scheme {scheme!r} was not profiled; profiled: {', '.join(self.schemes)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"cotangent": self.cotangent, "input_shapes": self.input_shapes, "thresholds": self.thresholds,
-                "schemes": self.schemes, "runs": [r.to_dict() for r in self.runs]}
-
-    def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **{"indent": 2, **kwargs})
-
-    def plot(self, path: Any = None, **kwargs: Any) -> Any:
-        """The signal-propagation plot (needs matplotlib); see :func:`initwise._plot.plot_profile`."""
-        from ._plot import plot_profile
-
-        return plot_profile(self, path, **kwargs)
-
-    def __str__(self) -> str:
-        return profile_table(self)
+           "SATURATED", "MISMATCH_Z", "run_table", "profile_table"]
 
 
 def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tensor] | None = None,
@@ -340,6 +199,7 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
         with probe:
             out = model(*args, **kwargs)
         outs = [t for t in _tensors(out) if t.is_floating_point() and t.requires_grad]
+        out_sites = [reduce(t.detach(), -1) for t in outs]
         if not outs:
             raise RuntimeError(f"the output of {type(model).__name__} does not depend on any parameter or input "
                                "that requires grad: there is no backward pass to measure")
@@ -364,31 +224,19 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
         results.setdefault(i.name, {"output": None, "activation": None, "grad": None, "calls": 0})
     wgrad = dict(zip((n for n, _ in wanted), (_reduce_flat(g) if g is not None else None for g in grads)))
     wsites = [_reduce_flat(weights[i.name].detach()) if weights[i.name] is not None else None for i in infos]
-    extra = finish([*(wgrad.get(i.name) for i in infos), *wsites, *cot_sites])
+    extra = finish([*(wgrad.get(i.name) for i in infos), *wsites, *out_sites, *cot_sites])
     k = len(infos)
-    wg, ws, cs = extra[:k], extra[k:2 * k], extra[2 * k:]
+    wg, ws = extra[:k], extra[k:2 * k]
+    os_, cs = extra[2 * k:2 * k + len(out_sites)], extra[2 * k + len(out_sites):]
+    q0 = p.input_ms or 1.0
+    out_f = max((o.second_moment for o in os_ if o is not None), default=None)
     cot_ms = (sum(c.second_moment * c.count for c in cs) / sum(c.count for c in cs)) if cs else float("nan")
     observed = sorted((n for n in results if results[n]["calls"]), key=lambda n: probe.order.get(n, 0))
     probed = [i for i in infos if any(i.name == n for n, _, _ in probe.layers)]
     consistent = observed == [i.name for i in probed] and all(results[i.name]["calls"] == i.calls for i in probed)
     layers = _layers(graph, p, results, wg, ws, cot_ms)
-    return SchemeProfile(name, desc, layers, p.input_ms, cot_ms, p), consistent
-
-
-def _noise(own: SiteStats | None, fan: float | None) -> float:
-    """Relative standard error of one layer's realized gain: the spread of its per-channel second moments, floored
-    at the Gaussian-weight value ``sqrt((2 / fan + 2 rho^2) / C)``.
-
-    Channel ``c`` of ``y = W x`` has ``E[y_c^2] = sum_i w_ci^2 Var(x_i) + (w_c . mu)^2``: over weight draws the first
-    term has relative variance ``2 / fan``, the second (a chi-square with one degree of freedom) ``2 rho^2`` with
-    ``rho = |mu|^2 / E[|x|^2]``, which the channel means of ``y`` estimate (``E[(w_c . mu)^2] = Var(w) |mu|^2``).
-    A few channels estimate a spread poorly, hence the floor.
-    """
-    if own is None:
-        return 0.0
-    rho = own.mean_ratio or 0.0
-    floor = math.sqrt((2.0 / fan + 2.0 * rho * rho) / own.channels) if fan else 0.0
-    return max(own.se_channel or 0.0, floor)
+    return SchemeProfile(name, desc, layers, p.input_ms, cot_ms, p,
+                         out_f / q0 if out_f is not None else None), consistent
 
 
 def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list, ws: list,
@@ -411,6 +259,7 @@ def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list,
             predicted_forward=lp.forward, predicted_backward=lp.backward, forward_noise=None, backward_noise=None,
             forward_exact=lp.forward_bound == 1.0, backward_exact=lp.backward_bound == 1.0,
             forward_bound=lp.forward_bound, backward_bound=lp.backward_bound,
+            backward_removed=lp.backward_removed,
             dead_fraction=act.dead_fraction if act is not None else None,
             saturated_fraction=act.saturated_fraction if act is not None else None))
     own_f = [_noise(results[i.name]["output"], rows[k].fan_in) for k, i in enumerate(graph.layers)]
@@ -422,92 +271,7 @@ def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list,
         if grad is not None:
             row.backward_noise = math.sqrt(sum(v * v for v in own_b[k:]) + (grad.se_sample or 0.0) ** 2)
         row.flags = _flags(row)
+    first, last = (rows[0].name, rows[-1].name) if rows else (None, None)
+    for row in rows:
+        row.messages = _messages(row, first, last)
     return rows
-
-
-def _departs(measured: float | None, predicted: float | None, noise: float | None) -> bool:
-    if measured is None or predicted is None or noise is None or not (measured > 0 and predicted > 0):
-        return bool(measured is not None and predicted is not None and (measured > 0) != (predicted > 0))
-    return abs(math.log(measured / predicted)) > MISMATCH_Z * noise
-
-
-def _flags(r: LayerProfile) -> list[str]:
-    f = []
-    for direction, v in (("forward", r.forward), ("backward", r.backward)):
-        if v is not None and v < VANISHING:
-            f.append(f"{direction}_vanishing")
-        elif v is not None and v > EXPLODING:
-            f.append(f"{direction}_exploding")
-    if r.dead_fraction is not None and r.dead_fraction > DEAD:
-        f.append("dead")
-    if r.saturated_fraction is not None and r.saturated_fraction > SATURATED:
-        f.append("saturated")
-    if _departs(r.forward, r.predicted_forward, r.forward_noise):
-        f.append("forward_mismatch")
-    if _departs(r.backward, r.predicted_backward, r.backward_noise):
-        f.append("backward_mismatch")
-    return f
-
-
-# ---- the table (80 columns)
-
-_CODES = {"forward_vanishing": "f-", "forward_exploding": "f+", "backward_vanishing": "b-",
-          "backward_exploding": "b+", "forward_mismatch": "f?", "backward_mismatch": "b?"}
-_ACT_SHORT = {"linear": "-", "leaky_relu": "lrelu", "hardswish": "hswish", "hardsigmoid": "hsigm", "sigmoid": "sigm",
-              "gelu_tanh": "gelu_t", "softplus": "splus", "hardtanh": "htanh"}
-
-
-def _num(v: float | None, approx: bool = False) -> str:
-    if v is None or v != v:
-        return "-"
-    if v == 0:
-        s = "0"
-    elif 1e-2 <= abs(v) < 1e3:
-        s = f"{v:.3g}"
-    else:
-        m, e = f"{v:.1e}".split("e")
-        s = f"{m}e{int(e)}"
-    return ("~" + s) if approx else s
-
-
-def _cell_flags(r: LayerProfile) -> str:
-    out = [_CODES[f] for f in r.flags if f in _CODES]
-    if "dead" in r.flags:
-        out.append(f"d{100 * r.dead_fraction:.0f}%")
-    if "saturated" in r.flags:
-        out.append(f"s{100 * r.saturated_fraction:.0f}%")
-    return ",".join(out)
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else ".." + text[-(width - 2):]
-
-
-def run_table(run: SchemeProfile) -> str:
-    """One scheme's profile as a table that fits 80 columns (flags abbreviated, legend in :func:`profile_table`)."""
-    header = ["layer", "act", "fan i/o", "std", "fwd", "pred", "bwd", "pred", "flags"]
-    rows = [header]
-    for r in run.layers:
-        act = r.activation.split("(")[0]
-        fans = "-" if r.fan_in is None else f"{r.fan_in:g}/{r.fan_out:g}"
-        rows.append([_short(r.name or "(root)", 16), _short(_ACT_SHORT.get(act, act), 6), _short(fans, 10),
-                     _num(r.std), _num(r.forward), _num(r.predicted_forward, not r.forward_exact),
-                     _num(r.backward), _num(r.predicted_backward, not r.backward_exact), _cell_flags(r)])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = set(range(3, 8))
-    lines = [" ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-             for row in rows]
-    lines.insert(1, " ".join("-" * w for w in widths))
-    title = f"scheme: {run.scheme}" + (f" ({run.description})" if run.description else "")
-    return "\n".join([title if len(title) <= 80 else title[:77] + "...", *lines])
-
-
-def profile_table(profile: Profile) -> str:
-    """Every scheme's table, then the legend."""
-    legend = [
-        "fwd: E[y^2]/E[x^2] at the layer output (pre-activation); bwd: E[dy^2]/E[c^2]",
-        f"there, c = cotangent at the output ({profile.cotangent}); pred: plan's, ~ approx.",
-        f"flags: f-/f+ b-/b+ vanishing (<{VANISHING:g}) / exploding (>{EXPLODING:g}); f?/b? measured departs",
-        f"from pred by >{MISMATCH_Z:g} std errors; dN% dead ReLU channels; sN% saturated units.",
-    ]
-    return "\n\n".join([*(run_table(r) for r in profile.runs), "\n".join(legend)])

@@ -140,23 +140,39 @@ def _relu_kernel(q: float, cov: float) -> float:
 _INNER = 48  # Gauss-Hermite nodes of the inner (conditional) expectation of the dual kernel
 
 
+def _derivative(act: Activation):
+    fn = act.function()
+
+    def d(x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            z = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(fn(z).sum(), z, allow_unused=True)
+        return torch.zeros_like(x) if g is None else g
+
+    return d
+
+
 @functools.lru_cache(maxsize=4096)
-def _dual_cached(act: Activation, q: float, cov: float, mean: float) -> float:
+def _dual_cached(act: Activation, q: float, cov: float, mean: float, deriv: bool = False) -> float:
     c = max(-1.0, min(1.0, cov / q))
     if mean == 0.0 and act.name in ("linear", "relu", "leaky_relu", "prelu") and act.known:
         a = 1.0 if act.name == "linear" else 0.0 if act.name == "relu" else float(act.param("negative_slope"))
+        if deriv:  # phi' = a + (1 - a) step: E[step(x) step(y)] = (pi - theta) / (2 pi)
+            step = (math.pi - math.acos(c)) / (2 * math.pi)
+            return a * a + a * (1 - a) + (1 - a) ** 2 * step
         # phi = a x + (1 - a) relu(x): E[x relu(y)] = cov / 2 by the symmetry (x, y) -> (-x, -y)
         return a * c * q + (1 - a) ** 2 * _relu_kernel(q, c * q)
+    m = _moments_cached(act, q, mean)
     if c >= 1.0 - 1e-12:
-        return _moments_cached(act, q, mean).second_moment
+        return m.backward if deriv else m.second_moment
     if c <= 1e-12 and c >= -1e-12:
-        return _moments_cached(act, q, mean).mean ** 2
+        return (m.backward_mean if deriv else m.mean) ** 2
     # b = mean + s (c u + sqrt(1 - c^2) u2): E[phi(a) phi(b)] = E_u[phi(a) E_u2[phi(b) | u]]
     z, w = _nodes(act, q, mean)
     s = math.sqrt(q)
     hx, hw = _hermite_n(_INNER)
     inner = mean + c * (z - mean)[:, None] + s * math.sqrt(1 - c * c) * hx[None, :]
-    fn = act.function()
+    fn = _derivative(act) if deriv else act.function()
     with torch.no_grad():
         h = (fn(inner.reshape(-1)).reshape(inner.shape) * hw[None, :]).sum(1)
         value = float((w * fn(z) * h).sum())
@@ -188,8 +204,10 @@ def _hermite_n(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x), torch.from_numpy(w / math.sqrt(2.0 * math.pi))
 
 
-def dual(activation: Any, q: float, cov: float, mean: float = 0.0, *, param: float | None = None) -> float:
-    """``E[phi(a) phi(b)]`` for ``a, b ~ N(mean, q)`` with covariance ``cov`` (``|cov| <= q``).
+def dual(activation: Any, q: float, cov: float, mean: float = 0.0, *, param: float | None = None,
+         derivative: bool = False) -> float:
+    """``E[phi(a) phi(b)]`` for ``a, b ~ N(mean, q)`` with covariance ``cov`` (``|cov| <= q``); of ``phi'`` with
+    ``derivative`` (what the constant part of a gradient becomes through the activation).
 
     ``cov = q`` gives ``E[phi^2]``, ``cov = 0`` gives ``E[phi]^2``. ReLU, leaky ReLU, PReLU and linear at zero
     mean use the arc-cosine kernel (Cho and Saul, 2009); others nested quadrature (Gauss-Legendre panels outside,
@@ -204,7 +222,7 @@ def dual(activation: Any, q: float, cov: float, mean: float = 0.0, *, param: flo
     if not (isinstance(cov, (int, float)) and math.isfinite(cov) and abs(cov) <= q * (1 + 1e-9)):
         raise ValueError(f"cov must be a finite number with |cov| <= q = {q}, got {cov!r}")
     act = resolve_activation(activation, param)
-    return _dual_cached(act, float(q), float(cov), float(mean))
+    return _dual_cached(act, float(q), float(cov), float(mean), bool(derivative))
 
 
 def moments(activation: Any = "relu", q: float = 1.0, *, param: float | None = None, mean: float = 0.0) -> Moments:

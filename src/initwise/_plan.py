@@ -102,7 +102,9 @@ class LayerPlan:
     to the input's; ``backward`` the predicted second moment of the gradient at its output relative to a
     unit-variance cotangent at the model's output. ``forward_bound`` / ``backward_bound``: the error bound of
     the prediction (1.0: every rule on its path is exact; else the product of the measured bounds of the
-    approximate rules on it, ``inf`` when an op the rules do not know is on it).
+    approximate rules on it, ``inf`` when an op the rules do not know is on it). ``backward_removed``: the
+    factor of the backward that training-mode batch (instance) norms remove as the gradient's per-channel
+    (per-sample) mean, on the path from the output (1.0: none; small after global pooling at a small batch).
     """
 
     name: str
@@ -126,12 +128,13 @@ class LayerPlan:
     notes: list[str] = field(default_factory=list)
     forward_bound: float = 1.0
     backward_bound: float = 1.0
+    backward_removed: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("name", "type", "activation", "gain", "mode", "method", "std", "norm",
                                            "residual_end", "pixel_shuffle", "is_output", "forward_gain",
                                            "backward_gain", "forward", "backward", "notes", "forward_bound",
-                                           "backward_bound")}
+                                           "backward_bound", "backward_removed")}
         d["shape"] = list(self.shape)
         d["fan_in"] = self.fans.fan_in if self.fans else None
         d["fan_out"] = self.fans.fan_out if self.fans else None
@@ -771,3 +774,4 @@ def _attach(g: Graph, layers: list[LayerPlan], prop, q0: float) -> None:
             lp.backward = prop.backward.get(n.id)
             lp.forward_bound = prop.forward_bound.get(n.id, 1.0)
             lp.backward_bound = prop.backward_bound.get(n.id, 1.0)
+            lp.backward_removed = prop.backward_removed.get(n.id, 1.0)

@@ -36,7 +36,7 @@ def plot_profile(profile: Any, path: str | os.PathLike | None = None, *, dpi: in
         from matplotlib.figure import Figure
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("the signal-propagation plot needs matplotlib: pip install 'initwise[plot]'") from e
-    from ._diagnose import EXPLODING, VANISHING
+    from ._flags import EXPLODING, VANISHING
 
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     FigureCanvasAgg(fig)

@@ -49,6 +49,7 @@ class Propagation:
     grads: dict[int, Grad] = field(default_factory=dict)
     forward_bound: dict[int, float] = field(default_factory=dict)
     backward_bound: dict[int, float] = field(default_factory=dict)
+    backward_removed: dict[int, float] = field(default_factory=dict)  # the factor batch statistics removed
 
 
 def _as_norm(v) -> NormMoments:
@@ -169,6 +170,7 @@ def _depends_on_forward(n) -> bool:
 
 def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tuple[float, float]], batch: int | None) -> None:
     sig, grads, bb, fb = prop.signals, prop.grads, prop.backward_bound, prop.forward_bound
+    rm = prop.backward_removed
     for oid in graph.output_ids:
         nb, _, p = layout(nodes[oid].shape)
         nb = batch or nb
@@ -209,7 +211,7 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             one, b = R.pool_backward(n.op, d, n.dims, shapes[0], n.shape)
             contrib = [one]
         elif k == "pass":
-            one, b = R.pass_backward(n.op, d, shapes[0], n.shape, True)
+            one, b = R.pass_backward(n.op, d, shapes[0], n.shape, True, n.dims)
             contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
         elif k == "softmax":
             size = shapes[0][n.dims[0]] if n.dims and len(shapes[0]) > n.dims[0] else 1
@@ -224,8 +226,13 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             one, b = R.pass_backward(n.op, d, shapes[0], n.shape, False)
             contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
         dep = _depends_on_forward(n)
+        removed = rm.get(n.id, 1.0)
+        if k == "norm" and d.g > 0 and contrib and _norm_of(norms, n).kind in ("batch", "instance"):
+            kept = max(d.g - (d.dcb if _norm_of(norms, n).kind == "batch" else d.dc), 0.0) / d.g
+            removed *= kept
         for i, c in zip(n.inputs, contrib):
             grads[i] = grads.get(i, Grad(0.0)) + c
             bound = here * b * (fb.get(i, 1.0) if dep else 1.0)
             bb[i] = max(bb.get(i, 1.0), bound)
+            rm[i] = max(rm.get(i, 0.0), removed)
     prop.backward.update({i: g.g for i, g in grads.items()})

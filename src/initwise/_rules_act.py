@@ -5,7 +5,8 @@ A pre-activation with moments :class:`initwise._signal.Sig` ``(q, mean, dc, dcb)
 its random weights). Forward: ``E[phi(y)^2]`` and ``E[phi(y)]`` by quadrature at ``(v, mean)``; the constant parts
 by the dual kernel ``E[phi(a) phi(b)]`` of two points that share them (covariance ``dc - mean^2``, resp.
 ``dcb - mean^2``). Backward: ``E[phi'(y)^2]`` times the gradient (independent of the pre-activation, as in
-He et al., 2015); the gradient's constant parts scale with ``E[phi'(y)]^2``.
+He et al., 2015); the gradient's constant parts scale with the dual kernel of ``phi'`` (``E[phi'(y)]^2`` when
+the pre-activation has no constant part, up to ``E[phi'^2]`` when it is all constant).
 """
 
 from __future__ import annotations
@@ -64,5 +65,9 @@ def act_backward(act, d: Grad, x: Sig) -> tuple[list[Grad], float]:
         _, slope = _point(act, mu)
         return [d.scaled(slope * slope)], 1.0
     m = moments(act, 1.0 if (act.name in _HOMOGENEOUS and act.known and mu == 0.0) else v, mean=mu)
-    b2 = m.backward_mean ** 2
-    return [Grad(d.g * m.backward, d.dc * b2, d.dcb * b2)], 1.0
+    # the gradient's constant parts meet phi' averaged over the positions of one channel: E[phi'(a) phi'(b)] of
+    # two points that share the pre-activation's constant part
+    m2 = mu * mu
+    kdc = dual(act, v, min(max(x.dc - m2, -v), v), mu, derivative=True)
+    kdcb = dual(act, v, min(max(x.dcb - m2, -v), v), mu, derivative=True)
+    return [Grad(d.g * m.backward, d.dc * kdc, d.dcb * kdcb)], 1.0

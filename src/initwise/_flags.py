@@ -1,0 +1,114 @@
+"""Flags and their sentences for one measured layer: vanishing, exploding, dead, saturated, departing from the
+prediction, and gradients removed by batch statistics (not by the init).
+
+Thresholds are module constants (re-exported by :mod:`initwise._diagnose`). A flag is a code (``"backward_vanishing"``)
+and a sentence that says what is wrong, where and by how much (:func:`messages`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["VANISHING", "EXPLODING", "DEAD", "SATURATED", "MISMATCH_Z", "flags", "messages", "departs", "noise"]
+
+VANISHING = 1e-2  # forward E[y^2] / E[x^2] (or backward E[dy^2] / E[c^2]) below this: vanishing
+EXPLODING = 1e2  # ... above this: exploding (two decades either way: a 20-layer net at 0.8x or 1.25x per layer)
+DEAD = 0.1  # flag when more than a tenth of a ReLU-like layer's channels are never positive over the batch
+SATURATED = 0.1  # flag when more than a tenth of tanh (|z| > 2.5) / sigmoid (|z| > 5) inputs are saturated
+MISMATCH_Z = 4.0  # departs from the prediction by more than 4 standard errors (two-sided p = 6e-5 if normal)
+
+
+def noise(own: Any, fan: float | None) -> float:
+    """Relative standard error of one layer's realized gain: the spread of its per-channel second moments, floored
+    at the Gaussian-weight value ``sqrt((2 / fan + 2 rho^2) / C)``.
+
+    Channel ``c`` of ``y = W x`` has ``E[y_c^2] = sum_i w_ci^2 Var(x_i) + (w_c . mu)^2``: over weight draws the first
+    term has relative variance ``2 / fan``, the second (a chi-square with one degree of freedom) ``2 rho^2`` with
+    ``rho = |mu|^2 / E[|x|^2]``, which the channel means of ``y`` estimate (``E[(w_c . mu)^2] = Var(w) |mu|^2``).
+    A few channels estimate a spread poorly, hence the floor.
+    """
+    if own is None:
+        return 0.0
+    rho = own.mean_ratio or 0.0
+    floor = math.sqrt((2.0 / fan + 2.0 * rho * rho) / own.channels) if fan else 0.0
+    return max(own.se_channel or 0.0, floor)
+
+
+def departs(measured: float | None, predicted: float | None, noise: float | None, bound: float = 1.0) -> bool:
+    """Is ``|ln(measured / predicted)|`` beyond the prediction's error bound plus ``MISMATCH_Z`` standard errors?
+    (A prediction the rules know to be approximate within ``bound`` is not flagged for departing by less.)"""
+    if measured is None or predicted is None or noise is None or not (measured > 0 and predicted > 0):
+        return bool(measured is not None and predicted is not None and (measured > 0) != (predicted > 0))
+    if not math.isfinite(bound):
+        return False  # an op the rules do not know is on the path: no claim to depart from
+    return abs(math.log(measured / predicted)) > math.log(max(bound, 1.0)) + MISMATCH_Z * noise
+
+
+def _batch_statistics(r: Any) -> bool:
+    """The backward vanishes only because training-mode batch norms remove the gradient's per-channel mean (all
+    of it after global pooling at batch 1, about 1/N of it at batch N): a property of the batch, not of the init."""
+    removed = getattr(r, "backward_removed", 1.0)
+    if r.backward is None or removed is None or not r.backward < VANISHING or not removed < 1.0:
+        return False
+    return removed <= 0.0 or r.backward / removed >= VANISHING
+
+
+def flags(r: Any) -> list[str]:
+    f = []
+    for direction, v in (("forward", r.forward), ("backward", r.backward)):
+        if direction == "backward" and _batch_statistics(r):
+            f.append("backward_batch_statistics")
+        elif v is not None and v < VANISHING:
+            f.append(f"{direction}_vanishing")
+        elif v is not None and v > EXPLODING:
+            f.append(f"{direction}_exploding")
+    if r.dead_fraction is not None and r.dead_fraction > DEAD:
+        f.append("dead")
+    if r.saturated_fraction is not None and r.saturated_fraction > SATURATED:
+        f.append("saturated")
+    if departs(r.forward, r.predicted_forward, r.forward_noise, getattr(r, "forward_bound", 1.0)):
+        f.append("forward_mismatch")
+    if departs(r.backward, r.predicted_backward, r.backward_noise, getattr(r, "backward_bound", 1.0)):
+        f.append("backward_mismatch")
+    return f
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2g}"
+
+
+def messages(r: Any, first: str | None = None, last: str | None = None) -> list[str]:
+    """One sentence per flag of a :class:`initwise.LayerProfile` (``first``/``last``: the first and last layers'
+    names, to say where a gradient or a signal is heading)."""
+    out = []
+    at = f"at {r.name or '(root)'}"
+    for flag in r.flags:
+        if flag == "forward_vanishing":
+            out.append(f"forward {_g(r.forward)} of the input's {at}: the signal vanishes on its way here")
+        elif flag == "forward_exploding":
+            out.append(f"forward {_g(r.forward)} of the input's {at}: the signal grows on its way here")
+        elif flag == "backward_vanishing":
+            where = "before it reaches the first layer" if r.name == first else "on its way back here"
+            out.append(f"backward {_g(r.backward)} of the output's {at}: the gradient vanishes {where}")
+        elif flag == "backward_exploding":
+            out.append(f"backward {_g(r.backward)} of the output's {at}: the gradient grows on its way back here")
+        elif flag == "backward_batch_statistics":
+            out.append(f"backward {_g(r.backward)} of the output's {at}, of which a factor "
+                       f"{_g(r.backward_removed)} is the batch norms removing the gradient's per-channel mean "
+                       "(global pooling makes it constant over positions; a small batch keeps little else): "
+                       "a property of the batch size, not of the init")
+        elif flag == "dead":
+            out.append(f"{100 * r.dead_fraction:.0f}% of the channels after {r.name} are never positive on this "
+                       "batch: dead units")
+        elif flag == "saturated":
+            out.append(f"{100 * r.saturated_fraction:.0f}% of the units after {r.name} are saturated: their "
+                       "gradient is nearly zero")
+        elif flag in ("forward_mismatch", "backward_mismatch"):
+            key = flag.split("_")[0]
+            m, p = getattr(r, key), getattr(r, "predicted_" + key)
+            bound = getattr(r, key + "_bound", 1.0)
+            how = "exact" if bound == 1.0 else f"approximate within {bound:.3g}x"
+            out.append(f"{key} measured {_g(m)} {at}, predicted {_g(p)} ({how}): the model does something here "
+                       "the propagation rules do not see")
+    return out
