@@ -1,88 +1,334 @@
-"""How good is the advice? The advisor's pick against training outcomes of the evidence study.
+"""How good is the advice? Decision rules chosen on the design set, reported on the validation set.
 
-Run: python benchmarks/advise_quality.py [RESULTS.jsonl ...] [--step N]
+    python benchmarks/advise_quality.py                 # both tables from the stored runs and stored features
+    nice -n 15 python benchmarks/advise_quality.py --features   # compute the missing features first (resumable)
+    python benchmarks/advise_quality.py --live          # also rerun initwise.advise on every validation cell and
+                                                        # check that its pick is the one in the table
 
-For every (task, model) of the results files (default: the main, long and "more" grids of docs/evidence),
-build the model exactly as the study did (zoo small config, luma channels), draw 8 training patches of the study's
-size, and run initwise.advise restricted to the schemes that model was trained with (no trial). Then compare the
-final test PSNR (mean +- std over seeds) of the recommended scheme with the grid's best and with PyTorch's default,
-with Welch's two-sided t-test. "ok" means: not worse than the best beyond seed noise (p >= 0.05 or recommended =
-best) and at least as good as the default (mean >= default's, or p >= 0.05).
+Protocol (docs/evidence.md, "Protocol"):
+
+- **Design set**: the zoo grids of docs/evidence (study.jsonl, long/, more/): 11 (grid, model) cells, each trained
+  with the schemes listed in its file, 3 seeds, Adam lr 1e-3. **Validation set**: docs/evidence/validation
+  (benchmarks/study_validation.py): new nets written as users write them, each at 2 learning rates (a cell is a
+  (net, lr) pair), trained with every candidate initwise.generate_candidates makes for it.
+- **Features** per (cell, candidate), computed once and stored in ``docs/evidence/advise_features.jsonl``: what
+  ``initwise.advise`` measures (health, initial loss over 4 draws, and the held-out probe loss after 5, 10, 20
+  Adam steps at the cell's learning rate, 2 draws), on 8 training patches drawn with seed 0, target = the HR / clean
+  patches (the residual the net predicts when the loop adds the input outside the net).
+- **Rules**: ``init_loss`` (lowest initial loss among healthy), ``probe@K`` (lowest probe loss after K steps among
+  healthy), ``prior`` (no target: first healthy in a fixed order) and every fixed choice ("always X"). The rule with
+  the lowest mean regret on the design set is the library's (``_advise_rule.SCORE``/``PROBE_STEPS``); the script
+  says if they disagree. The validation set is only reported, never used to choose.
+- **Regret** of a pick in a cell: best mean final test PSNR minus the pick's (dB), with a 95% Welch confidence
+  interval; "within noise": Welch p > 0.05 against the best and regret <= 0.5 dB; "worse than default": the pick
+  is below PyTorch's default with p < 0.05.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-import initwise as iw
-from initwise.bench.data import get_task
-from initwise.bench.runner import RunSpec, _build, read_records
-from initwise.bench.summary import summarize
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import initwise as iw  # noqa: E402
+from initwise._advise_evidence import CandidateResult, probe_curves  # noqa: E402
+from initwise._advise_rule import PROBE_STEPS, PRIOR, SCORE, confidence, equivalent, rank  # noqa: E402
+from initwise.bench.data import get_task  # noqa: E402
+from initwise.bench.runner import ResultsFile, RunSpec, _build, read_records  # noqa: E402
+from initwise.bench.summary import psnr_at  # noqa: E402
+
+DESIGN = ["docs/evidence/study.jsonl", "docs/evidence/long/results.jsonl", "docs/evidence/more/results.jsonl"]
+VALIDATION = "docs/evidence/validation/results.jsonl"
+FEATURES = "docs/evidence/advise_features.jsonl"
+CHECKPOINTS = (5, 10, 20)
+SEEDS, PROBE_SEEDS = 4, 2  # initwise.advise's defaults (seeds=4, probe_seeds=2)
+VERSION = 1
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="*", default=["docs/evidence/study.jsonl", "docs/evidence/long/results.jsonl",
-                                                   "docs/evidence/more/results.jsonl"])
-    ap.add_argument("--step", type=int, default=None, help="compare PSNR after this many steps (default: final)")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    print(f"{'results':28s} {'task':11s} {'model':7s} {'recommended':24s} {'rec PSNR':>13s} {'best':24s} "
-          f"{'best PSNR':>13s} {'p':>6s} {'default PSNR':>13s} {'adv s':>6s} verdict")
-    for path in args.results:
+# ---------------------------------------------------------------- cells: (name, model builder, data, outcomes)
+
+def design_cells() -> list[dict]:
+    cells = []
+    for path in DESIGN:
         if not Path(path).exists():
             continue
         records = [r for r in read_records(path) if r.get("status") == "ok"]
-        rows = summarize(records, args.step)
         for task_name, model in dict.fromkeys((r["task"], r["model"]) for r in records):
-            group = [r for r in rows if (r.task, r.model) == (task_name, model)]
-            first = next(r for r in records if (r["task"], r["model"]) == (task_name, model))
-            spec = RunSpec(task_name, model, "default", 0, first["steps"], patch_size=first["patch_size"],
-                           channels=first["channels"], preset=first.get("preset"))
-            net, upsample = _build(spec)
-            task = get_task(task_name, channels=first["channels"])
-            x, y = task.train_batch(8, first["patch_size"], torch.Generator().manual_seed(0), upsample=upsample)
-            t0 = time.perf_counter()
-            adv = iw.advise(net, x, target=y, candidates=[r.scheme for r in group])
-            dt = time.perf_counter() - t0
-            by = {r.scheme: r for r in group}
-            rec, best, default = by[adv.recommended.name], group[0], by.get("default")
-            vals = {s: [v for v in (_psnr(q, args.step) for q in records if (q["task"], q["model"], q["scheme"])
-                                    == (task_name, model, s)) if v is not None] for s in by}
-            p_best = _welch(vals[rec.scheme], vals[best.scheme]) if rec is not best else math.nan
-            p_def = _welch(vals[rec.scheme], vals["default"]) if default is not None and rec is not default else math.nan
-            ok_best = rec is best or not (p_best < 0.05)
-            ok_def = default is None or rec.mean >= default.mean or not (p_def < 0.05)
-            verdict = "ok" if ok_best and ok_def else ("worse than best" if not ok_best else "worse than default")
-            print(f"{Path(path).parent.name + '/' + Path(path).name:28s} {task_name:11s} {model:7s} "
-                  f"{rec.scheme:24s} {_ms(rec):>13s} {best.scheme:24s} {_ms(best):>13s} {_p(p_best):>6s} "
-                  f"{_ms(default) if default else '-':>13s} {dt:6.1f} {verdict}")
+            recs = [r for r in records if (r["task"], r["model"]) == (task_name, model)]
+            first = recs[0]
+            out = {}
+            for r in recs:
+                v = psnr_at(r)
+                if v is not None:
+                    out.setdefault(r["scheme"], []).append(v)
+            cells.append({"set": "design", "cell": f"{Path(path).parent.name}/{Path(path).name}:{model}",
+                          "task": task_name, "model": model, "patch": first["patch_size"],
+                          "channels": first["channels"], "preset": first.get("preset"), "lr": first["lr"],
+                          "steps": first["steps"], "outcomes": out})
+    return cells
 
 
-def _psnr(rec: dict, step: int | None) -> float | None:
-    from initwise.bench.summary import psnr_at
+def validation_cells() -> list[dict]:
+    if not Path(VALIDATION).exists():
+        return []
+    import study_validation as sv
 
-    return psnr_at(rec, step)
+    records = [r for r in read_records(VALIDATION) if r.get("status") == "ok"]
+    cells = []
+    for name, lr in dict.fromkeys((r["task_name"], r["lr"]) for r in records):
+        out = {}
+        for r in records:
+            if (r["task_name"], r["lr"]) == (name, lr) and r.get("final_psnr") is not None:
+                out.setdefault(r["scheme"], []).append(r["final_psnr"])
+        cells.append({"set": "validation", "cell": f"{name}@lr{lr:g}", "task_name": name, "task":
+                      sv.TASKS[name].task, "lr": lr, "patch": sv.CONFIG["patch_size"], "steps": sv.CONFIG["steps"],
+                      "outcomes": out})
+    return cells
 
 
-def _welch(a: list[float], b: list[float]) -> float:
+def _design_model(cell: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    spec = RunSpec(cell["task"], cell["model"], "default", 0, cell["steps"], patch_size=cell["patch"],
+                   channels=cell["channels"], preset=cell["preset"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net, upsample = _build(spec)
+    task = get_task(cell["task"], channels=cell["channels"])
+    x, y = task.train_batch(8, cell["patch"], torch.Generator().manual_seed(0), upsample=upsample)
+    return net, x, y
+
+
+def _validation_model(cell: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    import study_validation as sv
+
+    net = sv.build(cell["task_name"], 0)
+    x, y = sv.example_batch(cell["task_name"])
+    sign = sv.TASKS[cell["task_name"]].outside
+    if sign is not None:  # the loop adds the input outside the net: the net's target is the residual
+        y = (y - x) / sign
+    return net, x, y
+
+
+def _design_candidate(name: str, net: torch.nn.Module, x: torch.Tensor) -> iw.Candidate:
+    """The init the design grids actually trained. Before this issue's fix, zero_init_residual also zeroed a
+    global-residual output layer (VDSR, DnCNN, NAFNet): those records are that init, so it is rebuilt here."""
+    c = iw.candidate(name)
+    if c.options.get("zero_init_residual"):
+        g = iw.trace(net, x)
+        if any(i.is_output and i.residual_end for i in g.layers):
+            return iw.candidate(name + ":output_scale=0")
+    return c
+
+
+def features(cell: dict) -> dict:
+    if cell["set"] == "design":
+        net, x, y = _design_model(cell)
+        cands = [_design_candidate(n, net, x) for n in cell["outcomes"]]
+    else:
+        net, x, y = _validation_model(cell)
+        cands = [iw.candidate(n) if n in iw.CANDIDATES else None for n in cell["outcomes"]]
+        gen = {c.name: c for c in iw.generate_candidates(net, x)}
+        cands = [c if c is not None else gen[n] for c, n in zip(cands, cell["outcomes"])]
+    t0 = time.perf_counter()
+    adv = iw.advise(net, x, target=y, candidates=cands, seeds=SEEDS, score="init_loss", probe_steps=0)
+    t_health = time.perf_counter() - t0
+    by = {r.name: r for r in adv.results}
+    plans = {r.scheme: r.plan for r in adv.profile.runs}
+    loss_fn = lambda out, tgt: (out - tgt).abs().mean()  # noqa: E731  (advise's default for a float target)
+    rows = []
+    for c, name in zip(cands, cell["outcomes"]):
+        r = by[c.name]
+        plan = None if c.lsuv is not None else plans.get(c.name)
+        curves = probe_curves(net, x, c, y, loss_fn, CHECKPOINTS, cell["lr"], range(PROBE_SEEDS), 0, plan) \
+            if r.healthy else []
+        rows.append({"name": name, "healthy": r.healthy, "problems": r.problems, "init_losses": r.losses,
+                     "grads": [r.grads_live, r.grads_total], "probe": {str(k): [cv[i] for cv in curves]
+                                                                      for i, k in enumerate(CHECKPOINTS)}})
+    return {"version": VERSION, "key": f"{cell['set']}|{cell['cell']}", "cell": cell["cell"], "set": cell["set"],
+            "candidates": rows, "advise_s": time.perf_counter() - t0, "health_s": t_health}
+
+
+# ---------------------------------------------------------------- rules and regret
+
+def _results(feat: dict, checkpoint: int | None) -> list[CandidateResult]:
+    out = []
+    for c in feat["candidates"]:
+        probe = c["probe"].get(str(checkpoint), []) if checkpoint else []
+        losses = c["init_losses"]
+        r = CandidateResult(c["name"], "", statistics.fmean(losses) if losses else None, None, None, None, None,
+                            None, None, None, c["healthy"], list(c["problems"]), losses=list(losses),
+                            probe=list(probe))
+        r.probe_loss = statistics.fmean(probe) if probe else None
+        out.append(r)
+    return out
+
+
+def pick(feat: dict, rule: str) -> tuple[str, str]:
+    """(pick, confidence) of ``rule`` on a cell's stored features."""
+    names = [c["name"] for c in feat["candidates"]]
+    if rule.startswith("always "):
+        want = rule[7:]
+        return (want if want in names else ""), ""
+    if rule == "prior":
+        res = _results(feat, None)
+        rank(res, None, PRIOR)
+        return res[0].name, "low"
+    score, k = ("probe", int(rule.split("@")[1])) if rule.startswith("probe@") else ("init_loss", None)
+    res = _results(feat, k)
+    rank(res, score)
+    eq = equivalent(res, score)
+    return res[0].name, confidence(res, eq, score)
+
+
+def _welch(a, b) -> float:
     from initwise.bench.summary import welch
 
     return welch(a, b)
 
 
-def _ms(r) -> str:
-    return f"{r.mean:.2f}+-{r.std:.2f}"
+def regret(cell: dict, name: str) -> dict | None:
+    out = cell["outcomes"]
+    if name not in out:
+        return None
+    means = {k: statistics.fmean(v) for k, v in out.items() if v}
+    best = max(means, key=means.get)
+    a, b = out[name], out[best]
+    reg = means[best] - means[name]
+    if name == best:
+        lo = hi = 0.0
+        p = math.nan
+    else:
+        se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) if min(len(a), len(b)) > 1 \
+            else math.nan
+        from scipy import stats
+
+        df = max(min(len(a), len(b)) - 1, 1)
+        t = float(stats.t.ppf(0.975, df)) if math.isfinite(se) else math.nan
+        lo, hi, p = reg - t * se, reg + t * se, _welch(a, b)
+    d = out.get("default")
+    p_def = _welch(a, d) if d is not None and name != "default" else math.nan
+    worse_def = bool(d is not None and means[name] < statistics.fmean(d) and p_def < 0.05)
+    within = name == best or (not (p < 0.05) and reg <= 0.5)
+    return {"regret": reg, "lo": lo, "hi": hi, "p": p, "best": best, "within": within, "worse_than_default":
+            worse_def, "n": len(a)}
 
 
-def _p(p: float) -> str:
-    return "-" if math.isnan(p) else f"{p:.3f}"
+RULES = ["init_loss"] + [f"probe@{k}" for k in CHECKPOINTS] + ["prior"]
+
+
+def evaluate(cells: list[dict], feats: dict, rules: list[str]) -> dict[str, list]:
+    table = {}
+    for rule in rules:
+        rows = []
+        for cell in cells:
+            f = feats.get(f"{cell['set']}|{cell['cell']}")
+            if f is None:
+                continue
+            name, conf = pick(f, rule)
+            rows.append((cell, name, conf, regret(cell, name) if name else None))
+        table[rule] = rows
+    return table
+
+
+def _summary(rows: list) -> tuple[float, int, int, int, int]:
+    regs = [r[3]["regret"] for r in rows if r[3] is not None]
+    n = len(regs)
+    return (statistics.fmean(regs) if regs else math.nan, n, sum(r[3]["within"] for r in rows if r[3]),
+            sum(r[3]["worse_than_default"] for r in rows if r[3]), len(rows))
+
+
+def print_set(title: str, cells: list[dict], feats: dict, chosen: str) -> dict[str, list]:
+    fixed = sorted({n for c in cells for n in c["outcomes"]})
+    table = evaluate(cells, feats, RULES + [f"always {n}" for n in fixed])
+    print(f"\n## {title}: mean regret per rule (dB; cells where the rule's pick was trained)\n")
+    print("| rule | mean regret | cells | within noise | worse than default |")
+    print("|---|---|---|---|---|")
+    for rule, rows in sorted(table.items(), key=lambda kv: _summary(kv[1])[0]):
+        m, n, w, wd, total = _summary(rows)
+        if n:
+            mark = " **(library's rule)**" if rule == chosen else ""
+            print(f"| {rule}{mark} | {m:.2f} | {n}/{total} | {w}/{n} | {wd}/{n} |")
+    print(f"\n### {title}: the library's rule ({chosen}) per cell\n")
+    print("| cell | pick | confidence | pick PSNR | best | best PSNR | regret [95% CI] | p vs best | default PSNR |"
+          " within noise | worse than default |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for cell, name, conf, r in table[chosen]:
+        if r is None:
+            continue
+        out = cell["outcomes"]
+        ms = lambda v: f"{statistics.fmean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:.2f}"  # noqa: E731
+        d = out.get("default")
+        ci = "-" if r["best"] == name else f"{r['regret']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+        p = "-" if math.isnan(r["p"]) else f"{r['p']:.3f}"
+        print(f"| {cell['cell']} | {name} | {conf} | {ms(out[name])} | {r['best']} | {ms(out[r['best']])} | {ci} | "
+              f"{p} | {ms(d) if d else '-'} | "
+              f"{'yes' if r['within'] else 'NO'} | {'YES' if r['worse_than_default'] else 'no'} |")
+    return table
+
+
+def calibration(rows: list) -> None:
+    print("\n### Confidence words on this set: how often the pick was within seed noise of the best\n")
+    print("| confidence | picks | within noise |")
+    print("|---|---|---|")
+    for word in ("high", "medium", "low"):
+        sel = [r for r in rows if r[2] == word and r[3] is not None]
+        if sel:
+            print(f"| {word} | {len(sel)} | {sum(r[3]['within'] for r in sel)}/{len(sel)} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", action="store_true", help="compute missing features (slow) before the tables")
+    ap.add_argument("--only", choices=("design", "validation"), help="with --features: only this set")
+    ap.add_argument("--live", action="store_true", help="rerun initwise.advise on the validation cells")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cells = design_cells() + validation_cells()
+    rf = ResultsFile(FEATURES)
+    feats = {r["key"]: r for r in rf.records() if r.get("version") == VERSION}
+    if args.features:
+        for cell in cells:
+            key = f"{cell['set']}|{cell['cell']}"
+            if key in feats or (args.only and cell["set"] != args.only):
+                continue
+            f = features(cell)
+            rf.append(f)
+            feats[key] = f
+            print(f"features {key}: {f['advise_s']:.1f}s", flush=True)
+    design = [c for c in cells if c["set"] == "design"]
+    validation = [c for c in cells if c["set"] == "validation"]
+    d_table = evaluate(design, feats, RULES)
+    best_rule = min(RULES[:-1], key=lambda r: _summary(d_table[r])[0])
+    library = SCORE if SCORE != "probe" else f"probe@{PROBE_STEPS}"
+    print(f"design set: {len(design)} cells; rule with the lowest mean regret: {best_rule}; library: {library}")
+    if best_rule != library:
+        print(f"WARNING: the library's rule ({library}) is not the design set's best ({best_rule})")
+    print_set("Design set", design, feats, library)
+    calibration(d_table[library])
+    if validation:
+        v_table = print_set("Validation set", validation, feats, library)
+        calibration(v_table[library])
+        m, n, w, wd, _ = _summary(v_table[library])
+        fixed = {r: _summary(v)[0] for r, v in v_table.items() if r.startswith("always ") and _summary(v)[1] == n}
+        beaten = [r for r, v in fixed.items() if v <= m]
+        print(f"\nDone-when on the validation set ({n} cells): within noise on every cell: {w == n} ({w}/{n}); "
+              f"never worse than default: {wd == 0}; mean regret {m:.2f} dB lower than every fixed choice trained "
+              f"on all cells: {not beaten}" + (f" (not lower than: {', '.join(beaten)})" if beaten else ""))
+    if args.live:
+        for cell in validation:
+            net, x, y = _validation_model(cell)
+            adv = iw.advise(net, x, target=y, lr=cell["lr"])
+            want = pick(feats[f"validation|{cell['cell']}"], library)[0]
+            print(f"live {cell['cell']}: advise picks {adv.recommended.name} ({adv.confidence}); table: {want}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,28 +23,33 @@ def _sr_batch(n: int = 4, patch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def edsr_advice() -> tuple[nn.Module, torch.Tensor, torch.Tensor, iw.Advice]:
     torch.manual_seed(0)
-    model = zoo.build("edsr", scale=2, n_resblocks=2, n_feats=16)
-    x, y = get_task("sr-x2").train_batch(4, 32, torch.Generator().manual_seed(0))
-    return model, x, y, iw.advise(model, x, target=y, seeds=4)
+    model = zoo.build("edsr", scale=2, n_resblocks=2, n_feats=8)
+    x, y = get_task("sr-x2").train_batch(4, 24, torch.Generator().manual_seed(0))
+    return model, x, y, iw.advise(model, x, target=y, seeds=2, probe_steps=2)
 
 
-def test_edsr_advice_is_healthy_and_beats_plain_kaiming_on_the_initial_loss(edsr_advice) -> None:
+def test_edsr_advice_is_healthy_and_ranked_by_the_probe(edsr_advice) -> None:
     model, x, y, adv = edsr_advice
     best = adv.result(adv.recommended.name)
-    assert best.healthy and best.rank == 1
-    plain = adv.result("kaiming_fan_in")
+    assert best.healthy and best.rank == 1 and adv.score == "probe"
+    assert best.probe_loss == min(r.probe_loss for r in adv.results if r.healthy)
     # the initial loss is measured independently here: the recommended init, applied, against the real HR patches
-    m2 = zoo.build("edsr", scale=2, n_resblocks=2, n_feats=16)
+    m2 = zoo.build("edsr", scale=2, n_resblocks=2, n_feats=8)
     adv.apply(m2, x)
     with torch.no_grad():
         loss = float((m2(x) - y).abs().mean())
     assert min(best.losses) - 1e-9 <= loss <= max(best.losses) + 1e-9
-    assert best.init_loss < plain.init_loss
-    assert adv.recommended.name != "kaiming_fan_in"
     assert adv.target_kind == "given target"
     text = str(adv)
-    assert text.startswith("Recommendation: " + adv.recommended.name)
-    assert "residual branch" in text and "PixelShuffle" in text and "fan_in 27" in text
+    # the answers come first, in the order people ask them
+    heads = ["fan_in or fan_out?", "Which nonlinearity / gain?", "Residual branches?", "Recommended init:",
+             "Your current init?", "Why:"]
+    assert text.startswith(heads[0]) and [text.index(h) for h in heads] == sorted(text.index(h) for h in heads)
+    assert "head (27 in, 72 out" in text and "PixelShuffle" in text and "residual branch" in text
+    assert "initwise advise --explain" in text
+    assert adv.answers["code"] in text and adv.answers["current_init"]["candidate"] == "default"
+    fan = adv.answers["fan_mode"]
+    assert {d["layer"] for d in fan["layers"]} >= {"head", "tail.1"} and fan["safer"] in ("fan_in", "fan_out")
 
 
 def test_advice_json_round_trip(edsr_advice) -> None:
@@ -54,14 +59,16 @@ def test_advice_json_round_trip(edsr_advice) -> None:
     assert [c["name"] for c in d["candidates"]] == adv.candidates
     assert d["candidates"][0]["init_loss"] == pytest.approx(adv.results[0].init_loss)
     assert set(d["profile"]["schemes"]) == set(adv.candidates)
+    assert set(d["answers"]) == {"fan_mode", "gain", "residual", "code", "current_init"}
+    assert d["answers"]["fan_mode"]["text"] in " ".join(str(adv).split())
 
 
 def test_apply_is_reproducible_and_equals_init_with_the_recommended_kwargs(edsr_advice) -> None:
     _, x, _, adv = edsr_advice
-    a, b, c = (zoo.build("edsr", scale=2, n_resblocks=2, n_feats=16) for _ in range(3))
+    a, b, c = (zoo.build("edsr", scale=2, n_resblocks=2, n_feats=8) for _ in range(3))
     adv.apply(a, x)
     adv.apply(b, x)
-    iw.init_(c, x, **adv.recommended.plan_kwargs(), seed=adv.seed)
+    adv.recommended.init_(c, x, seed=adv.draw_seed)
     for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
         assert torch.equal(va, vb) and torch.equal(va, vc), k
 
@@ -72,10 +79,11 @@ def test_deep_plain_dncnn_rejects_the_vanishing_pytorch_default() -> None:
     torch.manual_seed(0)
     model = zoo.build("dncnn", bn=False, depth=12, n_feats=16)
     x, y = get_task("denoise-s25").train_batch(2, 32, torch.Generator().manual_seed(0))
-    adv = iw.advise(model, x, target=y, seeds=3, candidates=["default", "kaiming_fan_in", "kaiming_fan_in_out0.1"])
+    adv = iw.advise(model, x, target=y, seeds=3, probe_steps=2,
+                    candidates=["default", "kaiming_fan_in", "kaiming_fan_in_out0.1"])
     default = adv.result("default")
     assert not default.healthy
-    assert default.min_backward < 1e-6 and any("decades" in p for p in default.problems)
+    assert default.min_backward < 1e-6 and any("vanishes" in p or "decades" in p for p in default.problems)
     assert adv.recommended.name != "default"
     assert any("default rejected" in r for r in adv.reasons)
 
@@ -90,7 +98,7 @@ def test_advise_leaves_the_model_untouched() -> None:
     grads = [p.grad.clone() for p in model.parameters()]
     rng = torch.get_rng_state()
     x, y = get_task("denoise-s25").train_batch(2, 24, torch.Generator().manual_seed(1))
-    iw.advise(model, x, target=y, seeds=2, candidates=["default", "kaiming_fan_in"])
+    iw.advise(model, x, target=y, seeds=2, probe_steps=2, candidates=["default", "kaiming_fan_in", "lsuv"])
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
     assert model.training and torch.equal(torch.get_rng_state(), rng)
@@ -102,7 +110,7 @@ def test_trial_overrides_the_analysis_when_it_is_significant() -> None:
     """A trial that rewards large first-layer weights must override an analysis that picked small ones."""
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1))
     x = torch.rand(4, 3, 16, 16)
-    cands = ["default", "kaiming_fan_in", "kaiming_fan_in_out0.1"]
+    cands = ["default", "lecun", "kaiming_fan_in"]
     plain = iw.advise(model, x, seeds=2, candidates=cands)
 
     def trial(m: nn.Module, seed: int) -> float:
@@ -114,17 +122,83 @@ def test_trial_overrides_the_analysis_when_it_is_significant() -> None:
     assert max(scores, key=scores.get) == "kaiming_fan_in"
     assert adv.recommended.name == "kaiming_fan_in"
     if plain.recommended.name != "kaiming_fan_in":
-        assert "overrides" in adv.reasons[0]
+        assert any("overrides" in r for r in adv.reasons[:2])
 
 
-def test_without_a_target_an_image_model_uses_the_proxy_and_a_classifier_has_none() -> None:
+def test_without_a_target_there_is_no_output_criterion_and_it_says_so() -> None:
     img = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
     adv = iw.advise(img, torch.rand(2, 3, 12, 12), seeds=2, candidates=["default", "kaiming_fan_in"])
-    assert adv.target_kind.startswith("proxy")
+    assert adv.target_kind == "none" and adv.confidence == "low" and adv.score is None
+    assert all(r.init_loss is None and not r.losses and not r.probe for r in adv.results)
+    assert adv.reasons[0].startswith("no target given")
+    assert "no target: no output criterion" in str(adv)
+
+
+def test_a_classifier_takes_labels_and_cross_entropy() -> None:
+    torch.manual_seed(0)
     clf = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 4))
-    adv = iw.advise(clf, torch.randn(16, 10), seeds=2, candidates=["default", "kaiming_fan_in"])
-    assert adv.target_kind == "none" and adv.confidence == "low"
-    assert all(r.init_loss is None for r in adv.results)
+    x, labels = torch.randn(16, 10), torch.randint(0, 4, (16,))
+    adv = iw.advise(clf, x, target=labels, seeds=2, probe_steps=2, candidates=["default", "kaiming_fan_in"])
+    assert adv.target_kind == "labels"
+    r = adv.result("kaiming_fan_in")
+    m = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 4))
+    iw.candidate("kaiming_fan_in").init_(m, x, generator=torch.Generator().manual_seed(1))  # the advisor's draw 0
+    with torch.no_grad():
+        assert r.losses[0] == pytest.approx(float(torch.nn.functional.cross_entropy(m(x), labels)), rel=1e-6)
+    with pytest.raises(ValueError, match="labels"):
+        iw.advise(clf, x, target=torch.randint(0, 4, (16, 4)), candidates=["default"])
+
+
+class _GlobalSkip(nn.Module):
+    """DnCNN without BN: the output conv's result is subtracted from the input (a global residual)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 1, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.body(x)
+
+
+def test_health_counts_weight_tensors_with_a_gradient_and_rejects_a_zeroed_output_layer() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 12, 12)
+    adv = iw.advise(_GlobalSkip(), x, seeds=1, candidates=["kaiming_fan_in", "kaiming_fan_in_zero_res",
+                                                           "kaiming_fan_in:output_scale=0"])
+    fixed, zeroed = adv.result("kaiming_fan_in_zero_res"), adv.result("kaiming_fan_in:output_scale=0")
+    # zero-init no longer touches the output conv: every weight tensor gets a gradient
+    assert fixed.healthy and (fixed.grads_live, fixed.grads_total) == (3, 3) and not fixed.zero_by_design
+    # zeroing the output conv (what zero_res did before) leaves the output equal to the input: only the output
+    # conv itself gets a gradient, and the health check says so
+    assert not zeroed.healthy and (zeroed.grads_live, zeroed.grads_total) == (1, 3)
+    assert any("no gradient at step 0" in p and "1 of 3" in p for p in zeroed.problems)
+
+
+def test_zero_init_branch_ends_are_zero_by_design_not_dead() -> None:
+    torch.manual_seed(0)
+    model = zoo.build("edsr", scale=2, n_resblocks=2, n_feats=8)
+    x, y = _sr_batch(2, 24)
+    adv = iw.advise(model, x, seeds=1, candidates=["kaiming_fan_in_zero_res"])
+    r = adv.results[0]
+    assert r.healthy and r.grads_live < r.grads_total
+    # the block ends and the long skip's last conv (body.2) are zeroed; the blocks' first convs feed only zeroed
+    # layers: all get a gradient once the zeroed ones have taken one step
+    assert set(r.zero_by_design) == {"body.0.body.0", "body.0.body.2", "body.1.body.0", "body.1.body.2", "body.2"}
+    # of those, only body.2 gets a gradient at step 0 (its input is live; everything before it feeds a zero)
+    assert r.grads_live == r.grads_total - len(r.zero_by_design) + 1
+
+
+def test_trial_with_one_seed_reports_without_a_significance_claim() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1))
+    x = torch.rand(4, 3, 16, 16)
+    cands = ["default", "kaiming_fan_in", "lecun", "xavier"]
+    adv = iw.advise(model, x, seeds=1, candidates=cands, trial=lambda m, s: float(m[0].weight.detach().std()),
+                    trial_seeds=1, finalists=2, trial_steps=7)
+    text = " ".join(adv.reasons)
+    assert "Welch" not in text and "one seed" in text and "7 steps" in text and "start fastest" in text
+    trained = {r.name for r in adv.results if r.trial_scores}
+    assert len(trained) == 2 and set(adv.equivalent) <= trained
 
 
 def test_bad_input() -> None:
@@ -150,19 +224,27 @@ def test_bad_input() -> None:
 
 def test_cli_advise_builtin_writes_json_plot_and_saves_the_recommended_init(tmp_path, capsys) -> None:
     out, js, png = tmp_path / "init.pt", tmp_path / "a.json", tmp_path / "spp.png"
-    rc = main(["advise", "espcn", "--batch", "2", "--patch", "24", "--seeds", "2", "--json", str(js),
-               "--plot", str(png), "--save", str(out)])
+    rc = main(["advise", "espcn", "--batch", "2", "--patch", "24", "--seeds", "2", "--probe-steps", "2", "--json",
+               str(js), "--plot", str(png), "--save", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "Recommendation:" in text and "Facts of this model:" in text
+    assert "fan_in or fan_out?" in text and "Recommended init:" in text and "Facts of this model:" in text
     d = json.loads(js.read_text())
     assert d["target"] == "espcn" and d["recommended"]["name"] in [c["name"] for c in d["candidates"]]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = torch.load(out)
     ref = zoo.build("espcn", scale=2)
     x, _ = get_task("sr-x2", channels=1).train_batch(2, 24, torch.Generator().manual_seed(0))
-    iw.init_(ref, x, **iw.candidate(d["recommended"]["name"]).plan_kwargs(), seed=0)
+    iw.candidate(d["recommended"]["name"]).init_(ref, x, seed=1)  # draw 0 of seed 0: advice.draw_seed
     assert all(torch.equal(saved[k], v) for k, v in ref.state_dict().items())
+
+
+def test_cli_advise_explain_defines_every_term(capsys) -> None:
+    from initwise._advise_answers import GLOSSARY
+
+    assert main(["advise", "--explain"]) == 0
+    text = capsys.readouterr().out
+    assert all(term in text for term in GLOSSARY) and "fan_out" in text
 
 
 def test_cli_advise_errors(tmp_path, capsys) -> None:

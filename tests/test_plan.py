@@ -3,6 +3,7 @@ reference, reproducibility, transactional failure, options and bad input."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -299,6 +300,40 @@ def test_zero_init_residual_makes_every_block_the_identity() -> None:
     assert ends, "the EDSR test model has residual branches"
     for lp in ends:
         assert torch.count_nonzero(dict(model.named_parameters())[lp.name + ".weight"]) == 0
+
+
+class GlobalResidual(nn.Module):
+    """SRVGG / DnCNN-without-BN style: one residual block, then an output conv whose result is added to the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.b1, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.conv_last = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.head(x))
+        h = h + self.b2(torch.relu(self.b1(h)))
+        return x + self.conv_last(h)
+
+
+@pytest.mark.parametrize("options", [{"zero_init_residual": True}, {"residual_scale": 0.1}])
+def test_zero_init_and_residual_scale_never_touch_the_output_layer(options: dict) -> None:
+    model, x = GlobalResidual(), torch.rand(2, 3, 12, 12)
+    ref = iw.init_(copy.deepcopy(model), x, "kaiming", seed=0)
+    p = iw.init_(model, x, "kaiming", seed=0, **options)
+    by = {lp.name: lp for lp in p.layers}
+    assert by["b2"].residual_end and not by["conv_last"].residual_end and by["conv_last"].is_output
+    # the output conv keeps its full Kaiming std (measured), so the output is not the skip and every layer learns
+    w = model.conv_last.weight.detach()
+    full = {lp.name: lp.std for lp in ref.layers}["conv_last"]
+    assert float(w.pow(2).mean().sqrt()) == pytest.approx(full, rel=5 * math.sqrt(2 / w.numel()))
+    out = model(x)
+    assert not torch.equal(out, x)
+    out.pow(2).mean().backward()
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in (model.head, model.conv_last))
+    if options.get("zero_init_residual"):
+        assert torch.count_nonzero(model.b2.weight) == 0
 
 
 def test_residual_scale_and_output_scale_shrink_the_measured_weights() -> None:

@@ -14,6 +14,8 @@ from ._init import init_ as init_
 from ._candidates import CANDIDATES as CANDIDATES
 from ._candidates import Candidate as Candidate
 from ._candidates import candidate as candidate
+from ._candidate_set import generate_candidates as generate_candidates
+from ._lsuv import lsuv_ as lsuv_
 from ._activations import activation_names as activation_names
 from ._activations import resolve_activation as resolve_activation
 from ._fans import Fans as Fans
@@ -53,7 +55,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LayerProfile", "Profile", "SchemeProfile", "Stats", "diagnose",
-    "Advice", "CandidateResult", "advise", "CANDIDATES", "Candidate", "candidate", "SCHEMES", "Graph", "LayerInfo", "LayerPlan", "Node", "ParamPlan", "Plan", "init_", "InitInterrupted", "PartialInitError", "parse_scheme", "plan",
+    "Advice", "CandidateResult", "advise", "CANDIDATES", "Candidate", "candidate", "generate_candidates", "lsuv_", "SCHEMES", "Graph", "LayerInfo", "LayerPlan", "Node", "ParamPlan", "Plan", "init_", "InitInterrupted", "PartialInitError", "parse_scheme", "plan",
     "trace",
     "Activation", "Fans", "Moments", "activation_names", "fans", "gain", "icnr_", "identity_", "kaiming_normal_",
     "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "moments", "orthogonal_", "resolve_activation",

@@ -154,5 +154,4 @@ def _structure_facts(base: Plan) -> list[str]:
 
 def facts(model: nn.Module, example: Any, base: Plan, profile: Profile, results: list) -> list[str]:
     """Everything about this model that bears on the choice, most decisive first."""
-    return [*_structure_facts(base), *_fan_facts(model, base), *_product_facts(base, profile), *_gain_facts(base),
-            *_default_facts(profile)]
+    return [*_structure_facts(base), *_product_facts(base, profile), *_default_facts(profile)]

@@ -1,8 +1,10 @@
 """Named candidate initializations: the vocabulary shared by diagnose, bench and advise.
 
-A candidate is ``(scheme, mode, options)`` for :func:`initwise.plan`. Names are either registered below or
-written inline as ``SCHEME[_MODE][:option=value,...]``, e.g. ``"kaiming_fan_in:residual_scale=0.1"`` or
-``"kaiming_fan_out:gain=relu,fans=torch"``.
+A candidate is ``(scheme, mode, options)`` for :func:`initwise.plan`, optionally followed by a data-driven
+rescaling (``lsuv``: :func:`initwise.lsuv_`). Names are either registered below or written inline as
+``SCHEME[_MODE][:option=value,...]``, e.g. ``"kaiming_fan_in:residual_scale=0.1"`` or
+``"kaiming_fan_out:gain=relu,fans=torch"``. Which candidates a given model gets is decided from their parts by
+:func:`initwise.generate_candidates` (``_candidate_set.py``).
 """
 
 from __future__ import annotations
@@ -24,13 +26,40 @@ class Candidate:
     mode: str
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     description: str = ""
+    lsuv: float | None = None  # after the plan, rescale layers in execution order to this output second moment
 
     def plan_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`initwise.plan` / :func:`initwise.init_` (the starting plan for LSUV)."""
         return {"scheme": self.scheme, "mode": self.mode, **self.options}
 
+    @property
+    def keeps_weights(self) -> bool:
+        """True for ``current``: the model's own initialization, nothing drawn."""
+        return self.scheme == "current"
 
-def _c(name: str, scheme: str, mode: str = "fan_in", description: str = "", **options: Any) -> Candidate:
-    return Candidate(name, scheme, mode, options, description)
+    def init_(self, model: Any, example: Any, *, generator: Any = None, seed: int | None = None,
+              plan: Any = None) -> Any:
+        """Initialize ``model`` as this candidate says (the plan, then LSUV where asked); returns the plan.
+        ``plan``: this candidate's plan for ``model``'s architecture, made before (saves a trace per call)."""
+        if plan is not None:
+            plan.apply(model, generator=generator, seed=seed)
+            if self.lsuv is not None:
+                from ._lsuv import rescale_
+
+                rescale_(model, example, plan, target=self.lsuv)
+            return plan
+        if self.lsuv is not None:
+            from ._lsuv import lsuv_
+
+            return lsuv_(model, example, **self.plan_kwargs(), target=self.lsuv, generator=generator, seed=seed)
+        from ._init import init_
+
+        return init_(model, example, **self.plan_kwargs(), generator=generator, seed=seed)
+
+
+def _c(name: str, scheme: str, mode: str = "fan_in", description: str = "", lsuv: float | None = None,
+       **options: Any) -> Candidate:
+    return Candidate(name, scheme, mode, options, description, lsuv)
 
 
 CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
@@ -44,13 +73,20 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
        "every layer, torch's shape fans", gain="relu", fans="torch"),
     _c("linear_gain_fan_in", "kaiming", "fan_in", "He fan_in with a wrong (linear) gain on every layer", gain="linear"),
     _c("xavier", "xavier", "fan_avg", "Glorot normal, gain 1, effective fans"),
-    _c("lecun", "lecun", "fan_in", "LeCun normal, 1/fan_in"),
+    _c("lecun", "lecun", "fan_in", "LeCun normal: Var = 1/fan_in (He fan_in with gain 1)"),
+    _c("torch_gain_fan_in", "kaiming", "fan_in", "He fan_in with torch.nn.init.calculate_gain's value for the traced "
+       "activation (its table: leaky_relu sqrt(2/(1+a^2)), tanh 5/3, selu 3/4, else 1)", gain_convention="torch"),
+    _c("current", "current", "fan_in", "the model's own initialization, as its constructor left it"),
+    _c("lsuv", "orthogonal", "fan_in", "LSUV (Mishkin & Matas 2016): orthogonal, then each layer in execution order "
+       "rescaled to output second moment 1 on the example", lsuv=1.0),
     _c("orthogonal", "orthogonal", "fan_in", "(delta-)orthogonal with the traced gain"),
     _c("identity", "identity", "fan_in", "identity (eye/dirac/nearest) where in == out, else He fan_in"),
     _c("kaiming_fan_in_res0.1", "kaiming", "fan_in", "He fan_in, residual branch ends x0.1 (ESRGAN)",
        residual_scale=0.1),
     _c("kaiming_fan_in_zero_res", "kaiming", "fan_in", "He fan_in, residual branch ends zero (Goyal et al. 2017)",
        zero_init_residual=True),
+    _c("lecun_res0.1", "lecun", "fan_in", "LeCun normal, residual branch ends x0.1", residual_scale=0.1),
+    _c("lecun_zero_res", "lecun", "fan_in", "LeCun normal, residual branch ends zero", zero_init_residual=True),
     _c("kaiming_fan_in_out0.1", "kaiming", "fan_in", "He fan_in, output layer x0.1 (small residual prediction)",
        output_scale=0.1),
 )}
@@ -95,9 +131,16 @@ def candidate(spec: str | Candidate) -> Candidate:
     except ValueError as e:
         raise ValueError(f"unknown candidate {spec!r}: {e}; registered names: {', '.join(CANDIDATES)}") from None
     options = dict(base.options) if base else {}
+    lsuv = base.lsuv if base else None
     for item in filter(None, (s.strip() for s in tail.split(","))):
         key, eq, val = item.partition("=")
         if not eq:
             raise ValueError(f"candidate option {item!r} in {spec!r} must be key=value")
+        if key.strip() == "lsuv":
+            lsuv = _value(val.strip())
+            if isinstance(lsuv, bool) or not isinstance(lsuv, (int, float)) or not lsuv > 0:
+                raise ValueError(f"candidate option lsuv in {spec!r} must be a number > 0 (the target second moment)")
+            lsuv = float(lsuv)
+            continue
         options[key.strip()] = _value(val.strip())
-    return Candidate(spec, scheme, mode, options, base.description if base else "")
+    return Candidate(spec, scheme, mode, options, base.description if base else "", lsuv)

@@ -358,13 +358,14 @@ def _param_plan(scheme: str, mode: str, o: _Options, layer: LayerInfo, local: st
         method, note = o.distribution, ""
         fan = _fan_of(f, "fan_in" if scheme == "lecun" else "fan_avg" if scheme == "xavier" else mode, o.fans)
     extra = 1.0
-    if layer.residual_end and o.residual_scale is not None:
+    branch_end = _branch_end(layer)
+    if branch_end and o.residual_scale is not None:
         extra *= o.residual_scale
         note = (note + "; " if note else "") + f"residual branch end x{o.residual_scale:g}"
     if layer.is_output and o.output_scale is not None:
         extra *= o.output_scale
         note = (note + "; " if note else "") + f"output layer x{o.output_scale:g}"
-    if layer.residual_end and o.zero_init_residual and layer.norm is None:
+    if branch_end and o.zero_init_residual and layer.norm is None:
         return ParamPlan(full, layer.name, shape, "zeros", f, None, 0.0, 0.0, 0.0, "zero-init residual branch end")
     if method in ("orthogonal", "identity"):
         rows = shape[0] // int(getattr(owner, "groups", 1) or 1)
@@ -432,8 +433,10 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
             a number, or an activation used for every layer (``"relu"`` reproduces the common usage).
         gain_convention: override the gain convention (``"kaiming"``, ``"backward"``, ``"variance"``, ``"torch"``).
         distribution: ``"normal"`` (default), ``"uniform"``, ``"truncated_normal"``.
-        residual_scale: multiply the std of the last layer of every residual branch (ESRGAN's 0.1).
-        zero_init_residual: zero the last layer of every residual branch (or the gamma of its norm).
+        residual_scale: multiply the std of the last layer of every residual branch (ESRGAN's 0.1); never the
+            model's output layer, even when a global skip is added to it (``output_scale`` is for that layer).
+        zero_init_residual: zero the last layer of every residual branch (or the gamma of its norm); never the
+            model's output layer.
         output_scale: multiply the std of the layers that produce the model's output.
         icnr: ICNR for convs feeding PixelShuffle.
         bias: ``"zero"`` (default) or ``"keep"``. norm: ``"reset"`` (weight 1, bias 0; default) or ``"keep"``.
@@ -590,9 +593,17 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
         name=info.name, type=info.type, shape=primary.shape if primary else (), activation=str(act),
         gain=primary.gain if primary else None, mode=mode if scheme in ("kaiming",) else scheme,
         method=primary.method if primary else "keep", std=primary.std if primary else None,
-        fans=primary.fans if primary else None, params=params, norm=info.norm, residual_end=info.residual_end,
+        fans=primary.fans if primary else None, params=params, norm=info.norm, residual_end=_branch_end(info),
         pixel_shuffle=info.pixel_shuffle, is_output=info.is_output, notes=list(info.notes),
     )
+
+
+def _branch_end(info: LayerInfo) -> bool:
+    """The last layer of a residual branch: its output reaches a residual join, and it is not the model's output
+    layer. A global-residual output conv (``return x + conv_last(h)``: MSRResNet, SRVGG, DnCNN, RIDNet, NAFNet's
+    ending) also reaches a join, but zeroing or scaling it makes the output equal the skip and cuts the gradient to
+    every layer before it, so residual scaling and zero-init never touch it (``output_scale`` is for that layer)."""
+    return bool(info.residual_end) and not info.is_output
 
 
 def _torch_default_param(info: LayerInfo, local: str, owner: nn.Module, attr: str, w: torch.Tensor) -> ParamPlan:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["table", "fmt", "plan_table"]
+__all__ = ["table", "fmt", "plan_table", "advice_report", "glossary_text"]
 
 
 def fmt(v: Any, digits: int = 3) -> str:
@@ -85,29 +85,60 @@ def _wrap(text: str, width: int = 78, indent: str = "  ") -> list[str]:
 
 
 def advice_report(advice: Any) -> str:
-    """The advice as text: the answer in a few lines, then the candidates' evidence, then the model's facts."""
+    """The advice as text: the five answers first (fan mode, gain, residuals, the line of code, the current init),
+    then why, then the candidates' evidence, then the model's facts."""
+    a = advice.answers
     rec = advice.recommended
-    lines = [f"Recommendation: {rec.name}  (confidence: {advice.confidence})"]
+    lines = []
+    for title, key in (("fan_in or fan_out?", "fan_mode"), ("Which nonlinearity / gain?", "gain"),
+                       ("Residual branches?", "residual")):
+        if key in a:
+            lines.append(title)
+            lines += _wrap(a[key]["text"])
+    lines.append(f"Recommended init: {rec.name}  (confidence: {advice.confidence})")
     if rec.description:
         lines += _wrap(rec.description)
-    opts = ", ".join(f"{k}={v!r}" for k, v in rec.options.items())
-    mode = f", mode={rec.mode!r}" if rec.scheme == "kaiming" else ""
-    lines.append(f"  initwise.init_(model, example, scheme={rec.scheme!r}{mode}" + (f", {opts}" if opts else "") + ")")
+    if "code" in a:
+        lines.append("  " + a["code"])
+    if "current_init" in a:
+        lines.append("Your current init?")
+        lines += _wrap(a["current_init"]["text"])
     lines.append("Why:")
     for r in advice.reasons:
         lines += _wrap(r)
     rows = []
     trial = any(r.trial_mean is not None for r in advice.results)
+    probe = any(r.probe_loss is not None for r in advice.results)
     for r in advice.results:
-        loss = "-" if r.init_loss is None else f"{r.init_loss:.3g}+-{r.init_loss_std:.1g}"
-        row = [r.rank, r.name, loss, r.output_rms, r.min_backward, r.max_backward, "ok" if r.healthy else "NO"]
+        loss = "-" if r.init_loss is None else f"{r.init_loss:.3g}+-{(r.init_loss_std or 0):.1g}"
+        row = [r.rank, r.name, f"{r.grads_live}/{r.grads_total}", loss]
+        if probe:
+            row.append("-" if r.probe_loss is None else f"{r.probe_loss:.3g}+-{(r.probe_loss_std or 0):.1g}")
+        row += [r.output_rms, "ok" if r.healthy else "NO"]
         if trial:
-            row.append("-" if r.trial_mean is None else f"{r.trial_mean:.4g}+-{r.trial_std:.1g}")
+            row.append("-" if r.trial_mean is None else f"{r.trial_mean:.4g}" +
+                       (f"+-{r.trial_std:.1g}" if len(r.trial_scores) > 1 else ""))
         rows.append(row)
-    head = ["#", "candidate", "init loss", "out rms", "bwd min", "bwd max", "ok"] + (["trial"] if trial else [])
-    lines += ["", f"Candidates (initial loss vs {advice.target_kind}; backward relative to the output's):",
-              table(head, rows, right=(0, 3, 4, 5))]
+    head = (["#", "candidate", "grads", "init loss"] + (["probe loss"] if probe else []) + ["out rms", "healthy"]
+            + (["trial"] if trial else []))
+    what = ("no target: no output criterion" if advice.target_kind == "none" else
+            f"losses vs {advice.target_kind}" + (f"; probe: {advice.probe_steps} Adam steps, lr {advice.lr:g}, "
+                                                 "scored on held-out patches" if probe else ""))
+    lines += ["", f"Candidates ({what}; grads: weight tensors with a gradient at step 0):",
+              table(head, rows, right=(0, 4, 5) if probe else (0, 4))]
     lines += ["", "Facts of this model:"]
     for f in advice.facts:
         lines += _wrap("- " + f, indent="  ")
+    lines += ["", "Terms (fan_in, gain, residual branch end, probe, confidence, ...): initwise advise --explain"]
     return "\n".join(lines)
+
+
+def glossary_text() -> str:
+    """Every term the advice uses, defined once (``initwise advise --explain``)."""
+    from ._advise_answers import GLOSSARY
+
+    out = []
+    for k, v in GLOSSARY.items():
+        out.append(k)
+        out += _wrap(v)
+    return "\n".join(out)

@@ -16,6 +16,7 @@ from .main import CLIError, plain
 
 EPILOG = """examples:
   initwise advise                               # built-in EDSR x2 on images shipped with scikit-image
+  initwise advise --explain                     # what every term in the advice means
   initwise advise dncnn --trial 200             # settle close calls with 200-step trainings (3 seeds)
   initwise advise my_model.py:build --input 8x3x48x48 --json advice.json --plot spp.png
   initwise advise my_model.py:build --task sr-x2 --save init.pt    # real SR data for a user's x2 model
@@ -37,7 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch", type=int, default=None, help="side of the example images in pixels: the target "
                    "patch of task data, or H = W of the random input of a user's model (default 48)")
     p.add_argument("--candidates", metavar="A,B,...", help="candidates to compare (default: chosen for the model)")
-    p.add_argument("--seeds", type=int, default=8, help="weight draws per candidate for the initial loss (default 8)")
+    p.add_argument("--seeds", type=int, default=4, help="weight draws per candidate for the initial loss (default 4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="the Adam learning rate you train with; the probe uses it "
+                   "(default 1e-3)")
+    p.add_argument("--probe-steps", type=int, default=None, metavar="K",
+                   help="Adam steps of the probe on half the batch, scored on the other half (default: the design "
+                   "set's choice; 0: rank by the initial loss)")
+    p.add_argument("--explain", action="store_true", help="print what every term in the advice means, and exit")
     p.add_argument("--trial", type=int, metavar="STEPS", help="train the finalists STEPS steps (needs task data)")
     p.add_argument("--trial-seeds", type=int, default=3, help="seeds per finalist in the trial (default 3)")
     p.add_argument("--json", metavar="FILE", help="write the advice as JSON")
@@ -65,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     from initwise import zoo
 
     t0 = time.perf_counter()
+    if args.explain:
+        from initwise._report import glossary_text
+
+        print(glossary_text())
+        return 0
     check_outputs([("--json", args.json, "file"), ("--plot", args.plot, "plot"), ("--save", args.save, "file")])
     for name in ("seeds", "trial_seeds", "batch", "patch"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -77,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     patch = args.patch if args.patch is not None else 48
     if args.trial is not None and args.trial < 1:
         raise CLIError(f"--trial must be >= 1 step, got {args.trial}")
+    if args.probe_steps is not None and args.probe_steps < 0:
+        raise CLIError(f"--probe-steps must be >= 0, got {args.probe_steps}")
+    if not args.lr > 0:
+        raise CLIError(f"--lr must be > 0, got {args.lr}")
     candidates = None
     if args.candidates is not None:
         candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
@@ -121,10 +137,11 @@ def run(args: argparse.Namespace) -> int:
         if task is None:
             raise CLIError("--trial trains on built-in task data: give --task (sr-x2, ..., denoise-s25, ...) for a "
                            "user's model, without --input")
-        trial_fn = _trial(task, args.trial, patch, bool(info and info.input == "upsampled"))
+        trial_fn = _trial(task, args.trial, patch, bool(info and info.input == "upsampled"), args.lr)
     try:
-        advice = iw.advise(target.model, example, target=tgt, candidates=candidates, seeds=args.seeds,
-                           trial=trial_fn, trial_seeds=args.trial_seeds, trial_steps=args.trial, seed=args.seed)
+        advice = iw.advise(target.model, example, target=tgt, candidates=candidates, seeds=args.seeds, lr=args.lr,
+                           probe_steps=args.probe_steps, trial=trial_fn, trial_seeds=args.trial_seeds,
+                           trial_steps=args.trial, seed=args.seed)
     except (RuntimeError, ValueError, TypeError) as e:
         raise CLIError(f"advising {args.target} on {source} failed: {e}") from e
     print(f"{args.target} ({type(target.model).__name__}, "
@@ -142,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         outputs.append((args.save, lambda tmp: torch.save(state, tmp)))
     write_outputs(outputs)
     if args.save:
-        print(f"initialized {args.target} as {advice.recommended.name} (seed {args.seed}); state_dict saved to "
+        print(f"initialized {args.target} as {advice.recommended.name} (seed {advice.draw_seed}); state_dict saved to "
               f"{args.save}")
     print(f"({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -152,11 +169,13 @@ def _channels(example: Any) -> int:
     return int(example.shape[1]) if isinstance(example, torch.Tensor) and example.dim() == 4 else 3
 
 
-def _trial(task: Any, steps: int, patch: int, upsample: bool):
+def _trial(task: Any, steps: int, patch: int, upsample: bool, lr: float):
+    """Train ``steps`` Adam steps on random patches of the training images, score the test images' PSNR (images
+    the trial never trains on)."""
     from initwise.bench.train import train
 
     def run_trial(model: torch.nn.Module, seed: int) -> float:
-        r = train(model, task, steps=steps, batch_size=8, patch_size=patch, lr=2e-4, seed=seed,
+        r = train(model, task, steps=steps, batch_size=8, patch_size=patch, lr=lr, seed=seed,
                   eval_at=(steps,), upsample_input=upsample)
         return float("-inf") if r.diverged else float(r.final_psnr)
 

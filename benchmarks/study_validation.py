@@ -1,0 +1,132 @@
+"""The advisor's validation study: new SR/denoise tasks (benchmarks/validation_models.py) x 2 learning rates x
+5 seeds x every candidate ``initwise.generate_candidates`` makes for the model, trained with Adam; resumable.
+
+    nice -n 15 python benchmarks/study_validation.py                # runs what is missing (docs/evidence/validation)
+    python benchmarks/study_validation.py --list                     # the grid, in run order, without training
+    python benchmarks/study_validation.py --tasks edsr12 --seeds 0,1,2 --lrs 0.001
+
+Run order: seeds 0-2 before seeds 3-4; within each, learning rate, then seed, then task, then candidate (so an
+interrupted study has whole seeds for every cell, both learning rates with 3 seeds first). One JSON record per run is appended to
+``docs/evidence/validation/results.jsonl`` (flush + fsync) the moment it ends; rerunning skips the keys present.
+Settings (luma images, batch 8, HR patch 24, 300 Adam steps, test PSNR on the four 64 px
+centre crops at steps 0, 150, 300) are those of the design grids shrunk to what 2 shared CPU cores allow.
+The decision rule is never tuned on these runs (docs/evidence.md, "Protocol").
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from validation_models import TASKS, Outside  # noqa: E402
+
+from initwise import generate_candidates  # noqa: E402
+from initwise.bench.data import get_task  # noqa: E402
+from initwise.bench.runner import ResultsFile  # noqa: E402
+from initwise.bench.train import train  # noqa: E402
+
+OUT = "docs/evidence/validation/results.jsonl"
+CONFIG = dict(steps=300, batch_size=8, patch_size=24, eval_crop=64, channels=1)
+LRS = (1e-3, 2e-4)
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def example_batch(task_name: str, seed: int = 0, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The example batch the advisor sees (and the study's init uses): ``n`` training patches."""
+    task = get_task(TASKS[task_name].task, channels=CONFIG["channels"])
+    return task.train_batch(n, CONFIG["patch_size"], torch.Generator().manual_seed(seed),
+                            upsample=TASKS[task_name].upsample)
+
+
+def build(task_name: str, seed: int) -> torch.nn.Module:
+    """The user's net (what is initialized and advised), built under ``torch.manual_seed(seed)``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TASKS[task_name].build(CONFIG["channels"])
+
+
+def candidates(task_name: str) -> list:
+    x, _ = example_batch(task_name)
+    return generate_candidates(build(task_name, 0), x)
+
+
+def key(task_name: str, cand: str, seed: int, lr: float) -> str:
+    h = hashlib.sha1(json.dumps(CONFIG, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{task_name}|{cand}|{seed}|{lr:g}|{CONFIG['steps']}|{h}"
+
+
+def run(task_name: str, cand, seed: int, lr: float) -> dict:
+    t = TASKS[task_name]
+    rec = {"key": key(task_name, cand.name, seed, lr), "task_name": task_name, "task": t.task, "scheme": cand.name,
+           "seed": seed, "lr": lr, **CONFIG}
+    start = time.perf_counter()
+    try:
+        net = build(task_name, seed)
+        x, _ = example_batch(task_name, seed, 2)
+        if not cand.keeps_weights:
+            cand.init_(net, x, generator=torch.Generator().manual_seed(seed))
+        model = Outside(net, t.outside) if t.outside is not None else net
+        task = get_task(t.task, channels=CONFIG["channels"])
+        steps = CONFIG["steps"]
+        r = train(model, task, steps=steps, batch_size=CONFIG["batch_size"], patch_size=CONFIG["patch_size"],
+                  lr=lr, seed=seed, eval_at=(0, steps // 2, steps), eval_crop=CONFIG["eval_crop"],
+                  upsample_input=t.upsample, num_threads=1).to_dict()
+        r.pop("losses")
+        for k in ("task", "seed", "steps", "batch_size", "patch_size", "lr"):
+            r.pop(k, None)
+        rec.update(r, status="ok")
+    except Exception as e:  # recorded, not retried
+        rec.update(status="error", error=f"{type(e).__name__}: {e}")
+    rec["total_time_s"] = time.perf_counter() - start
+    return rec
+
+
+def grid(tasks, seeds, lrs) -> list[tuple[str, object, int, float]]:
+    cands = {t: candidates(t) for t in tasks}
+    blocks = [[s for s in seeds if s < 3], [s for s in seeds if s >= 3]]
+    return [(t, c, s, lr) for block in blocks for lr in lrs for s in block for t in tasks for c in cands[t]]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    ap.add_argument("--lrs", default=",".join(map(str, LRS)))
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    tasks = [t for t in args.tasks.split(",") if t]
+    g = grid(tasks, [int(s) for s in args.seeds.split(",")], [float(v) for v in args.lrs.split(",")])
+    if args.list:
+        for t, c, s, lr in g:
+            print(key(t, c.name, s, lr))
+        print(f"{len(g)} runs")
+        return 0
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    rf = ResultsFile(args.out)
+    done = rf.keys()
+    todo = [e for e in g if key(e[0], e[1].name, e[2], e[3]) not in done]
+    print(f"{len(todo)} of {len(g)} runs to do", flush=True)
+    start = time.perf_counter()
+    for i, (t, c, s, lr) in enumerate(todo, 1):
+        rec = run(t, c, s, lr)
+        rf.append(rec)
+        psnr = rec.get("final_psnr")
+        print(f"[{i}/{len(todo)}] {time.perf_counter() - start:7.0f}s {t} {c.name} seed {s} lr {lr:g}: "
+              f"{'%.2f' % psnr if psnr is not None else rec.get('error', 'diverged')} ({rec['total_time_s']:.0f}s)",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

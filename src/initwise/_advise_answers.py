@@ -1,0 +1,302 @@
+"""The advisor's answers to the questions people ask, in their words, with this model's numbers.
+
+(a) fan_in or fan_out; (b) which nonlinearity / gain; (c) residual handling; (d) the init as one line of code;
+(e) the model's current init and a verdict. Each answer is a dict (the JSON) with a ``text`` (the report).
+Terms are defined once in :data:`GLOSSARY` (``initwise advise --explain``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+from ._advise_rule import welch_p
+from ._candidate_set import _differs_from_default, branch_ends
+from ._gains import gain
+from ._plan import Plan, plan as make_plan
+
+__all__ = ["answers", "facts", "reasons", "GLOSSARY", "code_line"]
+
+GLOSSARY: dict[str, str] = {
+    "fan_in": "the number of inputs that feed one output unit of a layer (in_channels/groups x kernel area for a "
+              "conv). Kaiming 'fan_in' sets Var(w) = gain^2 / fan_in, which keeps the size of the signal on the "
+              "forward pass (He et al. 2015, Eq. 10).",
+    "fan_out": "the number of outputs one input unit feeds (out_channels/groups x kernel area, divided by the "
+               "stride^2 for a transposed conv). Kaiming 'fan_out' sets Var(w) = gain^2 / fan_out, which keeps the "
+               "size of the gradient on the backward pass (Eq. 14).",
+    "gain": "the factor that undoes what the activation after a layer does to the signal's size: 1/sqrt(E[phi(z)^2]) "
+            "for z ~ N(0, 1); sqrt(2) for ReLU, sqrt(2/(1+a^2)) for LeakyReLU(a), 1 with no activation.",
+    "traced activation": "the activation initwise finds after each layer by running the model once, not the one "
+                         "the layer's name suggests.",
+    "second moment": "E[x^2], the mean square of a signal: its size. 'forward 0.01' means a layer's output has "
+                     "1% of the input's mean square.",
+    "forward / backward": "forward: the mean square of a layer's output relative to the model input's; backward: "
+                          "the mean square of the gradient at a layer's output relative to the gradient arriving at "
+                          "the model's output (a random unit-variance one, as in He et al.).",
+    "residual branch end": "the last layer of a branch whose output is added back to its input (h + f(h)); zero-init "
+                           "or a small scale there starts the block as the identity. The model's output layer is "
+                           "never one, even when the input is added to it (a global residual).",
+    "global residual": "the model adds its input (or an upsampled copy) to its output layer's result: the output "
+                       "layer predicts a correction (VDSR, DnCNN, SRVGG, NAFNet).",
+    "zero-init / res x0.1 / res x1/sqrt(blocks)": "the residual branch ends drawn at 0, 0.1 or 1/sqrt(number of "
+                                                  "blocks) times the scheme's std (Goyal et al. 2017; ESRGAN).",
+    "output x0.1": "the model's output layer drawn at 0.1 times the scheme's std: a small first prediction.",
+    "LeCun": "Var(w) = 1/fan_in: Kaiming fan_in with gain 1.",
+    "PyTorch's default": "what nn.Conv2d / nn.Linear draw when built: kaiming_uniform_(a=sqrt(5)), Var = 1/(3 fan_in).",
+    "LSUV": "layer-sequential unit variance (Mishkin & Matas 2016): orthogonal weights, then each layer, in the "
+            "order the model runs them, rescaled until its output on your batch has mean square 1.",
+    "healthy": "no weight tensor without a gradient at step 0 (unless zero by design), no hidden layer whose "
+               "forward falls below 1e-3 of the input's, nothing above 1e3, gradients within 6 decades of each "
+               "other; each limit counts only when passed by 3 standard errors of the measurement.",
+    "initial loss": "your loss between the model's first output and your target, before any training (over "
+                    "several weight draws).",
+    "probe": "a few Adam steps (your learning rate) on half of your batch, then the loss on the other half: which "
+             "init gets off the ground fastest with the optimizer you use (as GradInit and MetaInit do).",
+    "seed noise": "the spread of a result over weight draws (or training seeds); two candidates are 'equivalent' "
+                  "when their difference is within it (Welch's t-test p > 0.05) or below 5%.",
+    "confidence": "high: the pick beat every other candidate beyond seed noise and by more than 1.5x; medium: "
+                  "others are within noise, or the margin is small; low: no target (no output criterion) or "
+                  "nothing healthy. docs/evidence.md gives how often each word was right on the validation set.",
+    "regret": "in the evidence tables: the best candidate's test PSNR minus the pick's, after training.",
+    "trial": "short trainings of the finalists (--trial STEPS); a short trial favours inits that start fastest.",
+}
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _ratio_rows(base: Plan) -> list[tuple[Any, float]]:
+    return [(lp, lp.fans.fan_out / lp.fans.fan_in) for lp in base.layers
+            if lp.fans is not None and lp.fans.fan_in and lp.fans.fan_out]
+
+
+def _why(lp: Any, first: bool) -> str:
+    parts = []
+    if first:
+        parts.append("first layer: few input channels")
+    if lp.is_output:
+        parts.append("output layer: few output channels")
+    if lp.pixel_shuffle:
+        parts.append(f"feeds PixelShuffle({lp.pixel_shuffle}): {lp.pixel_shuffle}^2 x the channels")
+    if lp.type.startswith("ConvTranspose"):
+        parts.append("transposed conv")
+    return ", ".join(parts) or "in and out widths differ"
+
+
+def _score(r: Any, rule: str | None) -> tuple[float | None, list[float]]:
+    if rule == "probe":
+        return r.probe_loss, list(r.probe)
+    if rule == "init_loss":
+        return r.init_loss, list(r.losses)
+    return None, []
+
+
+def _fan_answer(base: Plan, adv: Any) -> dict[str, Any]:
+    rows = _ratio_rows(base)
+    uneven = sorted([(lp, r) for lp, r in rows if r > 1.5 or r < 1 / 1.5], key=lambda t: -abs(math.log(t[1])))
+    layers = [{"layer": lp.name, "type": lp.type, "fan_in": lp.fans.fan_in, "fan_out": lp.fans.fan_out,
+               "fan_out_over_fan_in": r, "why": _why(lp, lp is base.layers[0])} for lp, r in uneven]
+    by = {r.name: r for r in adv.results}
+    fi, fo = by.get("kaiming_fan_in"), by.get("kaiming_fan_out")
+    runs = {r.scheme: r for r in adv.profile.runs}
+    fwd_out = runs["kaiming_fan_out"].plan.output_forward if "kaiming_fan_out" in runs else None
+    first_b = base.layers[0].backward if base.layers else None
+    if not uneven:
+        text = (f"It hardly matters: all {len(rows)} layers have fan_in ~= fan_out (within 1.5x), so the two modes "
+                "draw nearly the same weights. Use fan_in.")
+        return {"matters": False, "safer": "fan_in", "layers": [], "text": text}
+    parts = [f"{d['layer']} ({d['fan_in']:g} in, {d['fan_out']:g} out: fan_out = {d['fan_out_over_fan_in']:.3g} x "
+             f"fan_in; {d['why']})" for d in layers[:4]]
+    more = f" and {len(layers) - 4} more" if len(layers) > 4 else ""
+    text = f"They differ on {len(uneven)} of {len(rows)} layers: " + "; ".join(parts) + more + ". "
+    pred = []
+    if fwd_out is not None:
+        pred.append(f"under fan_out the output starts at {fwd_out:.3g}x the input's mean square (predicted)")
+    if first_b is not None:
+        pred.append(f"under fan_in the gradient reaching the first layer is {first_b:.3g}x the output's (predicted; "
+                    "Adam rescales each parameter's step, so this matters less)")
+    if pred:
+        text += _cap("; ".join(pred)) + ". "
+    matters, safer = None, "fan_in"
+    if fi is not None and fo is not None:
+        if fi.healthy != fo.healthy:
+            matters, safer = True, "fan_in" if fi.healthy else "fan_out"
+            bad = fo if fi.healthy else fi
+            text += f"Here it matters: kaiming_{bad.name.split('_', 1)[1]} fails the health check ({bad.problems[0]}). "
+        else:
+            (a, da), (b, db) = _score(fi, adv.score), _score(fo, adv.score)
+            if a is not None and b is not None:
+                p = welch_p(da, db)
+                matters = bool(p is not None and p < 0.05 and max(a, b) > 1.05 * min(a, b))
+                safer = "fan_out" if matters and b < a else "fan_in"
+                what = "loss after the probe" if adv.score == "probe" else "initial loss"
+                text += (f"On your batch the {what} is {a:.3g} under fan_in and {b:.3g} under fan_out: "
+                         + ("a difference beyond seed noise. " if matters else "within seed noise: it hardly "
+                            "matters here. "))
+    if matters is None:
+        far = fwd_out is not None and abs(math.log10(max(fwd_out, 1e-30))) > 1
+        matters = bool(far)
+        text += ("The predicted mismatch exceeds 10x: it can matter. " if far else
+                 "The predicted mismatch stays within 10x: it matters little. ")
+    text += f"Safer: {safer}" + (" (it keeps the forward pass, what your loss sees, at its intended size)."
+                                 if safer == "fan_in" else ".")
+    return {"matters": matters, "safer": safer, "layers": layers, "text": text}
+
+
+def _gain_answer(base: Plan) -> dict[str, Any]:
+    acts: dict[str, list[Any]] = {}
+    for lp in base.layers:
+        acts.setdefault(lp.activation, []).append(lp)
+    relu = gain("relu")
+    rows, bits = [], []
+    for act, lps in acts.items():
+        g = lps[0].gain
+        if g is None:
+            continue
+        try:
+            tg: float | None = gain(_act_of(base, act), "torch")
+        except ValueError:
+            tg = None
+        per = (relu / g) ** 2
+        rows.append({"activation": act, "layers": len(lps), "first": lps[0].name, "gain": g, "torch_table_gain": tg,
+                     "relu_variance_factor": per})
+        line = f"{act} after {len(lps)} layer(s) (e.g. {lps[0].name}): gain {g:.4g}"
+        if act == "linear":
+            line = f"no activation after {len(lps)} layer(s) (e.g. {lps[0].name}): gain 1"
+        if abs(per - 1) > 0.01:
+            line += f"; nonlinearity='relu' gives {per:.3g}x the variance there"
+            if len(lps) > 1 and act != "linear":
+                line += f" ({per ** len(lps):.3g}x compounded over {len(lps)} in a chain)"
+        if tg is not None and abs(tg - g) > 1e-6 and act != "linear":
+            line += f"; torch.nn.init.calculate_gain says {tg:.4g}"
+        elif tg is None:
+            line += "; torch.nn.init.calculate_gain has no entry for it"
+        bits.append(line)
+    wrong = [r for r in rows if abs(r["relu_variance_factor"] - 1) > 0.01]
+    text = "Traced: " + "; ".join(bits) + ". "
+    text += ("So nonlinearity='relu' is right for every layer here." if not wrong else
+             "So nonlinearity='relu' is wrong on " + ", ".join(f"the {r['activation']} layers" for r in wrong) + ".")
+    return {"activations": rows, "text": text}
+
+
+def _act_of(base: Plan, name: str) -> Any:
+    for info in base.graph.layers:
+        if str(info.activation) == name:
+            return info.activation
+    return name
+
+
+def _residual_answer(base: Plan, adv: Any) -> dict[str, Any]:
+    ends = branch_ends(base)
+    infos = {i.name: i for i in base.graph.layers}
+    global_res = [lp.name for lp in base.layers if lp.is_output and infos[lp.name].residual_end]
+    scales = sorted({infos[lp.name].residual_scale for lp in base.layers if lp.residual_end
+                     and infos[lp.name].residual_scale not in (None, 1.0)})
+    rec = adv.recommended
+    how = ("zero-init" if rec.options.get("zero_init_residual") else
+           f"x{rec.options['residual_scale']:g}" if rec.options.get("residual_scale") is not None else "none")
+    out_scale = rec.options.get("output_scale")
+    bits = []
+    if ends:
+        bits.append(f"{ends} residual branch(es) end in a layer" + (f" (the code already scales them by "
+                                                                   f"{', '.join(f'{s:g}' for s in scales)})"
+                                                                   if scales else ""))
+    else:
+        bits.append("no residual branches end in a layer")
+    if global_res:
+        bits.append(f"the output layer {global_res[0]} gets the input added (a global residual): it is never "
+                    "zeroed, or the output would be the input and no other layer would get a gradient")
+    if ends or out_scale:
+        bits.append(f"recommended branch-end handling: {how}" + (f", output layer x{out_scale:g}" if out_scale else ""))
+        if ends and how == "none":
+            bits.append("plain branch ends did as well as or better than scaled ones here")
+    return {"branch_ends": ends, "global_residual_output": global_res, "code_scales": scales,
+            "recommended": how, "output_scale": out_scale, "text": _cap("; ".join(bits)) + "."}
+
+
+def code_line(c: Any) -> str:
+    """The recommended init as one line to paste."""
+    if c.keeps_weights:
+        return "# keep your model's own init: nothing to call"
+    opts = "".join(f", {k}={v!r}" for k, v in c.options.items())
+    if c.lsuv is not None:
+        return f"initwise.lsuv_(model, example, scheme={c.scheme!r}, target={c.lsuv:g}{opts})"
+    mode = f", mode={c.mode!r}" if c.scheme == "kaiming" else ""
+    return f"initwise.init_(model, example, scheme={c.scheme!r}{mode}{opts})"
+
+
+def _current_answer(model: nn.Module, example: Any, base: Plan, adv: Any) -> dict[str, Any]:
+    differs = _differs_from_default(model, example, base)
+    cur = make_plan(model, example, "current", graph=base.graph)
+    name = "current" if differs else "default"
+    what = ("your constructor's own init (weights differ from PyTorch's default)" if differs else
+            "PyTorch's default (kaiming_uniform_(a=sqrt(5)), Var = 1/(3 fan_in)): nothing re-initializes it")
+    pred = cur.output_forward
+    r = next((x for x in adv.results if x.name == name), None)
+    picked = adv.recommended.name
+    if r is None:
+        verdict, why = "unknown", f"{name} was not among the candidates compared"
+    elif picked == name or name in adv.equivalent:
+        verdict, why = "keep", ("it is the pick" if picked == name else "it is within seed noise of the pick")
+    elif not r.healthy:
+        verdict, why = "change", f"it fails the health check: {r.problems[0]}"
+    else:
+        verdict, why = "change", f"it ranks {r.rank} of {len(adv.results)}; the pick is {picked}"
+        if adv.target_kind == "none":
+            verdict, why = "probably keep", ("healthy, and without a target there is no evidence against it "
+                                             f"(the fixed order prefers {picked})")
+    text = f"Your model's current init is {what}"
+    if pred is not None:
+        text += f"; predicted output mean square {pred:.3g}x the input's"
+    text += f". Verdict: {verdict} ({why})."
+    return {"differs_from_default": differs, "candidate": name, "predicted_output_forward": pred,
+            "verdict": verdict, "why": why, "text": text}
+
+
+def answers(model: nn.Module, example: Any, base: Plan, adv: Any) -> dict[str, Any]:
+    """The five answers (a)-(e) as a JSON-able dict."""
+    return {"fan_mode": _fan_answer(base, adv), "gain": _gain_answer(base), "residual": _residual_answer(base, adv),
+            "code": code_line(adv.recommended), "current_init": _current_answer(model, example, base, adv)}
+
+
+def reasons(results: list, equivalent: list[str], target_kind: str, rule: str | None, steps: int,
+            lr: float) -> list[str]:
+    """Why the pick: the score it won on (or that there was none), health, rejections, equivalents."""
+    best = results[0]
+    out = []
+    if rule is None:
+        out.append("no target given: nothing measures the output, so the pick is the first healthy candidate in "
+                   "the order that did best on the design set (docs/evidence.md); give a target (--task, or "
+                   "target=) for a pick based on your data")
+    elif rule == "probe":
+        out.append(f"lowest loss on held-out patches after {steps} Adam steps (lr {lr:g}) on the others: "
+                   f"{best.probe_loss:.3g} +- {best.probe_loss_std or 0:.2g} [{target_kind}]")
+    else:
+        out.append(f"lowest initial loss among healthy candidates: {best.init_loss:.3g} +- "
+                   f"{best.init_loss_std or 0:.2g} [{target_kind}]")
+    if best.output_rms is not None and best.target_rms is not None:
+        out.append(f"output rms at init {best.output_rms:.3g} (target rms {best.target_rms:.3g})")
+    if best.healthy:
+        line = f"healthy: {best.grads_live} of {best.grads_total} weight tensors get a gradient at step 0"
+        if best.zero_by_design:
+            line += f" (the others are zero by design: {', '.join(best.zero_by_design[:3])}" + (
+                ", ..." if len(best.zero_by_design) > 3 else "") + ")"
+        if best.min_backward is not None:
+            line += (f"; gradients between {best.min_backward:.3g} and {best.max_backward:.3g} of the output's")
+        out.append(line)
+    else:
+        out.append("no candidate is healthy: " + "; ".join(best.problems))
+    for r in [r for r in results if not r.healthy][:3]:
+        out.append(f"{r.name} rejected: {'; '.join(r.problems)}")
+    if equivalent:
+        out.append("equivalent for your model (within seed noise): " + ", ".join(equivalent))
+    return out
+
+
+def facts(model: nn.Module, base: Plan, profile: Any) -> list[str]:
+    from ._advise_facts import facts as _facts
+
+    return _facts(model, None, base, profile, [])

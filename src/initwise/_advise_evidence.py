@@ -1,0 +1,231 @@
+"""The evidence :func:`initwise.advise` weighs for each candidate: gradient health, the initial loss and the loss
+after a few optimizer steps (the last two only when the user gives a target).
+
+**Health** (from one :func:`initwise.diagnose` run per candidate; thresholds are statistical: a layer fails only
+when its measurement is beyond the threshold by ``Z`` = 3 of its standard errors, the ``forward_noise`` /
+``backward_noise`` that diagnose estimates from the spread of the realized gains over weight draws and samples):
+
+- *dead gradient*: a weight tensor whose gradient at step 0 is exactly zero, unless zero by design (a zero-init
+  branch end, or a layer whose every consumer is one); ``grads_live`` of ``grads_total`` weight tensors get one;
+- *forward vanishes* at a hidden layer (below ``10^-HEALTH`` of the input's second moment: the output forgets
+  the input; the output layer is exempt, a small first prediction is a choice), *forward explodes* (above
+  ``10^HEALTH``) or is not finite;
+- *backward explodes* (above ``10^HEALTH`` of the output's), or *spreads* over more than ``2 HEALTH`` decades across
+  layers. A uniform shrink of every gradient is no problem for Adam, which normalizes each parameter's step.
+
+**Initial loss**: ``loss(model(example), target)`` over ``seeds`` weight draws. **Probe** (GradInit / MetaInit
+style: Zhu et al. 2021, Dauphin & Schoenholz 2019): ``probe_steps`` Adam steps at the user's learning rate on the
+first half of the example batch, then the loss on the second half (not trained on), over ``probe_seeds`` draws.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._candidates import Candidate
+from ._diagnose import SchemeProfile
+from ._guard import fresh, seed_all
+
+__all__ = ["CandidateResult", "HEALTH", "Z", "health", "call", "outputs", "initial_losses", "probe_losses"]
+
+HEALTH = 3.0  # decades: forward below 1e-3 / above 1e3 of the input's, backward above 1e3 of the output's
+Z = 3.0  # standard errors beyond a threshold before a layer fails it (two-sided p = 0.003 if normal)
+
+
+@dataclass
+class CandidateResult:
+    """One candidate's evidence. Losses are means over weight draws, with their sample std."""
+
+    name: str
+    description: str
+    init_loss: float | None
+    init_loss_std: float | None
+    output_rms: float | None
+    target_rms: float | None
+    min_backward: float | None
+    max_backward: float | None
+    max_forward: float | None
+    output_forward: float | None
+    healthy: bool
+    problems: list[str] = field(default_factory=list)
+    flagged_layers: int = 0
+    grads_live: int = 0
+    grads_total: int = 0
+    zero_by_design: list[str] = field(default_factory=list)
+    probe_loss: float | None = None
+    probe_loss_std: float | None = None
+    rank: int = 0
+    trial_mean: float | None = None
+    trial_std: float | None = None
+    trial_p: float | None = None
+    losses: list[float] = field(default_factory=list, repr=False)
+    probe: list[float] = field(default_factory=list, repr=False)
+    trial_scores: list[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def call(model: nn.Module, example: Any) -> Any:
+    if isinstance(example, dict):
+        return model(**example)
+    if isinstance(example, (tuple, list)):
+        return model(*example)
+    return model(example)
+
+
+def outputs(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, dict) and out:
+        return outputs(next(iter(out.values())))
+    raise TypeError(f"the model's output is a {type(out).__name__}; advise needs a tensor (or a tuple starting with one)")
+
+
+def _zero_by_design(run: SchemeProfile) -> set[str]:
+    """Layers zeroed by the plan, and layers whose every consumer is zero by design (their gradient is zero at
+    step 0 and becomes non-zero after the first update of the zeroed layer)."""
+    p = run.plan
+    zeroed = {lp.name for lp in p.layers if lp.params and all(pp.method == "zeros" for pp in lp.params
+                                                              if len(pp.shape) >= 2)
+              and any(len(pp.shape) >= 2 for pp in lp.params)}
+    zeroed |= {lp.name for lp in p.layers if lp.norm and any(pp.method == "zeros" and pp.param.startswith(lp.norm + ".")
+                                                             and pp.param.endswith("weight") for pp in p.norm_params)}
+    infos = {i.name: i for i in p.graph.layers}
+    silent = set(zeroed)
+    for info in reversed(p.graph.layers):
+        if info.name not in silent and info.consumers and not info.is_output and all(c in silent
+                                                                                    for c in info.consumers):
+            silent.add(info.name)
+    return {n for n in silent if n in infos}
+
+
+def _beyond(v: float, noise: float | None, limit: float, above: bool) -> bool:
+    """``v`` is beyond ``limit`` by more than ``Z`` relative standard errors (log scale)."""
+    n = Z * (noise or 0.0)
+    return math.log(v) - n > math.log(limit) if above else math.log(v) + n < math.log(limit)
+
+
+def health(run: SchemeProfile) -> tuple[float | None, float | None, float | None, list[str], int, int, list[str]]:
+    """``(min_backward, max_backward, max_forward, problems, grads_live, grads_total, zero_by_design)``."""
+    design = _zero_by_design(run)
+    layers = run.layers
+    weighted = [lp for lp in layers if lp.weight_grad is not None]
+    live = [lp for lp in weighted if lp.weight_grad.second_moment > 0]
+    problems: list[str] = []
+    dead = [lp for lp in weighted if lp.weight_grad.second_moment == 0 and lp.name not in design]
+    if dead:
+        problems.append(f"no gradient at step 0 in {len(dead)} weight tensor(s) ('{dead[0].name}'{', ...' if len(dead) > 1 else ''}): "
+                        f"only {len(live)} of {len(weighted)} get one")
+    keep = [lp for lp in layers if lp.name not in design]
+    if any(lp.forward is not None and not math.isfinite(lp.forward) for lp in layers):
+        problems.append("forward is not finite")
+    fwd = [lp for lp in keep if lp.forward is not None and math.isfinite(lp.forward) and lp.forward > 0]
+    bwd = [lp for lp in keep if lp.backward is not None and math.isfinite(lp.backward) and lp.backward > 0]
+    outs = {lp.name for lp in run.plan.layers if lp.is_output}
+    vanish = [lp for lp in fwd if lp.name not in outs and _beyond(lp.forward, lp.forward_noise, 10 ** -HEALTH, False)]
+    if vanish:
+        w = min(vanish, key=lambda lp: lp.forward)
+        problems.append(f"forward vanishes: {w.forward:.2g} of the input's at '{w.name}' (a hidden layer)")
+    boom = [lp for lp in fwd if _beyond(lp.forward, lp.forward_noise, 10**HEALTH, True)]
+    if boom:
+        problems.append(f"forward explodes: {max(lp.forward for lp in boom):.2g} of the input's")
+    if any(_beyond(lp.backward, lp.backward_noise, 10**HEALTH, True) for lp in bwd):
+        problems.append(f"backward explodes: {max(lp.backward for lp in bwd):.2g} of the output's")
+    if len(bwd) > 1:
+        hi, lo = max(bwd, key=lambda lp: lp.backward), min(bwd, key=lambda lp: lp.backward)
+        spread = (math.log(hi.backward) - Z * (hi.backward_noise or 0.0)) - (
+            math.log(lo.backward) + Z * (lo.backward_noise or 0.0))
+        if spread > 2 * HEALTH * math.log(10):
+            problems.append(f"backward spreads over {math.log10(hi.backward / lo.backward):.1f} decades "
+                            f"({lo.backward:.2g} at '{lo.name}')")
+    lo_v = min((lp.backward for lp in bwd), default=None)
+    hi_v = max((lp.backward for lp in bwd), default=None)
+    fmax = max((lp.forward for lp in fwd), default=None)
+    return lo_v, hi_v, fmax, problems, len(live), len(weighted), sorted(design)
+
+
+def _draw_seed(seed: int, s: int) -> int:
+    return seed * 1000 + 17 * s + 1
+
+
+def initial_losses(model: nn.Module, example: Any, cand: Candidate, target: torch.Tensor,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seeds: int, seed: int,
+                   plan: Any = None) -> tuple[list[float], list[float]]:
+    """Initial losses and output RMS over ``seeds`` draws of ``cand`` on a copy of ``model``."""
+    probe = copy.deepcopy(model)
+    losses, rms = [], []
+    for s in range(seeds):
+        if not cand.keeps_weights:
+            cand.init_(probe, example, generator=torch.Generator().manual_seed(_draw_seed(seed, s)), plan=plan)
+        seed_all(_draw_seed(seed, s))  # dropout draws from the seed (the caller's RNG is restored by advise's guard)
+        with torch.no_grad():
+            out = outputs(call(probe, fresh(example)))
+        rms.append(float(out.double().pow(2).mean().sqrt()))
+        losses.append(float(loss_fn(out, target)))
+        if cand.keeps_weights:
+            break  # the same weights every time: one draw is all there is
+    return losses, rms
+
+
+def split(example: Any, target: torch.Tensor) -> tuple[Any, torch.Tensor, Any, torch.Tensor] | None:
+    """First half / second half of the batch (the probe trains on one and scores on the other)."""
+    if not isinstance(example, torch.Tensor) or example.dim() < 1 or example.shape[0] < 2:
+        return None
+    h = example.shape[0] // 2
+    return example[:h].clone(), target[:h], example[h:].clone(), target[h:]
+
+
+def probe_losses(model: nn.Module, example: Any, cand: Candidate, target: torch.Tensor,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], steps: int, lr: float,
+                 seeds: Sequence[int], seed: int, plan: Any = None) -> list[float]:
+    """Held-out loss after ``steps`` Adam steps (``lr``) on the first half of the batch, one per draw."""
+    return [c[0] for c in probe_curves(model, example, cand, target, loss_fn, (steps,), lr, seeds, seed, plan)]
+
+
+def probe_curves(model: nn.Module, example: Any, cand: Candidate, target: torch.Tensor,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], checkpoints: Sequence[int],
+                 lr: float, seeds: Sequence[int], seed: int, plan: Any = None) -> list[list[float]]:
+    """Per draw, the held-out loss after each of ``checkpoints`` Adam steps (one optimization per draw)."""
+    parts = split(example, target)
+    if parts is None:
+        return []
+    xa, ya, xb, yb = parts
+    marks = sorted(set(checkpoints))
+    out = []
+    for s in seeds:
+        m = copy.deepcopy(model)
+        if not cand.keeps_weights:
+            cand.init_(m, example, generator=torch.Generator().manual_seed(_draw_seed(seed, s)), plan=plan)
+        params = [p for p in m.parameters() if p.requires_grad and p.is_floating_point()]
+        opt = torch.optim.Adam(params, lr=lr)
+        curve: dict[int, float] = {}
+        with torch.random.fork_rng(devices=[]):
+            seed_all(_draw_seed(seed, s))
+            done, ok = 0, True
+            for mark in marks:
+                while ok and done < mark:
+                    opt.zero_grad(set_to_none=True)
+                    value = loss_fn(outputs(m(xa)), ya)
+                    if not torch.isfinite(value):
+                        ok = False
+                        break
+                    value.backward()
+                    opt.step()
+                    done += 1
+                with torch.no_grad():
+                    v = float(loss_fn(outputs(m(xb)), yb)) if ok else float("inf")
+                curve[mark] = v if math.isfinite(v) else float("inf")
+        out.append([curve[c] for c in checkpoints])
+        if cand.keeps_weights:
+            break
+    return out

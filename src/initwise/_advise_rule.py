@@ -1,0 +1,116 @@
+"""The advisor's decision rule: rank the candidates' evidence, find the ones within seed noise of the pick, and say
+how sure the pick is. Pure functions of :class:`CandidateResult` lists (no model, no torch).
+
+The rule (chosen on the design set of docs/evidence.md, never on the validation set):
+
+1. unhealthy candidates (:func:`initwise._advise_evidence.health`) rank last;
+2. with a target, the healthy ones are ranked by ``SCORE``: the held-out loss after ``PROBE_STEPS`` Adam steps
+   (``"probe"``) or the initial loss (``"init_loss"``);
+3. without a target there is no output criterion: the healthy ones are ranked by the fixed order ``PRIOR``, the
+   fixed choice with the lowest mean regret on the design set, and the report says so;
+4. candidates within seed noise of the pick (Welch p > 0.05 and less than ``EFFECT`` apart, or within ``TIE``)
+   are listed as equivalent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["rank", "equivalent", "confidence", "welch_p", "mean_std", "SCORE", "PROBE_STEPS", "PRIOR", "TIE",
+           "EFFECT", "P_EQUIVALENT"]
+
+SCORE = "probe"  # the design set's choice (benchmarks/advise_rules.py; docs/evidence.md, "Protocol")
+PROBE_STEPS = 10  # Adam steps of the probe: the design set's choice among 5, 10, 20 (mean regret 0.31, 0.21, 0.30 dB)
+# the fixed choices in the order of their mean regret on the design set (docs/evidence.md, design table)
+PRIOR = ("kaiming_fan_in_zero_res", "kaiming_fan_in_out0.1", "kaiming_fan_in_res0.1", "default", "orthogonal",
+         "kaiming_fan_in", "lecun", "linear_gain_fan_in", "xavier", "kaiming_fan_out")
+TIE = 0.05  # scores within 5% of the best are equivalent whatever the seed noise says
+EFFECT = 1.5  # ... and beyond 1.5x they are not, even when few draws leave the difference short of significance
+P_EQUIVALENT = 0.05  # Welch t, two-sided: p above this means "not distinguishable from seed noise"
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided Welch t-test p-value of ``mean(a) == mean(b)``; None with fewer than 2 values on a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    se2 = va / len(a) + vb / len(b)
+    if se2 == 0:
+        return 1.0 if ma == mb else 0.0
+    t = (ma - mb) / math.sqrt(se2)
+    df = se2**2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
+    try:
+        from scipy import stats
+
+        return float(2 * stats.t.sf(abs(t), df))
+    except ImportError:  # normal approximation
+        return float(math.erfc(abs(t) / math.sqrt(2)))
+
+
+def mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:
+    if not xs:
+        return None, None
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, s
+
+
+def score_of(r: Any, score: str) -> float | None:
+    return r.probe_loss if score == "probe" else r.init_loss
+
+
+def draws_of(r: Any, score: str) -> list[float]:
+    return list(r.probe if score == "probe" else r.losses)
+
+
+def rank(results: list, score: str | None, prior: Sequence[str] = PRIOR) -> None:
+    """Sort ``results`` in place (healthy first, then by ``score``, or by ``prior`` when ``score`` is None)."""
+    order = {n: i for i, n in enumerate(prior)}
+
+    def key(r: Any) -> tuple:
+        if score is None:
+            return (not r.healthy, order.get(r.name, len(order)), r.flagged_layers)
+        v = score_of(r, score)
+        return (not r.healthy, v is None, v if v is not None and math.isfinite(v) else math.inf, r.flagged_layers)
+
+    results.sort(key=key)
+    for i, r in enumerate(results):
+        r.rank = i + 1
+
+
+def _close(best: Any, r: Any, score: str) -> bool:
+    a, b = score_of(best, score), score_of(r, score)
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    if b <= a * (1 + TIE):
+        return True
+    if b > a * EFFECT:
+        return False
+    p = welch_p(draws_of(best, score), draws_of(r, score))
+    return p is not None and p > P_EQUIVALENT
+
+
+def equivalent(results: list, score: str | None) -> list[str]:
+    """Healthy candidates within seed noise of ``results[0]`` on ``score`` (none can be said without a score)."""
+    if score is None or not results:
+        return []
+    best = results[0]
+    return [r.name for r in results[1:] if r.healthy and _close(best, r, score)]
+
+
+def confidence(results: list, equivalents: list[str], score: str | None) -> str:
+    """``"high"``: healthy, and the runner-up is beyond seed noise and more than ``EFFECT``x worse; ``"medium"``:
+    healthy with a score, others within noise; ``"low"``: no score (no target) or nothing healthy. What the words
+    turned out to mean on the validation set is in docs/evidence.md ("Confidence")."""
+    best = results[0] if results else None
+    if best is None or not best.healthy or score is None or score_of(best, score) is None:
+        return "low"
+    rest = [r for r in results[1:] if r.name not in equivalents]
+    if equivalents or not rest:
+        return "medium"
+    a, b = score_of(best, score), score_of(rest[0], score)
+    return "high" if b is not None and a is not None and b > EFFECT * a else "medium"

@@ -1,0 +1,136 @@
+"""LSUV: layer-sequential unit-variance initialization, data-driven (Mishkin & Matas, ICLR 2016).
+
+Start from a plan (orthogonal by default, as the paper), then visit the weight layers in *execution order* (the
+traced graph's order, not registration order) and rescale each one so that its output on the example batch has the
+target second moment, repeating a layer until it is within ``tol`` (the paper's ``Tol_var``) or ``max_iter`` passes.
+
+Differences from the ``lsuv`` package on PyPI (0.3.0, read for comparison, not a dependency): that package visits
+layers in registration order through ``model.apply`` and global state, prints, and normalizes the *variance* of a
+layer's output; this one uses the traced execution order, measures the second moment ``E[y^2]`` (the quantity the
+plan propagates; equal to the variance once biases are zero), skips layers that are zero by design (zero-init
+residual branch ends) and leaves buffers (BatchNorm running statistics), modes and RNG state as they were.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._nested import tensors
+
+__all__ = ["lsuv_"]
+
+_TOL = 0.1  # Mishkin & Matas 2016, Alg. 1: Tol_var = 0.1
+_MAX_ITER = 10  # ... T_max = 10
+
+
+def _call(model: nn.Module, example: Any) -> Any:
+    if isinstance(example, dict):
+        return model(**example)
+    if isinstance(example, (tuple, list)):
+        return model(*example)
+    return model(example)
+
+
+def lsuv_(model: nn.Module, example: Any, scheme: str = "orthogonal", mode: str | None = None, *,
+          target: float = 1.0, tol: float = _TOL, max_iter: int = _MAX_ITER,
+          generator: torch.Generator | None = None, seed: int | None = None, **options: Any) -> Any:
+    """Initialize ``model`` with ``scheme`` (:func:`initwise.init_`), then rescale each weight layer in execution
+    order until ``E[y^2]`` of its output on ``example`` is ``target`` (within ``tol`` relative).
+
+    Args:
+        model: the model (changed in place: only the weights the plan draws are written).
+        example: an input batch (tensor, tuple or dict, as :func:`initwise.trace`); real data, several samples.
+        scheme, mode, options: the starting plan (Mishkin & Matas: orthogonal).
+        target: the second moment each layer's output is scaled to (1: unit variance, the paper's).
+        tol, max_iter: stop a layer when ``|E[y^2] / target - 1| < tol`` or after ``max_iter`` rescalings.
+        generator, seed: the starting plan's draws.
+
+    Returns:
+        The starting :class:`initwise.Plan`; ``plan.lsuv_scales`` maps layer names to the factor applied.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+        >>> p = lsuv_(net, torch.rand(4, 1, 16, 16), seed=0)
+        >>> sorted(p.lsuv_scales) == ["0", "2"]
+        True
+    """
+    from ._init import init_
+
+    _check(target, tol, max_iter)
+    p = init_(model, example, scheme, mode, generator=generator, seed=seed, **options)
+    p.lsuv_scales = rescale_(model, example, p, target=target, tol=tol, max_iter=max_iter)
+    return p
+
+
+def _check(target: float, tol: float, max_iter: int) -> None:
+    if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
+        raise ValueError(f"target must be a finite number > 0, got {target!r}")
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+
+
+def rescale_(model: nn.Module, example: Any, p: Any, *, target: float = 1.0, tol: float = _TOL,
+             max_iter: int = _MAX_ITER) -> dict[str, float]:
+    """The LSUV pass alone: rescale the layers ``p`` (the plan already applied) drew, in execution order, until
+    ``E[y^2]`` of each output on ``example`` is ``target``; returns the factor applied per layer."""
+    _check(target, tol, max_iter)
+    modules = dict(model.named_modules())
+    buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+    modes = {k: m.training for k, m in modules.items()}
+    rng = torch.get_rng_state()
+    scales: dict[str, float] = {}
+    try:
+        for lp in p.layers:
+            module = modules.get(lp.name)
+            w = getattr(module, "weight", None)
+            if module is None or not isinstance(w, torch.Tensor) or w.dim() < 2 or not w.is_floating_point():
+                continue
+            if not any(pp.method not in ("keep", "zeros") for pp in lp.params if len(pp.shape) >= 2):
+                continue  # not drawn by the plan (kept, excluded) or zero by design
+            total = 1.0
+            for _ in range(max_iter):
+                ms = _output_ms(model, module, example)
+                torch.set_rng_state(rng)
+                if ms is None or not math.isfinite(ms) or ms == 0:
+                    break
+                if abs(ms / target - 1) < tol:
+                    break
+                factor = math.sqrt(target / ms)
+                with torch.no_grad():
+                    w.mul_(factor)
+                total *= factor
+            scales[lp.name] = total
+    finally:
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                if k in buffers:
+                    b.copy_(buffers[k])
+        for k, m in modules.items():
+            m.train(modes[k])
+        torch.set_rng_state(rng)
+    return scales
+
+
+def _output_ms(model: nn.Module, module: nn.Module, example: Any) -> float | None:
+    """``E[y^2]`` of ``module``'s output at its first call in one forward pass of ``model`` on ``example``."""
+    seen: list[float] = []
+
+    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+        if not seen:
+            t = next(iter(tensors(out)), None)
+            if t is not None:
+                seen.append(float(t.detach().double().pow(2).mean()))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            _call(model, example)
+    finally:
+        handle.remove()
+    return seen[0] if seen else None
