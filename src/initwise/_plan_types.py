@@ -1,0 +1,171 @@
+"""What a plan is: per parameter (:class:`ParamPlan`), per layer (:class:`LayerPlan`) and for the whole model
+(:class:`Plan`): data, printing and JSON. How a plan is made is :mod:`initwise._plan`; how it is applied,
+:mod:`initwise._apply`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._apply import apply_plan
+from ._fans import Fans
+from ._graph import Graph
+
+__all__ = ["ParamPlan", "LayerPlan", "Plan"]
+
+
+@dataclass
+class ParamPlan:
+    """How one parameter is initialized. ``std`` is the root-mean-square value its entries will have."""
+
+    param: str
+    layer: str
+    shape: tuple[int, ...]
+    method: str  # normal | uniform | truncated_normal | orthogonal | identity | icnr | zeros | ones | torch_default | keep
+    fans: Fans | None = None
+    fan: float | None = None
+    gain: float | None = None
+    scale: float = 1.0
+    std: float | None = None
+    note: str = ""
+
+    @property
+    def bound(self) -> float | None:
+        return math.sqrt(3.0) * self.std if self.method == "uniform" and self.std is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("param", "layer", "method", "fan", "gain", "scale", "std", "note")}
+        d["shape"] = list(self.shape)
+        d["bound"] = self.bound
+        if self.fans is not None:
+            d["fans"] = {k: getattr(self.fans, k) for k in ("fan_in", "fan_out", "nominal_fan_in", "nominal_fan_out",
+                                                             "torch_fan_in", "torch_fan_out", "rule", "blocks")}
+        return d
+
+
+@dataclass
+class LayerPlan:
+    """One parameterized layer: its traced context, its parameters' plans and the analytic propagation.
+
+    ``forward_gain`` / ``backward_gain`` are the layer's own factors (``fan_in_eff * E[w^2]`` and
+    ``fan_out_eff * E[w^2]``); ``forward`` is the predicted second moment of its output (pre-activation) relative
+    to the input's; ``backward`` the predicted second moment of the gradient at its output relative to a
+    unit-variance cotangent at the model's output. ``forward_bound`` / ``backward_bound``: the error bound of
+    the prediction (1.0: every rule on its path is exact; else the product of the measured bounds of the
+    approximate rules on it, ``inf`` when an op the rules do not know is on it). ``backward_removed``: the
+    factor of the backward that training-mode batch (instance) norms remove as the gradient's per-channel
+    (per-sample) mean, on the path from the output (1.0: none; small after global pooling at a small batch).
+    """
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    activation: str
+    gain: float | None
+    mode: str
+    method: str
+    std: float | None
+    fans: Fans | None
+    params: list[ParamPlan]
+    norm: str | None = None
+    residual_end: bool = False
+    pixel_shuffle: int | None = None
+    is_output: bool = False
+    forward_gain: float | None = None
+    backward_gain: float | None = None
+    forward: float | None = None
+    backward: float | None = None
+    notes: list[str] = field(default_factory=list)
+    forward_bound: float = 1.0
+    backward_bound: float = 1.0
+    backward_removed: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("name", "type", "activation", "gain", "mode", "method", "std", "norm",
+                                           "residual_end", "pixel_shuffle", "is_output", "forward_gain",
+                                           "backward_gain", "forward", "backward", "notes", "forward_bound",
+                                           "backward_bound", "backward_removed")}
+        d["shape"] = list(self.shape)
+        d["fan_in"] = self.fans.fan_in if self.fans else None
+        d["fan_out"] = self.fans.fan_out if self.fans else None
+        d["params"] = [p.to_dict() for p in self.params]
+        return d
+
+
+@dataclass
+class Plan:
+    """A whole-model initialization plan. Print it for a table; :meth:`to_dict` / :meth:`to_json` for data."""
+
+    scheme: str
+    mode: str
+    options: dict[str, Any]
+    layers: list[LayerPlan]
+    graph: Graph = field(repr=False)
+    input_ms: float = 1.0
+    output_forward: float | None = None
+    untouched: list[str] = field(default_factory=list)
+    approximate: list[str] = field(default_factory=list)
+    norm_params: list[ParamPlan] = field(default_factory=list)
+    kept_params: list[ParamPlan] = field(default_factory=list)
+    # what the propagation was computed from (layer moments, norm moments, whether parameter values were read):
+    # lets init_'s plan cache re-propagate for another example without planning again
+    _moments: tuple | None = field(default=None, repr=False, compare=False)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, name: str) -> LayerPlan:
+        for lp in self.layers:
+            if lp.name == name:
+                return lp
+        raise KeyError(f"no layer {name!r} in the plan; layers: {', '.join(lp.name for lp in self.layers)}")
+
+    @property
+    def params(self) -> list[ParamPlan]:
+        """Every parameter's plan: layers' in execution order, then normalization layers', then every other
+        parameter (kept, with the reason: its role, frozen, or not used by the example)."""
+        return [p for lp in self.layers for p in lp.params] + list(self.norm_params) + list(self.kept_params)
+
+    def apply(self, model: nn.Module, generator: torch.Generator | None = None, seed: int | None = None) -> "Plan":
+        """Initialize ``model`` as planned, in place; the whole plan is validated before the first draw (see
+        :func:`initwise._apply.apply_plan` for what an interrupt while drawing does)."""
+        apply_plan(self, model, generator=generator, seed=seed)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme, "mode": self.mode, "options": _jsonable(self.options),
+            "input_second_moment": self.input_ms, "output_forward": self.output_forward,
+            "layers": [lp.to_dict() for lp in self.layers], "untouched": list(self.untouched),
+            "approximate": list(self.approximate), "unknown_ops": list(self.graph.unknown),
+            "norm_params": [p.to_dict() for p in self.norm_params],
+            "kept_params": [p.to_dict() for p in self.kept_params],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), **{"indent": 2, **kwargs})
+
+    def __str__(self) -> str:
+        from ._report import plan_table
+
+        return plan_table(self)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
