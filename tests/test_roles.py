@@ -485,3 +485,35 @@ def test_class_token_and_position_embedding_are_used_and_kept() -> None:
     p = iw.plan(model, x, "kaiming")
     assert "token" in _keep(p, "class_token") and "additive term" in _keep(p, "pos")
     assert "not used" not in _keep(p, "class_token") and p.untouched == []
+
+
+# ---------------------------------------------------------------- an activation module with parameters (poolformer)
+
+class StarReLU(nn.Module):
+    """MetaFormer's StarReLU: ``s * relu(x)^2 + b`` with learned scalars s, b (pointwise, no weight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.scale = nn.Parameter(torch.full((1,), 0.8944))
+        self.bias = nn.Parameter(torch.full((1,), -0.4472))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.relu(x) ** 2 + self.bias
+
+
+def test_a_pointwise_module_with_parameters_is_the_activation_its_gain_comes_from() -> None:
+    model = nn.Sequential(nn.Linear(64, 64), StarReLU(), nn.Linear(64, 8))
+    x = torch.randn(16, 64)
+    g = trace(model, x)
+    assert [i.name for i in g] == ["0", "2"] and g["0"].activation.fn is model[1]
+    snap = _snap(model)
+    p = iw.init_(model, x, "kaiming", seed=0)
+    assert torch.equal(model[1].scale, snap["1.scale"]) and torch.equal(model[1].bias, snap["1.bias"])
+    assert "per-channel scale" in _keep(p, "1.scale") and "additive" in _keep(p, "1.bias")
+    # the Kaiming gain 1/sqrt(E[phi(z)^2]), z ~ N(0, 1): Monte Carlo through the real module
+    z = torch.randn(REPEATS, 200_000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        est = [float(model[1](r).double().pow(2).mean()) for r in z]
+    m, se = mean_and_se(est)
+    assert abs(p["0"].gain ** -2 - m) < N_SE * se, (p["0"].gain ** -2, m, se)

@@ -148,6 +148,19 @@ _ACT_POSITIONAL = {"leaky_relu": ("negative_slope", "inplace"), "elu": ("alpha",
                    "hardtanh": ("min_val", "max_val", "inplace"), "gelu": ("approximate",)}
 
 
+# unknown ops that act on each element alone (a module made of them and of activations/scales is pointwise)
+_ELEMENTWISE = frozenset("""pow square sqrt rsqrt exp expm1 exp2 log log1p log2 abs clamp clip clamp_min clamp_max
+erf erfc reciprocal sin cos sign maximum minimum div true_divide""".split())
+_SAME_SHAPE = frozenset("clone contiguous to float double half bfloat16 type_as detach".split())
+
+
+def _pointwise(n: Node) -> bool:
+    if n.kind in ("act", "scale", "shift", "add", "sub", "mul"):
+        return True
+    name = _normalize(n.op.split(" ")[0])[0]
+    return n.kind == "unknown" and name in _ELEMENTWISE or n.kind == "pass" and name in _SAME_SHAPE
+
+
 def _op_name(func: Any) -> str:
     name = getattr(func, "__name__", None) or type(func).__name__
     if name == "__get__":  # a Tensor property such as .T or .data
@@ -256,26 +269,32 @@ class Recorder(TorchFunctionMode):
         try:
             if err is not None and output is None:
                 self.failures.setdefault(id(err), f"'{name}' ({type(module).__name__}, input {shapes_str(inputs)})")
-            elif not muted and role.startswith("through:") and self._collapse(start, output):
-                self._module_node(module, name, role[len("through:"):], inputs, output, in_ids)
+            elif not muted and role.startswith("through:") and (
+                    as_ := self._collapse(start, output, in_ids, role[len("through:"):])):
+                self._module_node(module, name, as_, inputs, output, in_ids)
             elif not muted and not role.startswith("through"):
                 self._module_node(module, name, role, inputs, output)
         finally:
             self._mute -= 1
             self._hook -= 1
 
-    def _collapse(self, start: int, output: Any) -> bool:
+    def _collapse(self, start: int, output: Any, in_ids: tuple[int, ...], role: str) -> str | None:
         """A module traced through whose ops were not all understood (or whose output no op produced) becomes one
-        node: drop the nodes its call made and say so with True."""
+        node: drop the nodes its call made and return the node's kind (None: the traced ops stay). A would-be
+        layer whose ops were all pointwise, without a weight (poolformer's StarReLU ``s * relu(x)**2 + b``), is
+        an activation: the module itself is the function its gain is computed from."""
         outs = _tensors(output)
-        if all(n.kind != "unknown" for n in self.nodes[start:]) and outs and all(
-                self.nid(t) is not None for t in outs):
-            return False
+        removed = self.nodes[start:]
+        if all(n.kind != "unknown" for n in removed) and outs and all(self.nid(t) is not None for t in outs):
+            return None
+        if role == "layer" and removed and len(outs) == 1 and len(in_ids) == 1 and all(map(_pointwise, removed)) \
+                and tuple(outs[0].shape) == self.nodes[in_ids[0]].shape:
+            role = "act"
         del self.nodes[start:], self.ldepth[start:]
         for k in [k for k, (_, i) in self._map.items() if i >= start]:
             del self._map[k]
         self.params.rebase(start)
-        return True
+        return role
 
     def _module_node(self, module: nn.Module, name: str, role: str, inputs: Any, output: Any,
                      in_ids: tuple[int, ...] | None = None) -> None:
