@@ -32,7 +32,7 @@ import torch
 from ._fans import Fans, tensor_fans
 from ._nested import tensors as _tensors
 
-__all__ = ["ParamRole", "RoleTracker", "keep_reason", "DRAWN_ROLES"]
+__all__ = ["ParamRole", "RoleTracker", "keep_reason", "DRAWN_ROLES", "FACTORY", "NORM_ARGS", "WEIGHT_OPS"]
 
 # op -> (weight index, bias index, stride index, dilation index, groups index, transposed)
 _CONV = {f"conv{d}d": (1, 2, 3, 5, 6, False) for d in (1, 2, 3)}
@@ -54,7 +54,7 @@ DRAWN_ROLES = frozenset(("weight", "bias", "table", "norm_weight", "norm_bias", 
 _PRIORITY = ("weight", "table", "bias", "norm_weight", "norm_bias", "scale", "shift", "token", "activation",
              "module", "other")
 # tensors made inside the forward from nothing but shapes: constants, not signal (``torch.ones(...) * self.b0``)
-_FACTORY = frozenset("""ones zeros full empty arange linspace logspace eye tensor as_tensor rand randn randint
+FACTORY = _FACTORY = frozenset("""ones zeros full empty arange linspace logspace eye tensor as_tensor rand randn randint
 ones_like zeros_like full_like empty_like rand_like randn_like new_ones new_zeros new_full new_empty
 new_tensor""".split())
 
@@ -140,8 +140,19 @@ class RoleTracker:
         d = self._derived.get(id(t))
         return d.how if d is not None and d.ref() is t else None
 
-    def involved(self, args: tuple, kwargs: dict) -> bool:
-        return any(self.sources(t) is not None for t in _tensors((args, kwargs)))
+    def touches(self, args: tuple, kwargs: dict) -> bool:
+        """A fast first look (every torch call of the forward passes here): does an argument, or an item of a
+        list/tuple argument, hold a parameter or a tensor computed from parameters?"""
+        p, d = self.params, self._derived
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, torch.Tensor):
+                if id(a) in p or id(a) in d:
+                    return True
+            elif isinstance(a, (list, tuple)):
+                for b in a:
+                    if isinstance(b, torch.Tensor) and (id(b) in p or id(b) in d):
+                        return True
+        return False
 
     def _derive(self, result: Any, how: dict[str, str]) -> None:
         for t in _tensors(result):

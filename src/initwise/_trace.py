@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._activations import _FUNCTIONS, Activation, resolve_activation
 from ._nested import tensors as _tensors
-from ._roles import NORM_ARGS, WEIGHT_OPS, RoleTracker
+from ._roles import FACTORY, NORM_ARGS, WEIGHT_OPS, RoleTracker
 
 __all__ = ["Node", "Recorder", "module_role"]
 
@@ -319,7 +319,8 @@ class Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         owner = None
-        if not self._hook and self.params.params:
+        if not self._hook and self.params.params and (self.params.touches(args, kwargs)
+                                                      or getattr(func, "__name__", None) in FACTORY):
             try:
                 owner = self.params.observe(_normalize(_op_name(func))[0], args, kwargs, result, self.scope())
             except Exception:  # noqa: BLE001 - a gap in role tracking must not break the forward
