@@ -38,7 +38,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
 from torch.overrides import TorchFunctionMode
 
 from ._nested import map_tensors, tensors
@@ -143,8 +142,8 @@ class _Tensor:
         self.grad = t.grad if t.is_leaf else None
         self.grad_version = self.grad._version if self.grad is not None else None
         # the tensor's own hook dicts (``p.register_hook`` in a forward would pile up): object and contents
-        self.hooks = {k: (h, dict(h) if h is not None else None) for k in _TENSOR_HOOKS
-                      if (h := getattr(t, k, None)) is not None or hasattr(t, k)}
+        self.hooks = {k: (h, dict(h) if h is not None else None) for k in _TENSOR_HOOKS if hasattr(t, k)
+                      for h in (getattr(t, k),)}
         self.clone: torch.Tensor | None = None
         if clone:
             self.copy()
