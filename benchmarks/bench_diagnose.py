@@ -1,7 +1,8 @@
-"""Benchmark: one diagnose() of a ResNet-50 (25.6M parameters) at batch 8, 3x224x224, against a plain
-forward + backward of the same model and batch (targets: at most 1.3x the wall time, 1.1x the peak memory).
+"""Benchmark: one diagnose() of a ResNet-50 (25.6M parameters), 3x224x224, against a plain forward + backward of
+the same model and batch, at several batch sizes side by side (issue 10's targets: at most 1.3x the wall time at
+batch 8, 1.5x at batch 1-2; 1.1x the peak memory).
 
-Run: python benchmarks/bench_diagnose.py [--batch 8] [--repeats 2] [--rounds 2] [--threads 1]
+Run: python benchmarks/bench_diagnose.py [--batches 8,2,1] [--repeats 2] [--rounds 2] [--threads 1]
 
 Method. Every measurement runs in a fresh subprocess (so that peaks are comparable and neither variant inherits
 the other's allocator state), and the two variants alternate, round after round, so that both see the same machine
@@ -74,39 +75,50 @@ def child(variant: str, batch: int, repeats: int, threads: int) -> None:
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
 
 
+def _measure(batch: int, args: argparse.Namespace) -> dict[str, list[dict]]:
+    res: dict[str, list[dict]] = {"plain": [], "diagnose": []}
+    for r in range(args.rounds):
+        for variant in (("plain", "diagnose") if r % 2 == 0 else ("diagnose", "plain")):
+            out = subprocess.run([sys.executable, __file__, "--child", variant, "--batches", str(batch),
+                                  "--repeats", str(args.repeats), "--threads", str(args.threads)], check=True,
+                                 capture_output=True, text=True)
+            rec = json.loads(out.stdout.strip().splitlines()[-1])
+            res[variant].append(rec)
+            print(f"batch {batch} round {r + 1} {variant:8s} times {', '.join(f'{t:.2f}' for t in rec['times'])} s, "
+                  f"peak {rec['peak_kib'] / 2**20:.2f} GiB (above start {(rec['peak_kib'] - rec['base_kib']) / 2**20:.2f})",
+                  flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batches", default="8,2,1", help="comma-separated batch sizes, measured one after the other")
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per subprocess (after one untimed)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating subprocess pairs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in both variants (0: torch's default)")
     ap.add_argument("--child", choices=("plain", "diagnose"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
     if args.child:
-        child(args.child, args.batch, args.repeats, args.threads)
+        child(args.child, batches[0], args.repeats, args.threads)
         return
-    res: dict[str, list[dict]] = {"plain": [], "diagnose": []}
-    for r in range(args.rounds):
-        for variant in (("plain", "diagnose") if r % 2 == 0 else ("diagnose", "plain")):
-            out = subprocess.run([sys.executable, __file__, "--child", variant, "--batch", str(args.batch),
-                                  "--repeats", str(args.repeats), "--threads", str(args.threads)], check=True, capture_output=True, text=True)
-            rec = json.loads(out.stdout.strip().splitlines()[-1])
-            res[variant].append(rec)
-            print(f"round {r + 1} {variant:8s} times {', '.join(f'{t:.2f}' for t in rec['times'])} s, "
-                  f"peak {rec['peak_kib'] / 2**20:.2f} GiB (above start {(rec['peak_kib'] - rec['base_kib']) / 2**20:.2f})",
-                  flush=True)
-    t = {v: statistics.median(x for rec in recs for x in rec["times"]) for v, recs in res.items()}
-    peak = {v: statistics.median(rec["peak_kib"] for rec in recs) for v, recs in res.items()}
-    above = {v: statistics.median(rec["peak_kib"] - rec["base_kib"] for rec in recs) for v, recs in res.items()}
-    rec = res["plain"][0]
-    print(f"\nResNet-50, batch {args.batch}x3x224x224, torch {rec['torch']}, {rec['threads']} threads, "
-          f"{args.rounds} rounds x {args.repeats} timed passes")
-    print(f"wall time   plain fwd+bwd {t['plain']:.2f} s   diagnose {t['diagnose']:.2f} s   "
-          f"ratio {t['diagnose'] / t['plain']:.3f}  (target <= 1.3)")
-    print(f"peak memory plain {peak['plain'] / 2**20:.2f} GiB   diagnose {peak['diagnose'] / 2**20:.2f} GiB   "
-          f"ratio {peak['diagnose'] / peak['plain']:.3f}  (target <= 1.1)")
-    print(f"peak above the pre-pass resident set: plain {above['plain'] / 2**20:.2f} GiB   diagnose "
-          f"{above['diagnose'] / 2**20:.2f} GiB   ratio {above['diagnose'] / above['plain']:.3f}")
+    rows = []
+    for batch in batches:
+        res = _measure(batch, args)
+        t = {v: statistics.median(x for rec in recs for x in rec["times"]) for v, recs in res.items()}
+        peak = {v: statistics.median(rec["peak_kib"] for rec in recs) for v, recs in res.items()}
+        above = {v: statistics.median(rec["peak_kib"] - rec["base_kib"] for rec in recs) for v, recs in res.items()}
+        rows.append((batch, t, peak, above, res["plain"][0]))
+    rec = rows[0][4]
+    print(f"\nResNet-50, 3x224x224, torch {rec['torch']}, {rec['threads']} threads, "
+          f"{args.rounds} rounds x {args.repeats} timed passes (median)")
+    print(f"{'batch':>5} {'plain s':>8} {'diagnose s':>10} {'ratio':>6} {'target':>6}   {'peak GiB plain/diag':>20} "
+          f"{'ratio':>6}   {'above-start ratio':>17}")
+    for batch, t, peak, above, _ in rows:
+        target = 1.3 if batch >= 8 else 1.5 if batch <= 2 else float("nan")
+        print(f"{batch:5d} {t['plain']:8.2f} {t['diagnose']:10.2f} {t['diagnose'] / t['plain']:6.3f} {target:6.2g}   "
+              f"{peak['plain'] / 2**20:9.2f} / {peak['diagnose'] / 2**20:8.2f} {peak['diagnose'] / peak['plain']:6.3f}   "
+              f"{above['diagnose'] / above['plain']:17.3f}")
 
 
 if __name__ == "__main__":

@@ -421,3 +421,30 @@ def test_report_compares_the_model_output_with_its_prediction():
     assert run.output_forward == pytest.approx(run.plan.output_forward, rel=0.05)
     # the last conv's output is another tensor: ~0.8 of the input's, 100x more than its share of the output
     assert abs(run.layers[-1].forward / run.output_forward - 1) > 0.1
+
+
+class MHABlock(nn.Module):
+    def __init__(self, dim=64, heads=4, batch_first=True):
+        super().__init__()
+        self.inp = nn.Linear(16, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=batch_first)
+        self.out = nn.Linear(dim, 8)
+        self.batch_first = batch_first
+
+    def forward(self, x):
+        x = self.inp(x)
+        h = self.norm(x if self.batch_first else x.transpose(0, 1))
+        a = self.attn(h, h, h, need_weights=False)[0]
+        return self.out(x + (a if self.batch_first else a.transpose(0, 1)))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_module(batch_first):
+    torch.manual_seed(0)
+    model = MHABlock(batch_first=batch_first)
+    for scheme in (None, "kaiming_fan_in"):
+        run = profile(model, torch.randn(8, 48, 16), scheme)
+        check(run, min_exact=1)
+        attn = run["attn"]
+        assert attn.forward_bound == _rules_join.BOUND_ATTENTION  # modelled, not passed through as opaque

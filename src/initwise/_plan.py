@@ -347,7 +347,8 @@ def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMomen
     (which must be None) and returns the input's second moment, the output's relative forward moment and the
     ops propagated approximately."""
     input_ms = _input_moments(g, example_inputs)
-    prop = propagate(g, layer_ms, norm_ms, input_ms, _batch(example_inputs))
+    known = _prefix_moments(g, example_inputs, layers)
+    prop = propagate(g, layer_ms, norm_ms, input_ms, _batch(example_inputs), known)
     q0 = next((v.q for v in input_ms.values() if v is not None and v.q > 0), 1.0)
     _attach(g, layers, prop, q0)
     out_f = [prop.forward.get(i) for i in g.output_ids]
@@ -505,6 +506,8 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
     m = info.module
     role = g.params.get(primary.param) if g is not None and primary is not None else None
     functional = role is not None and role.role in ("weight", "table") and role.fans is not None and not role.computed
+    if isinstance(m, nn.MultiheadAttention) and primary is not None:
+        return _attention_moments(m, lp)
     if primary is None or isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) or not (
             isinstance(m, (*_AFFINE, nn.Embedding, nn.EmbeddingBag)) or functional):
         return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
@@ -531,6 +534,34 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
             b_ms = float(b.detach().double().pow(2).mean())
     f = role.fans if functional else primary.fans if primary.fans is not None else layer_fans(m, "weight")
     return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms)
+
+
+def _attention_moments(m: nn.MultiheadAttention, lp: LayerPlan) -> LayerMoments:
+    """Self-attention of ``nn.MultiheadAttention`` with packed projections (:class:`initwise._rules_join.
+    AttentionMoments`): each projection's ``E * E[w^2]`` from the plan's std, or the weights as they are."""
+    from ._rules_join import AttentionMoments
+
+    e = m.embed_dim
+    w = m.in_proj_weight
+    if w is None or w.is_meta or m.bias_k is not None or not m._qkv_same_embed_dim:
+        return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
+    stds = {p.param.rsplit(".", 1)[-1] if "out_proj" not in p.param else "out_" + p.param.rsplit(".", 1)[-1]: p.std
+            for p in lp.params}
+
+    def ms(t: torch.Tensor | None, std: float | None) -> list[float]:
+        if std is not None:
+            return [std * std] * (3 if t is not None and t.shape[0] == 3 * e else 1)
+        if t is None:
+            return [0.0, 0.0, 0.0]
+        d = t.detach().double()
+        return [float(c.square().mean()) for c in d.chunk(3)] if d.shape[0] == 3 * e else [float(d.square().mean())]
+
+    wq, wk, wv = ms(w, stds.get("in_proj_weight"))
+    bq, bk, bv = ms(m.in_proj_bias, stds.get("in_proj_bias")) if m.in_proj_bias is not None else (0.0, 0.0, 0.0)
+    (wo,) = ms(m.out_proj.weight, stds.get("out_weight"))
+    (bo,) = ms(m.out_proj.bias, stds.get("out_bias")) if m.out_proj.bias is not None else (0.0,)
+    a = AttentionMoments(e, m.num_heads, 1 if m.batch_first else 0, e * wq, e * wk, e * wv, e * wo, bq, bk, bv, bo)
+    return LayerMoments(e, e, wv, bo, kind="attention", attention=a)
 
 
 def _norm_modules(model: nn.Module, g: Graph) -> dict[str, nn.Module]:
@@ -612,6 +643,51 @@ def _input_moments(g: Graph, example_inputs: Any) -> dict[int, Sig | None]:
     for nid, t in zip(g.input_ids, tensors):
         # a meta example has no values: its moments are unknown (None, as for integer inputs: unit)
         out[nid] = sig_of(t) if t.is_floating_point() and t.numel() and not t.is_meta else None
+    return out
+
+
+_PURE_FORWARD = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward}
+_SAME = frozenset(("to", "float", "double", "contiguous", "clone", "detach", "Identity", "type_as", "view",
+                   "reshape", "identity"))
+_PREFIX_LIMIT = 1 << 24  # elements: a prefix is evaluated on the example only while it is this small
+
+
+def _prefix_moments(g: Graph, example_inputs: Any, layers: list[LayerPlan]) -> dict[int, Sig]:
+    """Exact moments of what the model computes from the example before its first drawn layer: scalar scales,
+    value-preserving views and layers whose weights no scheme draws (EDSR's and RCAN's ``MeanShift``, a frozen
+    stem), evaluated on the example itself, so that a mean subtracted by a constant layer is seen as subtracted
+    (the rules treat a layer's weights as zero-mean and independent of the signal, which a mean shift is not).
+    Only torch's own Conv/Linear forwards are evaluated (pure functions of the weights), without hooks."""
+    tensors = _nested_tensors(example_inputs)
+    values: dict[int, torch.Tensor] = {}
+    for nid, t in zip(g.input_ids, tensors):
+        if t.is_floating_point() and not t.is_meta and t.numel() <= _PREFIX_LIMIT:
+            values[nid] = t.detach()
+    if not values:
+        return {}
+    plans = {lp.name: lp for lp in layers}
+    modules = {i.name: i.module for i in g.layers}
+    out: dict[int, Sig] = {}
+    with torch.no_grad():
+        for n in g.nodes:
+            if n.kind == "input" or len(n.inputs) != 1 or n.inputs[0] not in values:
+                continue
+            x = values[n.inputs[0]]
+            y = None
+            if n.kind == "scale" and n.factor is not None and n.op in ("mul", "div", "neg", "alpha"):
+                y = x * n.factor  # a scalar factor (a tensor factor is summarized by its RMS: not exact)
+            elif n.kind == "pass" and n.op in _SAME and tuple(n.shape[1:]) == tuple(x.shape[1:]):
+                y = x
+            elif n.kind == "layer" and n.module in plans and n.module in modules:
+                m, lp = modules[n.module], plans[n.module]
+                if type(m).forward in _PURE_FORWARD and lp.params and all(p.method == "keep" for p in lp.params) \
+                        and not any(t.is_meta for t in m.parameters(recurse=False)):
+                    y = type(m).forward(m, x)
+            if y is None or tuple(y.shape[1:]) != tuple(n.shape[1:]):  # the graph may be traced on one sample
+                continue
+            values[n.id] = y
+            if n.kind == "layer":
+                out[n.id] = sig_of(y)
     return out
 
 

@@ -78,7 +78,8 @@ def _softmax_source(nodes, i: int) -> int | None:
 
 
 def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, NormMoments | tuple[float, float]],
-              input_ms: Mapping[int, float | Sig | None], batch: int | None = None) -> Propagation:
+              input_ms: Mapping[int, float | Sig | None], batch: int | None = None,
+              known: Mapping[int, Sig] | None = None) -> Propagation:
     """Propagate moments through ``graph`` (an :class:`initwise.Graph`).
 
     Args:
@@ -90,7 +91,10 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             None for integer inputs).
         batch: the batch size of the pass to predict, when the graph was traced on a slice of it (the
             constant parts of the output cotangent depend on it).
+        known: per node id, moments measured on the example itself (the model's constant prefix: see
+            :func:`initwise._plan._prefix_moments`); they replace the forward rule there.
     """
+    known = known or {}
     prop = Propagation()
     sig, fb = prop.signals, prop.forward_bound
     nodes = {n.id: n for n in graph.nodes}
@@ -101,8 +105,12 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         shapes = [nodes[i].shape for i in n.inputs]
         s_in = shapes[0] if shapes else n.shape
         k = n.kind
-        if k == "input":
+        if n.id in known:
+            out, b = known[n.id], 1.0
+        elif k == "input":
             out, b = _as_sig(input_ms.get(n.id)), 1.0
+        elif k == "layer" and _attention(layers, n) is not None:
+            out, b = J.mha_forward(_attention(layers, n), x, n.shape)
         elif k == "layer":
             out, b = layer_forward(layers.get(n.module or ""), x, n.shape)
         elif k == "norm":
@@ -152,6 +160,11 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
     return prop
 
 
+def _attention(layers, n):
+    lm = layers.get(n.module or "")
+    return lm.attention if lm is not None and lm.kind == "attention" and len(n.inputs) == 1 else None
+
+
 def _norm_of(norms, n) -> NormMoments:
     v = norms.get(n.module or "") if n.module else None
     if v is not None:
@@ -187,6 +200,9 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
         k = n.kind
         if k == "output":
             contrib, b = [d] * len(n.inputs), 1.0
+        elif k == "layer" and _attention(layers, n) is not None:
+            one, b = J.mha_backward(_attention(layers, n), d, x, shapes[0])
+            contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
         elif k == "layer":
             contrib, b = layer_backward(layers.get(n.module or ""), d, len(n.inputs))
         elif k == "norm":

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ._signal import Grad, Sig, layout
 
-__all__ = ["add_forward", "add_backward", "cat_forward", "mul_forward", "mul_backward", "softmax_stats",
+__all__ = ["AttentionMoments", "mha_forward", "mha_backward", "add_forward", "add_backward", "cat_forward", "mul_forward", "mul_backward", "softmax_stats",
            "softmax_forward", "softmax_backward", "matmul_forward", "matmul_backward", "attention_forward",
            "attention_backward"]
 
@@ -173,3 +174,49 @@ def attention_backward(d: Grad, q: Sig, k: Sig, v: Sig, sq: tuple[int, ...], sk:
     gv = ratio * s2 * max(d.g - d.dc, 0.0) + ratio * ratio * d.dc
     common = e * scale * scale * spread * d.g * max(v.q - v.dc, 0.0)
     return [Grad(common * k.q), Grad(ratio * common * q.q), Grad(gv)], BOUND_ATTENTION
+
+
+@dataclass(frozen=True)
+class AttentionMoments:
+    """``nn.MultiheadAttention``: embedding size, heads, token dim of its input, and per projection (q, k, v, out)
+    ``E * E[w^2]`` (the forward gain of a linear map with fan_in ``E``) and ``E[b^2]``."""
+
+    embed: int
+    heads: int
+    token_dim: int
+    gq: float
+    gk: float
+    gv: float
+    go: float
+    bq: float = 0.0
+    bk: float = 0.0
+    bv: float = 0.0
+    bo: float = 0.0
+
+
+def _mha_parts(a: AttentionMoments, x: Sig, shape: tuple[int, ...]):
+    t = shape[a.token_dim] if len(shape) > a.token_dim else 1
+    qq = a.gq * x.q + a.bq
+    kq, kdc = a.gk * x.q + a.bk, a.gk * x.dc + a.bk
+    vq, vdc = a.gv * x.q + a.bv, a.gv * x.dc + a.bv
+    st = softmax_stats(Sig(qq * max(kq - kdc, 0.0)), t)  # head dim d: d * (1/d) * E[q^2] E[k^2] per logit
+    return t, qq, kq, vq, vdc, st
+
+
+def mha_forward(a: AttentionMoments, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, float]:
+    """Self-attention ``out_proj(softmax(q k^T / sqrt(d)) v)`` with ``q, k, v`` linear maps of one input."""
+    t, qq, kq, vq, vdc, st = _mha_parts(a, x, shape)
+    s2 = st[0]
+    attn = s2 * vq + (1 - s2) * vdc
+    attn_dc = vdc + max(vq - vdc, 0.0) / max(t, 1)
+    return Sig(a.go * attn + a.bo, 0.0, a.go * min(attn_dc, attn) + a.bo, a.bo + a.go * x.dcb * a.gv).clean(), \
+        BOUND_ATTENTION
+
+
+def mha_backward(a: AttentionMoments, d: Grad, x: Sig, shape: tuple[int, ...]) -> tuple[Grad, float]:
+    t, qq, kq, vq, vdc, (s2, spread) = _mha_parts(a, x, shape)
+    ga = d.scaled(a.go)  # at the attention output (before out_proj)
+    gv = s2 * max(ga.g - ga.dc, 0.0) + ga.dc
+    common = spread * ga.g * max(vq - vdc, 0.0)
+    g = a.gv * gv + a.gq * common * kq + a.gk * common * qq
+    return Grad(g, min(a.gv * ga.dc, g), min(a.gv * ga.dcb, g)), BOUND_ATTENTION

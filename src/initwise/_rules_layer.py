@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ._signal import Grad, Sig, layout
 
@@ -33,7 +34,8 @@ BOUND_FUNCTIONAL_NORM = 1.5
 class LayerMoments:
     """What propagation needs of one weight layer: effective fans and the second moments of its parameters.
 
-    ``kind``: "affine" (Linear/Conv/...), "embedding", "opaque" (not modelled: passes the signal on).
+    ``kind``: "affine" (Linear/Conv/...), "embedding", "attention" (``nn.MultiheadAttention``: ``attention``
+    holds its projections), "opaque" (not modelled: passes the signal on).
     """
 
     fan_in: float
@@ -41,6 +43,7 @@ class LayerMoments:
     weight_ms: float
     bias_ms: float = 0.0
     kind: str = "affine"
+    attention: Any = None
 
 
 @dataclass(frozen=True)
