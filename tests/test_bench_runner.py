@@ -77,18 +77,31 @@ def test_two_process_sharding_matches_one_process(tmp_path: Path) -> None:
     assert len((out / "results.jsonl").read_text().splitlines()) == len(specs)
     shards = [read_records(shard_path(out / "results.jsonl", r, 2)) for r in range(2)]
     assert [len(s) for s in shards] == [1, 1] and shards[0][0]["key"] != shards[1][0]["key"]
-    assert "Welch t-test, two-sided" in proc.stdout
+    # one seed per cell: no spread, no test claimed
+    assert "no spread and no significance test" in proc.stdout and "+- nan" not in proc.stdout
+    assert "Welch" not in proc.stdout
     single = run_grid(specs, tmp_path / "single.jsonl")
     assert _strip(merged) == _strip(single.records)
 
 
+def _complete(seed: int) -> dict:
+    """A complete ok record of a real grid entry (as run_one writes it), without training."""
+    from dataclasses import asdict
+
+    spec = make_grid(["sr-x2"], ["espcn"], ["default"], [seed], **TINY)[0]
+    return {"key": spec.key, **asdict(spec), "eval_at": list(spec.eval_at), "config_hash": spec.config_hash,
+            "status": "ok", "eval_steps": [0, 3], "eval_psnr": [20.0, 21.0 + seed], "final_psnr": 21.0 + seed}
+
+
 def test_results_file_repairs_a_partial_last_line(tmp_path: Path) -> None:
     p = tmp_path / "r.jsonl"
-    p.write_text('{"key": "a", "x": 1}\n{"key": "b", "x"')
+    a, b, c = _complete(0), _complete(1), _complete(2)
+    line_a = json.dumps(a, sort_keys=True) + "\n"
+    p.write_text(line_a + json.dumps(b)[:40])
     rf = ResultsFile(p)
-    assert p.read_text() == '{"key": "a", "x": 1}\n'
-    rf.append({"key": "c", "x": 2})
-    assert [r["key"] for r in rf.records()] == ["a", "c"]
+    assert p.read_text() == line_a
+    assert rf.append(c)
+    assert [r["key"] for r in rf.records()] == [a["key"], c["key"]]
 
 
 def _rec(model: str, scheme: str, seed: int, psnr: float) -> dict:

@@ -72,9 +72,10 @@ def _umask() -> int:
     return mask
 
 
-def write_outputs(items: Sequence[tuple[str, Writer]]) -> None:
+def write_outputs(items: Sequence[tuple[str, Writer]], *, announce: bool = True) -> None:
     """Write every ``(path, writer)``: ``writer(tmp)`` fills a temporary file beside ``path``; when all succeeded
-    they are renamed into place. On any failure every temporary file is removed and a CLIError names the file."""
+    they are renamed into place. On any failure every temporary file is removed and a CLIError names the file.
+    ``announce``: print ``wrote PATH`` for each."""
     staged: list[tuple[str, str]] = []
     try:
         for path, writer in items:
@@ -98,7 +99,7 @@ def write_outputs(items: Sequence[tuple[str, Writer]]) -> None:
         for tmp, _ in staged:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    for _, path in staged:
+    for _, path in staged if announce else ():
         print(f"wrote {path}")
 
 

@@ -6,12 +6,8 @@ names the file, module, factory or shape involved.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -98,54 +94,13 @@ def load_target(spec: str, **zoo_kwargs: Any) -> Target:
         except Exception as e:
             raise CLIError(f"building the built-in model {spec!r} failed: {type(e).__name__}: {e}") from e
         return Target(spec, model, None, tuple(zoo.info(spec).example_shape))
-    where, sep, factory = spec.rpartition(":")
-    if not sep or not where or not factory:
+    from initwise._factory import FactoryError, is_factory_spec, load_factory
+
+    if not is_factory_spec(spec):
         raise CLIError(f"unknown TARGET {spec!r}: expected a built-in model ({', '.join(zoo.list_models())}), "
                        "path/to/file.py:factory or package.module:factory")
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        module = _load_file(Path(where))
-        origin = f"file {where}"
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as e:
-            raise CLIError(f"cannot import module {where!r}: {e}") from e
-        except Exception as e:
-            raise CLIError(f"importing module {where!r} failed: {type(e).__name__}: {e}") from e
-        origin = f"module {where}"
-    fn = getattr(module, factory, None)
-    if fn is None:
-        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__)
-        raise CLIError(f"no factory {factory!r} in {origin}" + (f"; callables there: {', '.join(found)}" if found
-                                                                   else ""))
-    if not callable(fn):
-        raise CLIError(f"{factory!r} in {origin} is a {type(fn).__name__}, not a callable factory")
     try:
-        made = fn()
-    except Exception as e:
-        raise CLIError(f"factory {spec} failed: {type(e).__name__}: {e}") from e
-    example = None
-    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):
-        made, example = made
-    if not isinstance(made, nn.Module):
-        raise CLIError(f"factory {spec} returned a {type(made).__name__}; expected an nn.Module or "
-                       "(nn.Module, example input)")
+        made, example = load_factory(spec)
+    except FactoryError as e:
+        raise CLIError(str(e)) from None
     return Target(spec, made, example)
-
-
-def _load_file(path: Path) -> Any:
-    if not path.is_file():
-        raise CLIError(f"file not found: {path}")
-    name = f"_initwise_target_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise CLIError(f"cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look modules up by name
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        sys.modules.pop(name, None)
-        raise CLIError(f"importing {path} failed: {type(e).__name__}: {e}") from e
-    return module

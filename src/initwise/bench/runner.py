@@ -30,9 +30,15 @@ from typing import Any
 
 import torch
 
+from .checks import check_grid as check_grid
+from .pool import execute as execute
+from .store import ResultsFile as ResultsFile
+from .store import read_records as read_records
+from .store import read_results as read_results
+
 __all__ = [
-    "RunSpec", "ResultsFile", "distributed_env", "execute", "make_grid", "parse_model_spec", "run_distributed",
-    "run_grid", "run_one",
+    "RunSpec", "ResultsFile", "check_grid", "distributed_env", "execute", "make_grid", "parse_model_spec",
+    "read_records", "read_results", "run_distributed", "run_grid", "run_one",
 ]
 
 
@@ -49,7 +55,15 @@ def _value(text: str) -> Any:
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"dncnn:bn=false,depth=6"`` -> ``("dncnn", {"bn": False, "depth": 6})``; a bare name has no options."""
+    """``"dncnn:bn=false,depth=6"`` -> ``("dncnn", {"bn": False, "depth": 6})``; a bare name has no options.
+
+    A user's model, ``path/to/file.py:factory`` or ``package.module:factory``, is returned whole without options.
+    """
+    from .._factory import is_factory_spec
+    from ..zoo import list_models
+
+    if is_factory_spec(spec.strip()) and spec.strip().partition(":")[0] not in list_models():
+        return spec.strip(), {}
     name, _, tail = spec.strip().partition(":")
     opts: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in tail.split(","))):
@@ -115,10 +129,22 @@ def make_grid(tasks: Sequence[str], models: Sequence[str], schemes: Sequence[str
 
     for s in schemes:
         candidate(s)  # validates the name now, not half-way through a grid
+    from .checks import check_model_options, check_settings
+
+    check_settings(steps, config)
+    seeds = list(seeds)
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seeds must be ints >= 0, got {seed!r}")
+    for m in models:
+        check_model_options(m)
     specs = []
     for t in tasks:
         task = get_task(t)
         for m in models:
+            if _is_user_model(m):  # its kind shows on the task's data: check_grid runs it once
+                specs += [RunSpec(t, m, s, int(seed), steps, **config) for s in schemes for seed in seeds]
+                continue
             meta = info(parse_model_spec(m)[0])
             if meta.task != task.kind:
                 if skipped is not None:
@@ -128,10 +154,21 @@ def make_grid(tasks: Sequence[str], models: Sequence[str], schemes: Sequence[str
     return specs
 
 
+def _is_user_model(model: str) -> bool:
+    from ..zoo import list_models
+
+    name = parse_model_spec(model)[0]
+    return name not in list_models() and ":" in name
+
+
 def _build(spec: RunSpec) -> tuple[torch.nn.Module, bool]:
     from ..zoo import MODELS, build, info
     from .data import get_task
 
+    if _is_user_model(spec.model):
+        from .checks import user_model
+
+        return user_model(spec, get_task(spec.task, channels=spec.channels))
     name, opts = parse_model_spec(spec.model)
     meta, task = info(name), get_task(spec.task, channels=spec.channels)
     kwargs: dict[str, Any] = {"in_channels": spec.channels}
@@ -206,93 +243,6 @@ def _sink(rf: "ResultsFile", on_record: Callable[[dict[str, Any]], None] | None)
     return sink
 
 
-class ResultsFile:
-    """A JSONL file of run records, appended one line at a time with flush + fsync.
-
-    Opening it repairs an interrupted write: bytes after the last newline (a partial record) are cut off.
-    ``records()`` reads every complete record (first one per key wins).
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-
-    def _repair(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-                f.flush()
-                os.fsync(f.fileno())
-
-    def records(self) -> list[dict[str, Any]]:
-        return read_records(self.path)
-
-    def keys(self) -> set[str]:
-        return {r["key"] for r in self.records()}
-
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Complete records of a JSONL results file (missing file: none; unparsable lines skipped; first per key)."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    out, seen = [], set()
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "key" in rec and rec["key"] not in seen:
-            seen.add(rec["key"])
-            out.append(rec)
-    return out
-
-
-def _worker_init(num_threads: int) -> None:
-    torch.set_num_threads(num_threads)
-
-
-def execute(specs: Sequence[RunSpec], sink: Callable[[dict[str, Any]], None], *, workers: int = 1,
-            num_threads: int | None = None) -> None:
-    """Run ``specs``, calling ``sink(record)`` in this process as each run ends (completion order).
-
-    ``workers > 1``: a pool of spawned processes, each with ``num_threads`` torch threads (default 1).
-    """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers!r}")
-    if workers == 1 or len(specs) <= 1:
-        for s in specs:
-            sink(run_one(s, num_threads))
-        return
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    threads = 1 if num_threads is None else num_threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(threads,)) as pool:
-        pending = {pool.submit(run_one, s, threads) for s in specs}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    sink(f.result())
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
-
-
 @dataclass
 class GridReport:
     """What a grid call did: runs done now, runs found already finished, the records of the whole grid."""
@@ -318,9 +268,20 @@ def run_grid(specs: Sequence[RunSpec], results: str | os.PathLike[str], *, worke
     todo = _unique([s for s in specs if s.key not in done])
     if on_start is not None:
         on_start(len(todo), len(specs))
+    ran: list[str] = []
 
-    execute(todo, _sink(rf, on_record), workers=workers, num_threads=num_threads)
-    return GridReport(len(todo), len(specs) - len(todo), _select(rf.records(), specs))
+    def sink(rec: dict[str, Any]) -> None:
+        if rf.append(rec):
+            ran.append(rec["key"])
+            if on_record is not None:
+                on_record(rec)
+
+    # first pass: the runs no other process holds; then wait for those held elsewhere (and run any whose holder
+    # died without recording it), so that every process returns the whole grid
+    held = execute(todo, sink, workers=workers, num_threads=num_threads, claim=lambda s: rf.claim(s.key))
+    if held:
+        execute(held, sink, workers=workers, num_threads=num_threads, claim=lambda s: rf.claim(s.key, wait=True))
+    return GridReport(len(ran), len(specs) - len(ran), _select(rf.records(), specs))
 
 
 def _unique(specs: Iterable[RunSpec]) -> list[RunSpec]:

@@ -135,15 +135,22 @@ def format_table(rows: Sequence[Row], *, markdown: bool = False, step: int | Non
             "vs default", "p", "loss@0", "out std@0", "tgt std", "s/run"]
     body = []
     for r in rows:
-        body.append([r.task, r.model, r.scheme, str(r.rank), f"{r.mean:.2f} +- {r.std:.2f}", str(r.n),
+        spread = f"{r.mean:.2f} +- {r.std:.2f}" if r.n > 1 else f"{r.mean:.2f}" if r.n == 1 else "-"
+        body.append([r.task, r.model, r.scheme, str(r.rank), spread, str(r.n),
                      str(r.diverged), f"{r.baseline:.2f}", f"{r.mean - r.baseline:+.2f}", "" if r.rank == 1 else f"{r.d_best:+.2f}", _p(r.p_best),
                      "" if math.isnan(r.d_default) else f"{r.d_default:+.2f}", _p(r.p_default),
                      f"{r.init_loss:.3g}", f"{r.init_output_std:.3g}", f"{r.init_target_std:.3g}",
                      f"{r.wall_s:.0f}"])
     at = "final step" if step is None else f"step {step}"
-    note = (f"test PSNR (dB) at the {at}, mean +- sample std over seeds; base = bicubic / noisy input. "
-            f"p: {TEST_NAME} (Welch 1947), '*' p < {ALPHA}; n = {_ns(rows)} seeds per cell: low power, no "
-            "multiple-comparison correction.")
+    most = max((r.n for r in rows), default=0)
+    if most < 2:
+        test = (f"n = {_ns(rows)} seed per cell: no spread and no significance test (both need >= 2 seeds per "
+                "cell).")
+    else:
+        test = (f"p: {TEST_NAME} (Welch 1947), '*' p < {ALPHA}; n = {_ns(rows)} seeds per cell: low power, no "
+                "multiple-comparison correction" + ("; a cell with n < 2 has no std and no test." if
+                                                    min(r.n for r in rows) < 2 else "."))
+    note = (f"test PSNR (dB) at the {at}, mean +- sample std over seeds; base = bicubic / noisy input. " + test)
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(c.replace("+-", "±") for c in row) + " |" for row in body]
