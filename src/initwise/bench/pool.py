@@ -1,8 +1,10 @@
 """Running grid entries: in this process, or in a pool of spawned worker processes that never outlive it.
 
 Workers ignore SIGINT (Ctrl-C goes to the whole process group; the parent alone handles it and terminates them)
-and watch their parent: when it dies, even by ``kill -9``, each worker exits within a second, and with the last of
-them multiprocessing's resource tracker (its pipe closes). A run is claimed right before it starts, so that
+and die with their parent, even after ``kill -9``: on Linux the kernel kills them (``PR_SET_PDEATHSIG``), elsewhere
+a thread polling the parent's pid ends them within a second; with the last of them multiprocessing's resource
+tracker exits too (its pipe closes). A worker still importing torch when its parent dies exits as soon as its
+initializer runs (it checks the parent's pid first). A run is claimed right before it starts, so that
 several processes sharing a results file split the grid (:meth:`initwise.bench.store.ResultsFile.claim`).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,17 +24,45 @@ import torch
 __all__ = ["execute"]
 
 
+WATCH_THREAD = "initwise-watch"  # the watcher's OS thread name on Linux (ps -L, /proc/PID/task/*/comm)
+
+
 def _watch_parent(ppid: int, period_s: float = 0.5) -> None:
     """Exit this worker as soon as its parent is gone (after ``kill -9`` the worker is re-parented)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None).prctl(15, WATCH_THREAD.encode(), 0, 0, 0)  # 15 = PR_SET_NAME: this thread's name
+        except (OSError, AttributeError):
+            pass
     while True:
         time.sleep(period_s)
         if os.getppid() != ppid:
             os._exit(1)
 
 
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this worker when its parent dies (prctl PR_SET_PDEATHSIG), which works even
+    while the worker holds the GIL in a long computation. The signal follows the *thread* that spawned the worker:
+    the pool spawns from the parent's main thread (``submit``), whose end is the parent's end."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG (linux/prctl.h)
+    except (OSError, AttributeError):  # no libc symbol: the watcher thread alone
+        pass
+
+
 def _worker_init(num_threads: int, ppid: int) -> None:
+    _die_with_parent()
+    if os.getppid() != ppid:  # the parent died before the kernel was told
+        os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent alone handles it
-    threading.Thread(target=_watch_parent, args=(ppid,), daemon=True, name="initwise-parent-watch").start()
+    threading.Thread(target=_watch_parent, args=(ppid,), daemon=True, name=WATCH_THREAD).start()
     torch.set_num_threads(num_threads)
 
 
