@@ -237,3 +237,46 @@ def test_python_dash_m_reports_cli_errors_as_one_line(model_file):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().startswith("initwise diagnose: error: unknown TARGET") and "Traceback" not in r.stderr
+
+
+# --- initwise fans TARGET --------------------------------------------------------------------------------------------
+
+FANS_MODEL = textwrap.dedent("""
+    from torch import nn
+
+    def build():
+        return nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(12, 12, 3, padding=1, groups=12), nn.Tanh(),
+                             nn.ConvTranspose2d(12, 3, 4, stride=2, padding=1))
+""")
+
+
+def test_fans_of_any_target(tmp_path, monkeypatch, capsys):
+    (tmp_path / "fm.py").write_text(FANS_MODEL)
+    monkeypatch.chdir(tmp_path)
+    assert main(["fans", "fm.py:build", "--input", "1x3x8x8"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:4]}
+    # hand-computed: 3*3*3 = 27 in, 12*9 = 108 out; depthwise 3x3: 9 and 9 (torch: 9/108);
+    # ConvTranspose (in, out/g, 4, 4) stride 2: fan_in 12*4*4/4 = 48, fan_out 3*16 = 48 (torch: 48/192 swapped)
+    assert rows["0"][1:6] == ["Conv2d", "relu", "27", "108", "27/108"] and rows["0"][6] == "1.4142"
+    assert rows["2"][1:6] == ["Conv2d", "tanh", "9", "9", "9/108"]
+    assert rows["4"][1:6] == ["ConvTranspose2d", "linear", "48", "48", "48/192"]
+
+
+def test_fans_of_a_builtin_and_errors(capsys):
+    assert main(["fans", "espcn"]) == 0
+    assert "Conv2d" in capsys.readouterr().out
+    assert main(["fans", "nope"]) == 2
+    assert "unknown TARGET 'nope'" in _one_line_error(capsys, "fans")
+    assert main(["fans", "--input", "1x3x8x8"]) == 2
+    assert "--input needs a TARGET" in _one_line_error(capsys, "fans")
+
+
+def test_json_output_is_strict_json():
+    import json
+
+    from initwise._cli._io import json_text
+
+    text = json_text({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}")) == {
+        "a": None, "b": [1.0, None], "c": {"d": None}}

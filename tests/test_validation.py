@@ -198,3 +198,14 @@ def test_advise_non_finite_target_is_refused(fill, count):
 def test_advise_target_must_be_a_tensor():
     with pytest.raises(TypeError, match="target must be a torch.Tensor"):
         iw.advise(_net(), torch.randn(3, 4), target=[[0.0, 0.0]] * 3, seeds=1)
+
+
+@pytest.mark.parametrize("call", ["diagnose", "advise"])
+def test_non_finite_example_is_refused_before_any_run(call):
+    net = _net()
+    before = _state(net)
+    x = torch.randn(3, 4)
+    x[0, 0] = math.nan
+    with pytest.raises(ValueError, match=r"the example input has 1 non-finite value\(s\).*\(3, 4\)"):
+        getattr(iw, call)(net, x) if call == "diagnose" else iw.advise(net, x, seeds=1)
+    assert _same(net, before)

@@ -33,6 +33,7 @@ from ._candidate_set import generate_candidates
 from ._candidates import Candidate, candidate
 from ._diagnose import Profile, diagnose
 from ._guard import fresh, guarded, seed_all
+from ._nested import check_finite
 from ._plan import Plan, plan as make_plan
 
 __all__ = ["Advice", "CandidateResult", "advise", "default_candidates", "HEALTH", "TIE"]
@@ -229,6 +230,7 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
         raise ValueError(f"finalists must be a positive int, got {finalists!r}")
     _check_target(target, loss)
+    check_finite(example, "the example input")
     base = make_plan(model, example, "kaiming", "fan_in")
     if candidates is None:
         cands = generate_candidates(model, example, base)

@@ -25,6 +25,7 @@ from ._flags import noise as _noise
 from ._probe import Probe, finish, reduce
 from ._profile import LayerProfile, Profile, SchemeProfile, Stats
 from ._profile_table import profile_table, run_table
+from ._nested import check_finite
 from ._nested import map_tensors as _map
 from ._nested import tensors as _tensors
 
@@ -89,6 +90,7 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
         raise TypeError(f"loss must be a callable output -> scalar tensor, got {type(loss).__name__}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    check_finite(inputs, "the example input")
     if isinstance(schemes, (str, Candidate)):
         schemes = [schemes]
     cands = [candidate(s) for s in schemes] if schemes is not None else None

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["tensors", "map_tensors"]
+__all__ = ["check_finite", "tensors", "map_tensors"]
 
 
 def tensors(obj: Any) -> list[torch.Tensor]:
@@ -30,3 +30,16 @@ def map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(obj, dict):
         return {k: map_tensors(v, fn) for k, v in obj.items()}
     return obj
+
+
+def check_finite(obj: Any, what: str) -> None:
+    """A ValueError naming ``what`` when a floating-point tensor in ``obj`` holds nan or inf (meta tensors, which
+    have no values, are skipped): statistics of such an input are nan and cannot rank or diagnose anything."""
+    for i, t in enumerate(tensors(obj)):
+        if t.is_meta or not (t.is_floating_point() or t.is_complex()) or not t.numel():
+            continue
+        bad = int((~torch.isfinite(t.detach())).sum())
+        if bad:
+            where = what if len(tensors(obj)) == 1 else f"{what} tensor {i}"
+            raise ValueError(f"{where} has {bad} non-finite value(s) (nan or inf) out of {t.numel()}, shape "
+                             f"{tuple(t.shape)}: its statistics would be nan")

@@ -8,6 +8,8 @@ beside its destination and renames them all only when every one was written: a f
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -16,7 +18,7 @@ from typing import Any
 
 from .main import CLIError
 
-__all__ = ["check_outputs", "write_outputs", "write_text", "write_plot"]
+__all__ = ["check_outputs", "json_text", "write_outputs", "write_text", "write_plot"]
 
 Writer = Callable[[str], Any]
 
@@ -64,6 +66,22 @@ def check_outputs(outputs: Sequence[tuple[str, str | None, str]]) -> None:
         if key in seen:
             raise CLIError(f"{flag} and {seen[key]} name the same file {path}")
         seen[key] = flag
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any) -> str:
+    """Strict JSON (RFC 8259) of ``obj``, indented, with a final newline: nan and inf become null (Python's json
+    would write ``NaN``, which other readers reject)."""
+    return json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"
 
 
 def _umask() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 
 from ._target import DEFAULT_SHAPE, check_rank, check_single_input, load_target, make_input, parse_shape
-from ._io import check_outputs, write_outputs
+from ._io import check_outputs, json_text, write_outputs
 from .main import CLIError, plain
 
 EPILOG = """examples:
@@ -149,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     print(advice)
     outputs: list[tuple[str, Any]] = []
     if args.json:
-        text = json.dumps({"target": args.target, "input": source, **advice.to_dict()}, indent=2) + "\n"
+        text = json_text({"target": args.target, "input": source, **advice.to_dict()})
         outputs.append((args.json, lambda tmp: Path(tmp).write_text(text)))
     if args.plot:
         outputs.append((args.plot, advice.plot))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from ._target import DEFAULT_SHAPE, check_rank, check_single_input, load_target, make_input, parse_shape
-from ._io import check_outputs, write_outputs
+from ._io import check_outputs, json_text, write_outputs
 from .main import CLIError, plain
 
 EPILOG = """examples:
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     print(profile)
     outputs = []
     if args.json:
-        text = json.dumps({"target": args.target, "seed": args.seed, **profile.to_dict()}, indent=2) + "\n"
+        text = json_text({"target": args.target, "seed": args.seed, **profile.to_dict()})
         outputs.append((args.json, lambda tmp: Path(tmp).write_text(text)))
     if args.plot:
         outputs.append((args.plot, profile.plot))
