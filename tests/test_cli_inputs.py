@@ -280,3 +280,10 @@ def test_json_output_is_strict_json():
     text = json_text({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}})
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}")) == {
         "a": None, "b": [1.0, None], "c": {"d": None}}
+
+
+@pytest.mark.parametrize("command", ["diagnose", "advise"])
+@pytest.mark.parametrize("seed", ["-1", str(2**70)])
+def test_seed_out_of_range(model_file, capsys, command, seed):
+    assert main([command, f"{model_file.name}:build", "--input", "1x3x8x8", "--seed", seed]) == 2
+    assert f"--seed must be in [0, 2**53), got {seed}" in _one_line_error(capsys, command)

@@ -15,7 +15,8 @@ from torch import nn
 
 from .main import CLIError
 
-__all__ = ["Target", "check_single_input", "forward_inputs", "check_rank", "load_target", "make_input", "parse_shape"]
+__all__ = ["Target", "check_rank", "check_seed", "check_single_input", "forward_inputs", "load_target", "make_input",
+           "parse_shape"]
 
 DEFAULT_SHAPE = (1, 3, 48, 48)
 
@@ -40,6 +41,12 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not shape or any(s <= 0 for s in shape):
         raise CLIError(f"malformed --input {text!r}: expected positive sizes joined by 'x', e.g. 1x3x48x48")
     return shape
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """A CLIError unless ``seed`` is in [0, 2**53): every generator the commands seed from it accepts it."""
+    if not 0 <= seed < 2**53:
+        raise CLIError(f"{flag} must be in [0, 2**53), got {seed}")
 
 
 def make_input(shape: tuple[int, ...], seed: int, like: nn.Module | None = None) -> torch.Tensor:

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ._target import DEFAULT_SHAPE, check_rank, check_single_input, load_target, make_input, parse_shape
+from ._target import (DEFAULT_SHAPE, check_rank, check_seed, check_single_input, load_target, make_input,
+                      parse_shape)
 from ._io import check_outputs, json_text, write_outputs
 from .main import CLIError, plain
 
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         print(glossary_text())
         return 0
     check_outputs([("--json", args.json, "file"), ("--plot", args.plot, "plot"), ("--save", args.save, "file")])
+    check_seed(args.seed)
     for name in ("seeds", "trial_seeds", "batch", "patch"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

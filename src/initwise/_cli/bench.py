@@ -106,6 +106,8 @@ def _check_args(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v < lo:
             raise CLIError(f"--{name.replace('_', '-')} must be >= {lo}, got {v}")
+    if (args.seed_start or 0) + (args.seeds or DEFAULTS["seeds"]) > 2**53:
+        raise CLIError(f"--seed-start + --seeds must stay below 2**53, got {args.seed_start}")
     for name in ("lr", "grad_clip"):
         v = getattr(args, name)
         if v is not None and not (math.isfinite(v) and v > 0):

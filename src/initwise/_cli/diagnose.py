@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ._target import DEFAULT_SHAPE, check_rank, check_single_input, load_target, make_input, parse_shape
+from ._target import (DEFAULT_SHAPE, check_rank, check_seed, check_single_input, load_target, make_input,
+                      parse_shape)
 from ._io import check_outputs, json_text, write_outputs
 from .main import CLIError, plain
 
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import initwise as iw
 
     check_outputs([("--json", args.json, "file"), ("--plot", args.plot, "plot")])
+    check_seed(args.seed)
     shape = parse_shape(args.input) if args.input is not None else None
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()] if args.schemes else None
     if args.schemes is not None and not schemes:
