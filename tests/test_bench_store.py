@@ -64,6 +64,17 @@ def test_a_record_whose_settings_do_not_match_its_key_is_skipped(tmp_path):
     assert got.records == [] and "do not match its key" in got.skipped[0][1]
 
 
+def test_a_record_of_an_older_version_still_reads(tmp_path):
+    """A setting added to RunSpec later is absent from old records: their key parts and hash still vouch for them."""
+    p = tmp_path / "results.jsonl"
+    old = {k: v for k, v in _complete(0).items() if k != "grad_clip"}
+    p.write_bytes(_line(old))
+    assert read_results(p).records == [old]
+    stub = {k: old[k] for k in ("key", "status", "task", "model", "scheme", "seed", "steps")}
+    p.write_bytes(_line({**stub, "config_hash": "0000000000"}))  # a hash that is not the key's
+    assert read_results(p).records == []
+
+
 def test_append_never_duplicates_and_refuses_incomplete(tmp_path):
     rf = ResultsFile(tmp_path / "results.jsonl")
     rec = _complete(0)

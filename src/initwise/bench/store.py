@@ -1,7 +1,8 @@
 """The results store: one JSONL file of run records that several processes can share without losing a result.
 
 - **Reading** never fails on a bad line: a line that is not UTF-8, not JSON, or not a complete record (its fields
-  must rebuild its own ``key``; an ``ok`` record must carry its PSNR curve) is skipped and reported with its line
+  must rebuild its own ``key``, or, for a record of an older version without today's settings, match the key's
+  parts and config hash; an ``ok`` record must carry its PSNR curve) is skipped and reported with its line
   number (:func:`read_results`), so a stub or a garbage line can never shadow a complete record of the same key.
   Of several complete records of one key the first wins; the others are reported as duplicates.
 - **Writing** happens under an exclusive ``fcntl.flock`` on ``<file>.lock``: a partial last line left by a writer
@@ -47,17 +48,20 @@ def complete_problem(rec: Any) -> str | None:
         return "no key"
     if rec.get("status") not in ("ok", "error"):
         return f"status {rec.get('status')!r}, not 'ok' or 'error'"
-    names = [f.name for f in fields(RunSpec)]
-    missing = [n for n in names if n not in rec]
+    head = ("task", "model", "scheme", "seed", "steps")
+    missing = [n for n in (*head, "config_hash") if n not in rec]
     if missing:
         return f"missing {', '.join(missing)}"
-    try:
-        spec = RunSpec(**{n: (tuple(rec[n]) if n == "eval_at" else rec[n]) for n in names})
-        rebuilt = spec.key
-    except (TypeError, ValueError) as e:
-        return f"its settings do not form a run ({e})"
-    if rebuilt != key:
+    if key.split("|") != [*map(str, (rec[n] for n in head)), str(rec["config_hash"])]:
         return "its settings do not match its key"
+    names = [f.name for f in fields(RunSpec)]
+    if all(n in rec for n in names):  # a record of this version: every setting must rebuild the key
+        try:
+            rebuilt = RunSpec(**{n: (tuple(rec[n]) if n == "eval_at" else rec[n]) for n in names}).key
+        except (TypeError, ValueError) as e:
+            return f"its settings do not form a run ({e})"
+        if rebuilt != key:
+            return "its settings do not match its key"
     if rec["status"] == "error":
         return None if isinstance(rec.get("error"), str) else "an error record without its error"
     steps, psnr = rec.get("eval_steps"), rec.get("eval_psnr")
