@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from initwise.bench.runner import ResultsFile, make_grid, read_records, read_results, run_grid
+from initwise.bench.runner import ResultsFile, make_grid, read_records, read_results
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = dict(steps=3, batch_size=2, patch_size=16, lr=1e-3, eval_at=(0, 3), eval_crop=32, channels=1)

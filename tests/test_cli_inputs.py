@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from initwise._cli import main as cli_main
 from initwise._cli.main import main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
