@@ -27,7 +27,8 @@ MODELS: zoo names (srcnn, fsrcnn, espcn, vdsr, edsr, rcan, dncnn, nafnet) with o
 user's model as path/to/file.py:factory or package.module:factory (an SR model takes the LR image, or the
 bicubic-upsampled one: whichever gives an output of the target's size).
 Results: DIR/results.jsonl, one JSON record per finished run (appended at once; rerunning resumes; processes
-sharing DIR split the grid), then DIR/summary.txt, DIR/summary.md and DIR/psnr.png. --summary-only summarizes
+sharing DIR split the grid through DIR/results.jsonl.lock and .claims/), then DIR/summary.txt, DIR/summary.md and
+DIR/psnr.png. --summary-only summarizes
 the records of the task(s) in DIR, narrowed by any grid option given. Significance: Welch t-test, two-sided,
 p < 0.05, only with >= 2 seeds per cell.
 """
