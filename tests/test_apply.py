@@ -179,7 +179,9 @@ def test_a_changed_structure_is_not_served_a_stale_plan() -> None:
 def test_the_cache_keeps_no_model_alive_and_skips_value_dependent_plans() -> None:
     _plan_cache.clear()
     model, x = mlp()
+    model[2].register_forward_hook(lambda mod, args, out: model.training and out)  # a hook holding the model
     iw.init_(model, x, seed=0)
+    assert _cached_plan_count() == 1
     ref = weakref.ref(model)
     del model
     gc.collect()

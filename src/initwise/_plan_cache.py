@@ -53,11 +53,10 @@ def _freeze(v: Any, depth: int = 0) -> Any:
     if depth < 4 and isinstance(v, dict):
         return ("dict", tuple([(_freeze(k, depth + 1), _freeze(x, depth + 1)) for k, x in v.items()]))
     if callable(v):
-        try:
-            hash(v)
-        except TypeError as e:
-            raise _Unkeyable from e
-        return ("obj", v)
+        # by identity, never by reference: a hook or a closure may hold the model, and the cache must not
+        fn = getattr(v, "__func__", v)
+        owner = getattr(v, "__self__", None)
+        return ("callable", getattr(fn, "__qualname__", type(fn).__qualname__), id(fn), id(owner))
     raise _Unkeyable
 
 
