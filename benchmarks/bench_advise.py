@@ -1,10 +1,12 @@
-"""Benchmark: wall time of advise (no trial) on every zoo model, as `initwise advise NAME` runs it.
+"""Benchmark: wall time of advise beside one diagnose, on every zoo model, as `initwise advise NAME` runs it.
 
 Run: python benchmarks/bench_advise.py [--models edsr,dncnn] [--threads N]
 
 For each built-in model (default config): build, draw the example batch from its built-in task (8 patches of
-48 px), run initwise.advise with the default candidates and 8 seeds, print the wall time (target: < 10 s each on a
-2-core CPU) and the recommendation.
+48 px), then time, in one run: one ``diagnose`` of the model as it is; ``advise`` without a target (health only:
+one diagnose pass per candidate, no output draws, no probe); ``advise`` with the HR / clean target (health, 4
+initial-loss draws and the 10-step probe over 2 draws per healthy candidate). Targets (issue 11): advise at most 10x
+one diagnose and at most 30 s; the ratios are printed side by side.
 """
 
 from __future__ import annotations
@@ -22,22 +24,30 @@ from initwise.bench.data import get_task
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(zoo.list_models()))
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'model':8s} {'params':>9s} {'seconds':>8s}  recommendation (confidence)")
+    print(f"{'model':8s} {'params':>9s} {'cands':>5s} {'diagnose s':>10s} {'no target s':>11s} {'x':>5s} "
+          f"{'target s':>9s} {'x':>5s}  pick (confidence)")
     for name in args.models.split(","):
         info = zoo.info(name)
         task = get_task("sr-x2" if info.task == "sr" else "denoise-s25", channels=info.in_channels)
         x, y = task.train_batch(8, 48, torch.Generator().manual_seed(0), upsample=info.input == "upsampled")
         model = zoo.build(name)
         t0 = time.perf_counter()
+        iw.diagnose(model, x)
+        t_diag = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        adv0 = iw.advise(model, x)
+        t_none = time.perf_counter() - t0
+        t0 = time.perf_counter()
         adv = iw.advise(model, x, target=y)
-        dt = time.perf_counter() - t0
+        t_tgt = time.perf_counter() - t0
         n = sum(p.numel() for p in model.parameters())
-        print(f"{name:8s} {n:9,d} {dt:8.2f}  {adv.recommended.name} ({adv.confidence})")
+        print(f"{name:8s} {n:9,d} {len(adv.results):5d} {t_diag:10.2f} {t_none:11.2f} {t_none / t_diag:5.1f} "
+              f"{t_tgt:9.2f} {t_tgt / t_diag:5.1f}  {adv.recommended.name} ({adv.confidence}); "
+              f"no target: {adv0.recommended.name}")
 
 
 if __name__ == "__main__":

@@ -102,11 +102,15 @@ def main() -> int:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     ap.add_argument("--lrs", default=",".join(map(str, LRS)))
+    ap.add_argument("--candidates", default=None, help="only these candidates, in this order (default: all)")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tasks = [t for t in args.tasks.split(",") if t]
     g = grid(tasks, [int(s) for s in args.seeds.split(",")], [float(v) for v in args.lrs.split(",")])
+    if args.candidates:
+        order = [c for c in args.candidates.split(",") if c]
+        g = sorted((e for e in g if e[1].name in order), key=lambda e: (e[3], e[2], e[0], order.index(e[1].name)))
     if args.list:
         for t, c, s, lr in g:
             print(key(t, c.name, s, lr))

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._advise_evidence import HEALTH, CandidateResult, call, health, initial_losses, outputs, probe_losses
+from ._advise_evidence import HEALTH, CandidateResult, call, health, initial_losses, kept_zeros, no_gradient, outputs
+from ._advise_evidence import probe_losses
 from ._advise_rule import PROBE_STEPS, SCORE, TIE, confidence as _confidence, equivalent as _equivalent, mean_std
 from ._advise_rule import rank as _rank
 from ._candidate_set import generate_candidates
@@ -261,8 +262,11 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     target_kind = "none" if target is None else ("labels" if not target.is_floating_point() else "given target")
     trms = float(target.double().pow(2).mean().sqrt()) if target is not None and target.is_floating_point() else None
     results: list[CandidateResult] = []
+    zeros = kept_zeros(model, profile.runs)
+    # silent under every candidate, and the model keeps zero parameters: the model's own design, not a dead init
+    silent = set.intersection(*(no_gradient(r) for r in profile.runs)) if zeros and profile.runs else set()
     for cand, run in zip(cands, profile.runs):
-        lo, hi, fmax, problems, live, total, design = health(run)
+        lo, hi, fmax, problems, live, total, design = health(run, silent)
         losses, rms, probe = [], [], []
         if target is not None:
             losses, rms = initial_losses(model, example, cand, target, loss_fn, seeds, seed, plans[cand.name])

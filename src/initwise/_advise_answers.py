@@ -141,8 +141,12 @@ def _fan_answer(base: Plan, adv: Any) -> dict[str, Any]:
         matters = bool(far)
         text += ("The predicted mismatch exceeds 10x: it can matter. " if far else
                  "The predicted mismatch stays within 10x: it matters little. ")
-    text += f"Safer: {safer}" + (" (it keeps the forward pass, what your loss sees, at its intended size)."
-                                 if safer == "fan_in" else ".")
+    if matters and safer == "fan_out":
+        text += "Safer here: fan_out (it did better on your batch, beyond seed noise)."
+    elif matters:
+        text += "Safer here: fan_in (it did better on your batch, beyond seed noise)."
+    else:
+        text += "Safer: fan_in (it keeps the forward pass, what your loss sees, at its intended size)."
     return {"matters": matters, "safer": safer, "layers": layers, "text": text}
 
 

@@ -115,9 +115,31 @@ def _beyond(v: float, noise: float | None, limit: float, above: bool) -> bool:
     return math.log(v) - n > math.log(limit) if above else math.log(v) + n < math.log(limit)
 
 
-def health(run: SchemeProfile) -> tuple[float | None, float | None, float | None, list[str], int, int, list[str]]:
-    """``(min_backward, max_backward, max_forward, problems, grads_live, grads_total, zero_by_design)``."""
-    design = _zero_by_design(run)
+def no_gradient(run: SchemeProfile) -> set[str]:
+    """Layers whose weight gets an exactly zero gradient at step 0 under this run."""
+    return {lp.name for lp in run.layers if lp.weight_grad is not None and lp.weight_grad.second_moment == 0}
+
+
+def kept_zeros(model: nn.Module, runs: Sequence[SchemeProfile]) -> list[str]:
+    """Parameters that every plan keeps and that are exactly zero: the model's own zero scales or gates (NAFNet's
+    ``beta``/``gamma``, a LayerScale at 0), which silence the layers before them at step 0 by the model's design."""
+    params = dict(model.named_parameters())
+    keep = None
+    for run in runs:
+        names = {pp.param for lp in run.plan.layers for pp in lp.params if pp.method == "keep"}
+        names |= {pp.param for pp in run.plan.norm_params if pp.method == "keep"}
+        keep = names if keep is None else keep & names
+    kept = sorted(keep or ())
+    return [n for n in kept if n in params and params[n].numel() and not bool(params[n].detach().ne(0).any())]
+
+
+def health(run: SchemeProfile, model_design: set[str] | frozenset[str] = frozenset()
+           ) -> tuple[float | None, float | None, float | None, list[str], int, int, list[str]]:
+    """``(min_backward, max_backward, max_forward, problems, grads_live, grads_total, zero_by_design)``.
+
+    ``model_design``: layers silenced by the model's own zero parameters (see :func:`kept_zeros`); they count as
+    zero by design, like the layers this run's plan zeroes."""
+    design = _zero_by_design(run) | set(model_design)
     layers = run.layers
     weighted = [lp for lp in layers if lp.weight_grad is not None]
     live = [lp for lp in weighted if lp.weight_grad.second_moment > 0]

@@ -117,20 +117,27 @@ def rescale_(model: nn.Module, example: Any, p: Any, *, target: float = 1.0, tol
     return scales
 
 
+class _Stop(Exception):
+    """Raised by the hook once the layer's output is measured: the rest of the forward is not needed."""
+
+
 def _output_ms(model: nn.Module, module: nn.Module, example: Any) -> float | None:
-    """``E[y^2]`` of ``module``'s output at its first call in one forward pass of ``model`` on ``example``."""
+    """``E[y^2]`` of ``module``'s output at its first call in a forward pass of ``model`` on ``example`` (the pass
+    stops right after that call)."""
     seen: list[float] = []
 
     def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-        if not seen:
-            t = next(iter(tensors(out)), None)
-            if t is not None:
-                seen.append(float(t.detach().double().pow(2).mean()))
+        t = next(iter(tensors(out)), None)
+        if t is not None:
+            seen.append(float(t.detach().double().pow(2).mean()))
+        raise _Stop
 
     handle = module.register_forward_hook(hook)
     try:
         with torch.no_grad():
             _call(model, example)
+    except _Stop:
+        pass
     finally:
         handle.remove()
     return seen[0] if seen else None

@@ -1,0 +1,72 @@
+"""lsuv_: each drawn layer's output second moment, measured through the real layers by an independent hook, ends
+within the tolerance of the target; the model's buffers, modes and RNG are left alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import initwise as iw
+
+
+def _output_ms(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    seen: dict[str, float] = {}
+
+    def hook(name: str):
+        def record(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+            seen.setdefault(name, float(out.double().pow(2).mean()))
+        return record
+
+    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_every_layer_reaches_the_target_second_moment_in_execution_order() -> None:
+    torch.manual_seed(0)
+    # registration order differs from execution order: lsuv must follow the forward
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = nn.Conv2d(8, 2, 3, padding=1)
+            self.first = nn.Conv2d(2, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.last(torch.relu(self.bn(self.first(x))))
+
+    net, x = Net(), torch.rand(8, 2, 16, 16) * 3
+    running = net.bn.running_mean.clone()
+    rng = torch.get_rng_state()
+    p = iw.lsuv_(net, x, target=0.5, tol=0.05, seed=0)
+    assert set(p.lsuv_scales) == {"first", "last"}
+    assert torch.equal(net.bn.running_mean, running) and net.training
+    assert torch.equal(torch.get_rng_state(), rng)
+    for name, ms in _output_ms(net, x).items():  # (this forward updates the running stats: checked before)
+        assert ms == pytest.approx(0.5, rel=0.05), name
+
+
+def test_zero_by_design_layers_stay_zero_and_bad_options_raise() -> None:
+    class Res(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Conv2d(1, 4, 3, padding=1)
+            self.b = nn.Conv2d(4, 4, 3, padding=1)
+            self.tail = nn.Conv2d(4, 1, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.head(x)
+            return self.tail(h + self.b(torch.relu(h)))
+
+    net, x = Res(), torch.rand(4, 1, 8, 8)
+    iw.lsuv_(net, x, "kaiming", zero_init_residual=True, seed=0)
+    assert torch.count_nonzero(net.b.weight) == 0
+    with pytest.raises(ValueError, match="target"):
+        iw.lsuv_(net, x, target=0)
+    with pytest.raises(ValueError, match="tol"):
+        iw.lsuv_(net, x, tol=2)
