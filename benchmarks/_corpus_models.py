@@ -109,6 +109,14 @@ def _convnext(tv: Any) -> nn.Module:
                        stochastic_depth_prob=0.1, num_classes=10)
 
 
+def _resnet18_finetune(tv: Any) -> nn.Module:
+    """The fine-tuning setup: a ResNet-18 whose stem and first two stages are frozen (``requires_grad=False``)."""
+    m = tv.resnet18(num_classes=10)
+    for part in (m.conv1, m.bn1, m.layer1, m.layer2):
+        part.requires_grad_(False)
+    return m
+
+
 _SWIN_IR = dict(img_size=16, embed_dim=24, depths=[2, 2], num_heads=[2, 2], window_size=4, mlp_ratio=2.0)
 
 REGISTRY: list[Entry] = [
@@ -177,6 +185,7 @@ REGISTRY: list[Entry] = [
               dict(embed_dims=[8, 16, 32, 16, 8], depths=[1, 1, 1, 1, 1]), size=64, n=2),
     # ---- torchvision classifiers ----
     _tv("tv_resnet18", lambda tv: tv.resnet18(num_classes=10)),
+    _tv("tv_resnet18_finetune", _resnet18_finetune, note="stem, layer1, layer2 frozen"),
     _tv("tv_resnet50", lambda tv: tv.resnet50(num_classes=10)),
     _tv("tv_mobilenet_v3_small", lambda tv: tv.mobilenet_v3_small(num_classes=10)),
     _tv("tv_efficientnet_b0", lambda tv: tv.efficientnet_b0(num_classes=10)),

@@ -319,10 +319,28 @@ def summary(results: list[Result]) -> str:
             f"({'every exact layer within 10%' if off == 0 else 'FAILS'}), by more than 4 standard errors: {off_z}/{exact}; total {sum(sum(r.times.values()) for r in results):.0f} s")
 
 
+def known_failures(results: list[Result]) -> str:
+    """The failing (model, invariant) pairs with their first evidence, as the ``KNOWN`` dict entries of
+    ``tests/real/test_real_models.py`` (strict xfails: a pair that starts to hold turns into a test error)."""
+    lines = []
+    for r in results:
+        for k, v in r.failures.items():
+            if not v:
+                continue
+            first = v[0]
+            if k == "runs" and first.startswith("init_ raised") and r.failures["crash"]:
+                first = "init_ raises: " + r.failures["crash"][-1].split(": ", 1)[1]
+            reason = " ".join((first if len(v) == 1 else f"{first} (+{len(v) - 1} more)").split())
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            lines.append(f"    ({r.name!r}, {k!r}):\n        {reason!r},")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated model names (default: the whole corpus)")
     ap.add_argument("--json", help="write every result (with tracebacks and per-layer ratios) here")
+    ap.add_argument("--known", action="store_true", help="also print the failing pairs as the tests' KNOWN entries")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -340,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         for k in INVARIANTS:
             for f in r.failures[k]:
                 print(f"  {r.name} [{k}] {f}")
+    if a.known:
+        print("KNOWN = {")
+        print(known_failures(results))
+        print("}")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump([asdict(r) for r in results], fh, indent=1, default=str)
