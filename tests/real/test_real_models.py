@@ -23,66 +23,7 @@ pytestmark = pytest.mark.real_models
 # (model, invariant) -> the concrete failure seen (first evidence line), until the fix lands; strict xfails: a pair
 # that starts to hold fails the suite, so delete its entry with the fix. Regenerate the whole dict from a corpus run:
 # `PYTHONPATH=src python benchmarks/real_models.py --known`. Root causes: /work/notes/corpus-findings.md.
-KNOWN: dict[tuple[str, str], str] = {
-    ('SwinIR', 'executed'):
-        'layers.0.residual_group.blocks.0.attn.relative_position_bias_table: the plan says not executed, but the forward uses it (+3 more)',
-    ('Swin2SR', 'executed'):
-        'layers.0.residual_group.blocks.0.attn.logit_scale: the plan says not executed, but the forward uses it (+15 more)',
-    ('HAT', 'executed'):
-        'layers.0.residual_group.blocks.0.attn.relative_position_bias_table: the plan says not executed, but the forward uses it (+2 more)',
-    ('DAT', 'executed'):
-        'layers.0.blocks.1.attn.temperature: the plan says not executed, but the forward uses it',
-    ('ATD', 'executed'):
-        'layers.0.residual_group.layers.0.attn_aca.logit_scale: the plan says not executed, but the forward uses it (+7 more)',
-    ('GRL', 'executed'):
-        'layers.0.blocks.0.attn.stripe_attn.attn_transform1.logit_scale: the plan says not executed, but the forward uses it (+2 more)',
-    ('OmniSR', 'executed'):
-        'residual_layer.0.residual_layer.0.layer.11.fn.temperature: the plan says not executed, but the forward uses it (+1 more)',
-    ('NAFNet', 'executed'):
-        'decoders.0.0.beta: the plan says not executed, but the forward uses it (+9 more)',
-    ('SCUNet', 'executed'):
-        'm_body.0.trans_block.msa.relative_position_params: the plan says not executed, but the forward uses it (+6 more)',
-    ('Uformer', 'executed'):
-        'conv.blocks.0.attn.relative_position_bias_table: the plan says not executed, but the forward uses it (+8 more)',
-    ('CRAFT', 'executed'):
-        'layers.0.residual_group.hf_blocks.0.attn.temperature: the plan says not executed, but the forward uses it',
-    ('DITN', 'executed'):
-        'UFONE.0.ITLs.0.attn.temperature: the plan says not executed, but the forward uses it (+1 more)',
-    ('DRCT', 'executed'):
-        'layers.0.swin1.attn.relative_position_bias_table: the plan says not executed, but the forward uses it (+4 more)',
-    ('FFTformer', 'executed'):
-        'decoder_level1.0.ffn.fft: the plan says not executed, but the forward uses it (+8 more)',
-    ('KBNet_s', 'executed'):
-        'decoders.0.0.attgamma: the plan says not executed, but the forward uses it (+29 more)',
-    ('RGT', 'executed'):
-        'layers.0.blocks.0.gamma: the plan says not executed, but the forward uses it',
-    ('RetinexFormer', 'executed'):
-        'body.0.denoiser.bottleneck.blocks.0.0.rescale: the plan says not executed, but the forward uses it (+4 more)',
-    ('tv_resnet18_finetune', 'kept'):
-        'conv1.weight (frozen): drawn by init_ (rms 0.0254 -> 0.117) (+9 more)',
-    ('tv_convnext', 'executed'):
-        'features.1.0.layer_scale: the plan says not executed, but the forward uses it (+5 more)',
-    ('tv_swin', 'executed'):
-        'features.1.0.attn.proj.bias: the plan says not executed, but the forward uses it (+19 more)',
-    ('tv_vit', 'executed'):
-        'class_token: the plan says not executed, but the forward uses it (+1 more)',
-    ('timm_nf_resnet26', 'kept'):
-        'stem.conv.gain (per-channel scale (64, 1, 1, 1)): drawn by init_ (rms 1 -> 1.21) (+28 more)',
-    ('timm_fastvit_t8', 'crash'):
-        "advise: ValueError: layer 'stages.0.blocks.0.token_mixer.layer_scale' (LayerScale2d) has no reset_parameters(): torch_default cannot reproduce its constructo...",
-    ('timm_fastvit_t8', 'kept'):
-        'stages.0.blocks.0.token_mixer.layer_scale.gamma (per-channel scale (48, 1, 1)): drawn by init_ (rms 1e-05 -> 0.935) (+19 more)',
-    ('timm_vit_tiny', 'executed'):
-        'cls_token: the plan says not executed, but the forward uses it (+1 more)',
-    ('timm_edgenext_xx_small', 'executed'):
-        'stages.0.blocks.0.gamma: the plan says not executed, but the forward uses it (+17 more)',
-    ('timm_nf_regnet_b0', 'kept'):
-        'stem.conv.gain (per-channel scale (40, 1, 1, 1)): drawn by init_ (rms 1 -> 1.48) (+53 more)',
-    ('timm_poolformerv2_s12', 'crash'):
-        "advise: ValueError: layer 'stages.0.blocks.0.mlp.act' (StarReLU) has no reset_parameters(): torch_default cannot reproduce its constructor; exclude it",
-    ('timm_poolformerv2_s12', 'kept'):
-        'stages.0.blocks.0.mlp.act.scale (per-channel scale (1,)): drawn by init_ (rms 1 -> 0) (+27 more)',
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 _RESULTS: dict[str, rm.Result] = {}
 
@@ -134,8 +75,8 @@ def test_kept_params_found() -> None:
 
 
 # issue 10's "done when", over the whole corpus; strict xfail until the propagation rules meet it
-ISSUE10 = ("issue 10: 43% of the corpus' layers have forward and backward predictions within 2x (target 95%) and "
-           "61% of the predictions marked exact are off by more than 10%")
+ISSUE10 = ("issue 10: 38.5% of the corpus' layers have forward and backward predictions within 2x (target 95%) "
+           "and 444 of the 779 predictions marked exact are off by more than 10%")
 
 
 @pytest.mark.xfail(strict=True, reason=ISSUE10)
