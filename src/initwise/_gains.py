@@ -191,11 +191,22 @@ def _max_cached(act: Activation, k: int, q: float, mean: float) -> tuple[float, 
     return float((wk * y * y).sum()), float((wk * y).sum())
 
 
-def max_moments(activation: Any, k: int, q: float, mean: float = 0.0) -> tuple[float, float]:
-    """``(E[phi(M)^2], E[phi(M)])`` for ``M`` the largest of ``k`` independent ``N(mean, q)`` draws: the moments of
-    max pooling a window of ``k`` values ``phi(z_i)`` for a non-decreasing ``phi`` (the max commutes with it)."""
+def max_moments(activation: Any, k: int, q: float, mean: float = 0.0, shared: float = 0.0) -> tuple[float, float]:
+    """``(E[phi(M)^2], E[phi(M)])`` for ``M`` the largest of ``k`` draws ``mu + e_i``, ``e_i ~ N(0, q)``
+    independent, ``mu ~ N(mean, shared)`` common to the window: the moments of max pooling ``k`` values
+    ``phi(z_i)`` for a non-decreasing ``phi`` (the max commutes with it) whose window shares a constant part
+    (a channel's mean over the image). The outer expectation over ``mu`` uses 32 Gauss-Hermite nodes."""
     act = resolve_activation(activation)
-    return _max_cached(act, int(k), float(q), float(mean))
+    if shared <= 0:
+        return _max_cached(act, int(k), float(q), float(mean))
+    x, w = _hermite_n(32)
+    s = math.sqrt(shared)
+    second = first = 0.0
+    for xi, wi in zip(x.tolist(), w.tolist()):
+        a, b = _max_cached(act, int(k), float(q), float(f"{mean + s * xi:.6g}"))
+        second += wi * a
+        first += wi * b
+    return second, first
 
 
 @functools.lru_cache(maxsize=4)

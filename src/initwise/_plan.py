@@ -582,7 +582,8 @@ def _norm_kind(m: nn.Module) -> tuple[str, dict[str, Any]]:
     if isinstance(m, nn.GroupNorm):
         return "group", {"groups": int(m.num_groups), "over_positions": True}
     if isinstance(m, nn.LayerNorm):
-        return "layer", {"over_positions": len(m.normalized_shape) > 1}
+        return "layer", {"over_positions": len(m.normalized_shape) > 1,
+                         "normalized": int(math.prod(m.normalized_shape))}
     if hasattr(nn, "RMSNorm") and isinstance(m, nn.RMSNorm):
         return "rms", {}
     for key, kind in (("LayerNorm", "layer"), ("GroupNorm", "group"), ("BatchNorm", "batch"),

@@ -71,6 +71,7 @@ class NormMoments:
     groups: int = 1
     over_positions: bool = False
     functional: bool = False
+    normalized: int = 0  # layer norm: how many trailing elements it normalizes over (0: the channel dim)
 
 
 def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, float]:
@@ -105,9 +106,9 @@ def _shared(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[float, flo
         m2 = x.mean ** 2
         shared = m2 + (x.dc - m2) / cg + (x.q - x.dc) / (cg * max(p, 1))
         return x.q - shared, shared, 0
-    # layer norm over the channel dim of each position (or token)
+    # layer norm over the channel dim of each position (or token): the trailing dims it normalizes
     m2 = x.mean ** 2
-    shared = m2 + (x.q - m2) / max(c, 1)
+    shared = m2 + (x.q - m2) / max(nm.normalized or c, 1)
     return x.q - shared, shared, 0
 
 

@@ -62,13 +62,16 @@ def max_pool_forward(x: Sig, window: tuple[int, ...] | None, shape_in: tuple[int
     k = _numel(window) if window else int(round(_numel(shape_in[2:]) / max(_numel(shape_out[2:]), 1)))
     if k <= 1:
         return x, 1.0
+    # the window shares its channel's constant (``dc``): the max picks from the rest of the variance only
     if act is not None and pre is not None and act.name in _MONOTONE and act.known:
-        v, mu = max(pre.q - pre.mean ** 2, 0.0), pre.mean
+        src = pre
     else:
-        act, v, mu = _LINEAR, max(x.q - x.mean ** 2, 0.0), x.mean
+        act, src = _LINEAR, x
+    v = max(src.q - src.dc, 0.0)
+    shared = max(src.dc - src.mean ** 2, 0.0)
     if v <= 0:
         return x, 1.0
-    q, mean = max_moments(act, k, v, mu)
+    q, mean = max_moments(act, k, v, src.mean, shared)
     # the common mean moves to the max's; the per-channel fluctuations of the constant part scale with the rest
     r = (q - mean * mean) / max(x.q - x.mean ** 2, 1e-300)
     m2 = mean * mean
