@@ -34,6 +34,14 @@ MODELS = textwrap.dedent("""
     def rgb():
         return nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2))
 
+    def dies_in_workers():  # fine in the parent (the up-front check), fatal in a pool worker
+        import multiprocessing
+        import os
+
+        if multiprocessing.parent_process() is not None:
+            os._exit(3)
+        return x2()
+
     def wrong():  # x4 output on an x2 task
         return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.PixelShuffle(4))
 """)
@@ -250,3 +258,23 @@ def test_kill_9_of_the_parent_leaves_no_worker_behind(tmp_path):
                 os.kill(c, signal.SIGKILL)
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.mark.slow
+def test_a_dying_worker_is_one_line(workdir, capsys):
+    argv = ["bench", "sr-x2", "--models", "mine.py:dies_in_workers", "--schemes", "default,kaiming_fan_in",
+            "--seeds", "1", *TINY, "--workers", "2", "--out", "runs"]
+    assert main(argv) == 2
+    assert "a worker process died" in _error(capsys)
+
+
+def test_a_failing_write_is_one_line(workdir, capsys, monkeypatch):
+    from initwise.bench.store import ResultsFile
+
+    def full(self, record):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ResultsFile, "append", full)
+    argv = ["bench", "sr-x2", "--models", "espcn", "--schemes", "default", "--seeds", "1", *TINY, "--out", "runs"]
+    assert main(argv) == 2
+    assert "No space left on device" in _error(capsys)

@@ -283,9 +283,16 @@ def run(args: argparse.Namespace) -> int:
         elif not args.quiet:
             print(msg, file=sys.stderr)
 
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         report = run_grid(specs, results, workers=args.workers, num_threads=args.threads, on_start=on_start,
                           on_record=on_record)
+    except BrokenProcessPool as e:
+        raise CLIError(f"a worker process died ({e}); the runs finished so far are in {results}: rerun to resume"
+                       ) from None
+    except OSError as e:
+        raise CLIError(f"writing the results in {out} failed: {e}; the runs recorded so far are kept") from None
     finally:
         if bar:
             bar[0].close()
