@@ -43,6 +43,29 @@ MODEL_FILE = textwrap.dedent("""
 
     def with_example():
         return build(), torch.randn(2, 3, 8, 8)
+
+    class Picky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            assert x.shape[-1] == 32, "Picky wants 32 pixels"
+            return self.conv(x)
+
+    def picky():
+        return Picky()
+
+    class Wordy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            raise RuntimeError("first line" + chr(10) + "  second line")
+
+    def wordy():
+        return Wordy()
 """)
 
 
@@ -286,3 +309,11 @@ def test_json_output_is_strict_json():
 def test_seed_out_of_range(model_file, capsys, command, seed):
     assert main([command, f"{model_file.name}:build", "--input", "1x3x8x8", "--seed", seed]) == 2
     assert f"--seed must be in [0, 2**53), got {seed}" in _one_line_error(capsys, command)
+
+
+@pytest.mark.parametrize("command", ["diagnose", "advise", "fans"])
+def test_any_error_of_a_users_forward_is_one_line(model_file, capsys, command):
+    assert main([command, f"{model_file.name}:picky", "--input", "1x3x8x8"]) == 2
+    assert "AssertionError: Picky wants 32 pixels" in _one_line_error(capsys, command)
+    assert main([command, f"{model_file.name}:wordy", "--input", "1x3x8x8"]) == 2
+    assert "first line; second line" in _one_line_error(capsys, command)

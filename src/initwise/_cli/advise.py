@@ -12,7 +12,7 @@ import torch
 from ._target import (DEFAULT_SHAPE, check_rank, check_seed, check_single_input, load_target, make_input,
                       parse_shape)
 from ._io import check_outputs, json_text, write_outputs
-from .main import CLIError, plain
+from .main import CLIError, describe, plain
 
 EPILOG = """examples:
   initwise advise                               # built-in EDSR x2 on images shipped with scikit-image
@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
         advice = iw.advise(target.model, example, target=tgt, candidates=candidates, seeds=args.seeds, lr=args.lr,
                            probe_steps=args.probe_steps, trial=trial_fn, trial_seeds=args.trial_seeds,
                            trial_steps=args.trial, seed=args.seed)
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise CLIError(f"advising {args.target} on {source} failed: {e}") from e
+    except Exception as e:  # the user's forward may raise anything (an assert, an IndexError)
+        raise CLIError(f"advising {args.target} on {source} failed: {describe(e)}") from e
     print(f"{args.target} ({type(target.model).__name__}, "
           f"{sum(p.numel() for p in target.model.parameters()):,} parameters) on {source}")
     print(advice)

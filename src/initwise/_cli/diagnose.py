@@ -10,7 +10,7 @@ import torch
 from ._target import (DEFAULT_SHAPE, check_rank, check_seed, check_single_input, load_target, make_input,
                       parse_shape)
 from ._io import check_outputs, json_text, write_outputs
-from .main import CLIError, plain
+from .main import CLIError, describe, plain
 
 EPILOG = """examples:
   initwise diagnose edsr --schemes default,kaiming_fan_in,kaiming_fan_out --plot spp.png
@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     try:
         profile = iw.diagnose(target.model, example, schemes=schemes, generator=gen)
-    except (RuntimeError, ValueError, TypeError) as e:
+    except Exception as e:  # the user's forward may raise anything (an assert, an IndexError)
         shapes = "x".join(map(str, example.shape)) if isinstance(example, torch.Tensor) else "the example"
-        raise CLIError(f"diagnosing {args.target} on input {shapes} failed: {e}") from e
+        raise CLIError(f"diagnosing {args.target} on input {shapes} failed: {describe(e)}") from e
     print(f"{args.target}: input {'x'.join(map(str, profile.input_shapes[0])) if profile.input_shapes else '-'}")
     print(profile)
     outputs = []

@@ -10,7 +10,7 @@ from torch import nn
 import initwise as iw
 
 from ._target import DEFAULT_SHAPE, check_rank, check_single_input, load_target, make_input, parse_shape
-from .main import CLIError, plain
+from .main import CLIError, describe, plain
 
 EPILOG = """examples:
   initwise fans                              # the built-in example: an FSRCNN-like x2 super-resolution net
@@ -58,8 +58,8 @@ def _rows_of_target(args: argparse.Namespace) -> list[tuple[str, ...]]:
         example = target.example
     try:
         plan = iw.plan(target.model, example, "kaiming", "fan_in")
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise CLIError(f"tracing {args.target} failed: {e}") from e
+    except Exception as e:  # the user's forward may raise anything (an assert, an IndexError)
+        raise CLIError(f"tracing {args.target} failed: {describe(e)}") from e
     rows = []
     for lp in plan.layers:
         f, g = lp.fans, lp.gain

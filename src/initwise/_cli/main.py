@@ -21,6 +21,15 @@ def plain(doc: str | None) -> str:
     return (doc or "").replace("``", "'")
 
 
+def describe(e: BaseException) -> str:
+    """An exception from a user's model or from initwise as a message: the usual error types by their message,
+    the others (an ``assert`` in a forward, an IndexError...) with their type in front."""
+    text = str(e).strip()
+    if isinstance(e, (RuntimeError, ValueError, TypeError)) and text:
+        return text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="initwise",
@@ -45,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = f" {args.command}"
         return int(args.func(args) or 0)
     except CLIError as e:
-        print(f"initwise{command}: error: {e}", file=sys.stderr)
+        text = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, always
+        print(f"initwise{command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"initwise{command}: interrupted", file=sys.stderr)
