@@ -209,3 +209,16 @@ def test_non_finite_example_is_refused_before_any_run(call):
     with pytest.raises(ValueError, match=r"the example input has 1 non-finite value\(s\).*\(3, 4\)"):
         getattr(iw, call)(net, x) if call == "diagnose" else iw.advise(net, x, seeds=1)
     assert _same(net, before)
+
+
+@pytest.mark.parametrize("key", ["zero_init_residual", "icnr"])
+@pytest.mark.parametrize("bad", ["no", "false", 2, None])
+def test_switches_must_be_bools(key, bad):
+    """bool('no') is True: a string would silently switch zero-init or ICNR on."""
+    with pytest.raises(TypeError, match=f"{key} must be True or False"):
+        iw.plan(_net(), torch.randn(3, 4), **{key: bad})
+
+
+def test_switches_accept_bools_and_0_1():
+    for v in (True, False, 0, 1):
+        iw.plan(_net(), torch.randn(3, 4), zero_init_residual=v, icnr=v)

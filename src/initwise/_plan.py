@@ -131,6 +131,10 @@ def _check_options(opts: dict[str, Any]) -> _Options:
     if frozen not in ("keep", "draw"):
         raise ValueError(f"frozen must be 'keep' (parameters with requires_grad=False keep their values) or 'draw', "
                          f"got {frozen!r}")
+    for key in ("zero_init_residual", "icnr"):  # bool("no") is True: a string here would switch it on
+        v = opts.get(key, False)
+        if not (isinstance(v, bool) or (isinstance(v, int) and v in (0, 1))):
+            raise TypeError(f"{key} must be True or False, got {v!r}")
     return _Options(g, conv, dist, opts.get("residual_scale"), bool(opts.get("zero_init_residual", False)),
                     opts.get("output_scale"), bool(opts.get("icnr", False)), bias, norm, exclude, fans_kind,
                     frozen)
