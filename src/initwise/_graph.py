@@ -348,6 +348,8 @@ def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
                               and r.node in ids and p.startswith(name + "." if name else "")]
             info = dataclasses.replace(info, name=f"{name}.{local}" if name else local, owner=name,
                                        params=tuple(dict.fromkeys(mine)))
+            for i in ids:  # the node belongs to this layer: propagation and plans look layers up by node.module
+                nodes[i].module = info.name
         layers.append(info)
     return Graph(nodes, layers, _unknown(nodes, users), _tied(model), input_ids, tuple(outs), roles)
 

@@ -440,8 +440,7 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
             params.append(_current_param(info, local, owner, attr, w))
         else:
             params.append(_param_plan(scheme, mode, o, info, local, owner, attr, w, act, g.params.get(full)))
-    drawn = [p for p in params if p.method != "keep" or p.note in ("current weights", "excluded")] or params
-    primary = next((p for p in drawn if len(p.shape) >= 2), drawn[0] if drawn else None)
+    primary = next((p for p in params if len(p.shape) >= 2), params[0] if params else None)
     return LayerPlan(
         name=info.name, type=info.type, shape=primary.shape if primary else (), activation=str(act),
         gain=primary.gain if primary else None, mode=mode if scheme in ("kaiming",) else scheme,

@@ -70,12 +70,23 @@ def plan_table(plan: Any) -> str:
              "the output"]
     if plan.untouched:
         notes.append("not executed by the example, left untouched: " + ", ".join(plan.untouched))
+    notes += _kept_notes(plan)
     if plan.approximate:
         notes.append("approximate propagation through: " + ", ".join(plan.approximate[:8])
                      + (" ..." if len(plan.approximate) > 8 else ""))
     if plan.graph.unknown:
         notes.append("ops not understood: " + "; ".join(plan.graph.unknown[:5]))
     return "\n".join([head, body, *notes])
+
+
+def _kept_notes(plan: Any) -> list[str]:
+    """Parameters the plan keeps, grouped by the reason (their role, frozen, unused, an option), a few names each."""
+    groups: dict[str, list[str]] = {}
+    for pp in plan.params:
+        if pp.method == "keep" and pp.note:
+            groups.setdefault(pp.note.split(" (")[0].split(":")[0], []).append(pp.param)
+    return [f"kept ({reason}): {len(names)} parameter{'s' if len(names) > 1 else ''}: " + ", ".join(names[:4])
+            + (" ..." if len(names) > 4 else "") for reason, names in groups.items()]
 
 
 def _wrap(text: str, width: int = 78, indent: str = "  ") -> list[str]:

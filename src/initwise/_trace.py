@@ -53,7 +53,9 @@ class Node:
     scope: str = ""
     inplace: bool = False
     dims: tuple[int, ...] | None = None
-    param: str | None = None  # a functional layer node: the parameter its op consumed as the weight
+    # a functional layer node: the parameter its op consumed as the weight; when its module has several such
+    # weights, ``module`` is the layer's name ``owner.param`` (see LayerInfo.owner)
+    param: str | None = None
 
 
 def _classes(*names: str) -> tuple[type, ...]:
