@@ -292,6 +292,18 @@ def test_init_writes_only_the_parameters_it_draws(pattern: str) -> None:
     assert_untouched(model, before, written=drawn)
 
 
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+def test_lsuv_writes_only_the_weights_it_draws(pattern: str) -> None:
+    """lsuv_ runs the forward once per rescaling: each run is guarded like any other."""
+    model, x = _prepared(pattern)
+    before = record(model, x)
+    p = iw.lsuv_(model, x, seed=0)
+    params = dict(model.named_parameters())
+    drawn = tuple(params[pp.param] for pp in [*p.params, *getattr(p, "norm_params", [])] if pp.method != "keep")
+    assert drawn
+    assert_untouched(model, before, written=drawn)
+
+
 @pytest.mark.parametrize("meta", [True, False])
 def test_spectral_norm_trace(meta: bool) -> None:
     """(trace only: plan does not yet know spectral_norm's ``weight_orig``, a KeyError that is not the guard's)"""

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._guard import fresh, preserved
 from ._nested import tensors
 
 __all__ = ["lsuv_"]
@@ -134,8 +135,10 @@ def _output_ms(model: nn.Module, module: nn.Module, example: Any) -> float | Non
 
     handle = module.register_forward_hook(hook)
     try:
-        with torch.no_grad():
-            _call(model, example)
+        # the guard undoes whatever the forward itself changes (attributes, its own parameter writes, hooks, RNG);
+        # the input is a fresh copy, so a forward that scales it in place does not compound over the passes
+        with preserved(model, example), torch.no_grad():
+            _call(model, fresh(example))
     except _Stop:
         pass
     finally:
