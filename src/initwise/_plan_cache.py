@@ -118,16 +118,22 @@ def _bound(g: Any, module_of) -> Any:
 
 
 def _copy(plan: Plan, graph: Any) -> Plan:
-    layers = []
-    for lp in plan.layers:  # copy.copy: ~8x faster than dataclasses.replace, and every field is rebuilt or immutable
-        lp = copy.copy(lp)
-        lp.params, lp.notes = [copy.copy(pp) for pp in lp.params], list(lp.notes)
-        layers.append(lp)
-    out = copy.copy(plan)
-    out.options, out.layers, out.graph = copy.copy(plan.options), layers, graph
-    out.untouched, out.approximate = list(plan.untouched), list(plan.approximate)
-    out.norm_params = [copy.copy(pp) for pp in plan.norm_params]
-    out.kept_params = [copy.copy(pp) for pp in plan.kept_params]
+    """A copy of ``plan`` on ``graph`` that shares no list or dict with it (copy.copy per object: ~8x faster than
+    dataclasses.replace; every other field is immutable)."""
+    out = _shallow(plan)
+    out.graph = graph
+    out.layers = [_shallow(lp) for lp in plan.layers]
+    for lp in out.layers:
+        lp.params = [_shallow(pp) for pp in lp.params]
+    out.norm_params = [_shallow(pp) for pp in plan.norm_params]
+    return out
+
+
+def _shallow(obj: Any) -> Any:
+    out = copy.copy(obj)
+    for k, v in vars(out).items():
+        if isinstance(v, (list, dict)):
+            setattr(out, k, copy.copy(v))
     return out
 
 
