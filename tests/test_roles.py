@@ -461,7 +461,8 @@ def test_eval_mode_reparameterized_model_traces_its_convs_and_diagnoses() -> Non
     p = iw.plan(model, x, "kaiming")
     assert "computed from several parameters" in _keep(p, "0.seq.k1")
     prof = iw.diagnose(model, x)
-    assert prof is not None
+    rows = {r.name: r for r in prof.runs[0].layers}
+    assert rows["0"].output is None and rows["2"].output is not None  # "0"'s module output is after its PReLU
 
 
 # ---------------------------------------------------------------- ViT's class token and position embedding

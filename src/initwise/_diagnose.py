@@ -174,6 +174,20 @@ def _reduce_flat(t: torch.Tensor) -> Any:
     return reduce(t.reshape(1, t.shape[0] if t.dim() else 1, -1), 1)
 
 
+def _module_output_is_layer(info: Any, graph: Graph) -> bool:
+    """The probe hooks the layer's module: right unless the layer's op runs inside that module's own forward with
+    more ops after it (an eval-mode re-parameterized block: conv, then its activation, in one forward); such a
+    layer stays unmeasured rather than measured at the wrong place."""
+    inside = info.name + "."
+    for i in info.nodes:
+        n = graph.nodes[i]
+        if n.scope == info.name or n.scope.startswith(inside):
+            if any(u.id > i and i in u.inputs and (u.scope == info.name or u.scope.startswith(inside))
+                   for u in graph.nodes[i + 1:]):
+                return False
+    return True
+
+
 def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict, loss: Any, seed: int, name: str,
              desc: str) -> tuple[SchemeProfile, bool]:
     modules = dict(model.named_modules())
@@ -197,7 +211,7 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
     gen = torch.Generator().manual_seed(seed)
     cot_sites = []
     with torch.enable_grad():
-        probe = Probe(model, [(i.name, i.activation_node is not None) for i in infos])
+        probe = Probe(model, [(i.name, i.activation_node is not None) for i in infos if _module_output_is_layer(i, graph)])
         with probe:
             out = model(*args, **kwargs)
         outs = [t for t in _tensors(out) if t.is_floating_point() and t.requires_grad]
