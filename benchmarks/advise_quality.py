@@ -42,7 +42,8 @@ import initwise as iw  # noqa: E402
 from initwise._advise_evidence import CandidateResult, probe_curves  # noqa: E402
 from initwise._advise_rule import PROBE_STEPS, PRIOR, SCORE, confidence, equivalent, rank  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
-from initwise.bench.runner import ResultsFile, RunSpec, _build, read_records  # noqa: E402
+import _jsonl  # noqa: E402
+from initwise.bench.runner import RunSpec, _build, read_records  # noqa: E402
 from initwise.bench.summary import psnr_at  # noqa: E402
 
 DESIGN = ["docs/evidence/study.jsonl", "docs/evidence/long/results.jsonl", "docs/evidence/more/results.jsonl"]
@@ -81,7 +82,7 @@ def validation_cells() -> list[dict]:
         return []
     import study_validation as sv
 
-    records = [r for r in read_records(VALIDATION) if r.get("status") == "ok"]
+    records = [r for r in _jsonl.read(VALIDATION) if r.get("status") == "ok"]
     cells = []
     for name, lr in dict.fromkeys((r["task_name"], r["lr"]) for r in records):
         out = {}
@@ -291,15 +292,14 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cells = design_cells() + validation_cells()
-    rf = ResultsFile(FEATURES)
-    feats = {r["key"]: r for r in rf.records() if r.get("version") == VERSION}
+    feats = {r["key"]: r for r in _jsonl.read(FEATURES) if r.get("version") == VERSION}
     if args.features:
         for cell in cells:
             key = f"{cell['set']}|{cell['cell']}"
             if key in feats or (args.only and cell["set"] != args.only):
                 continue
             f = features(cell)
-            rf.append(f)
+            _jsonl.append(FEATURES, f)
             feats[key] = f
             print(f"features {key}: {f['advise_s']:.1f}s", flush=True)
     design = [c for c in cells if c["set"] == "design"]

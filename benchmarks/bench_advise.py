@@ -3,7 +3,7 @@
 Run: python benchmarks/bench_advise.py [--models edsr,dncnn] [--threads N]
 
 For each built-in model (default config): build, draw the example batch from its built-in task (8 patches of
-48 px), then time, in one run: one ``diagnose`` of the model as it is; ``advise`` without a target (health only:
+48 px), run one untimed diagnose (warm-up), then time, in one run: one ``diagnose`` of the model as it is; ``advise`` without a target (health only:
 one diagnose pass per candidate, no output draws, no probe); ``advise`` with the HR / clean target (health, 4
 initial-loss draws and the 10-step probe over 2 draws per healthy candidate). Targets (issue 11): advise at most 10x
 one diagnose and at most 30 s; the ratios are printed side by side.
@@ -35,6 +35,7 @@ def main() -> None:
         task = get_task("sr-x2" if info.task == "sr" else "denoise-s25", channels=info.in_channels)
         x, y = task.train_batch(8, 48, torch.Generator().manual_seed(0), upsample=info.input == "upsampled")
         model = zoo.build(name)
+        iw.diagnose(model, x)  # warm-up (first-call costs: imports, kernel selection), not timed
         t0 = time.perf_counter()
         iw.diagnose(model, x)
         t_diag = time.perf_counter() - t0

@@ -31,7 +31,7 @@ from validation_models import TASKS, Outside  # noqa: E402
 
 from initwise import generate_candidates  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
-from initwise.bench.runner import ResultsFile  # noqa: E402
+import _jsonl  # noqa: E402
 from initwise.bench.train import train  # noqa: E402
 
 OUT = "docs/evidence/validation/results.jsonl"
@@ -117,14 +117,13 @@ def main() -> int:
         print(f"{len(g)} runs")
         return 0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    rf = ResultsFile(args.out)
-    done = rf.keys()
+    done = {r["key"] for r in _jsonl.read(args.out)}
     todo = [e for e in g if key(e[0], e[1].name, e[2], e[3]) not in done]
     print(f"{len(todo)} of {len(g)} runs to do", flush=True)
     start = time.perf_counter()
     for i, (t, c, s, lr) in enumerate(todo, 1):
         rec = run(t, c, s, lr)
-        rf.append(rec)
+        _jsonl.append(args.out, rec)
         psnr = rec.get("final_psnr")
         print(f"[{i}/{len(todo)}] {time.perf_counter() - start:7.0f}s {t} {c.name} seed {s} lr {lr:g}: "
               f"{'%.2f' % psnr if psnr is not None else rec.get('error', 'diverged')} ({rec['total_time_s']:.0f}s)",
