@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._advise_evidence import HEALTH, CandidateResult, call, health, initial_losses, kept_zeros, no_gradient, outputs
+from ._advise_evidence import HEALTH, CandidateResult, health, initial_losses, kept_zeros, no_gradient, outputs
 from ._advise_evidence import probe_losses
 from ._advise_rule import PROBE_STEPS, SCORE, TIE, confidence as _confidence, equivalent as _equivalent, mean_std
 from ._advise_rule import rank as _rank
@@ -34,7 +34,7 @@ from ._candidate_set import generate_candidates
 from ._candidates import Candidate, candidate
 from ._diagnose import Profile, diagnose
 from ._guard import fresh, guarded, seed_all
-from ._nested import check_finite
+from ._nested import call, check_finite
 from ._plan import Plan, plan as make_plan
 
 __all__ = ["Advice", "CandidateResult", "advise", "default_candidates", "HEALTH", "TIE"]

@@ -32,8 +32,9 @@ from torch import nn
 from ._candidates import Candidate
 from ._diagnose import SchemeProfile
 from ._guard import fresh, seed_all
+from ._nested import call
 
-__all__ = ["CandidateResult", "HEALTH", "Z", "health", "call", "outputs", "initial_losses", "probe_losses"]
+__all__ = ["CandidateResult", "HEALTH", "Z", "health", "outputs", "initial_losses", "probe_losses"]
 
 HEALTH = 3.0  # decades: forward below 1e-3 / above 1e3 of the input's, backward above 1e3 of the output's
 Z = 3.0  # standard errors beyond a threshold before a layer fails it (two-sided p = 0.003 if normal)
@@ -71,14 +72,6 @@ class CandidateResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def call(model: nn.Module, example: Any) -> Any:
-    if isinstance(example, dict):
-        return model(**example)
-    if isinstance(example, (tuple, list)):
-        return model(*example)
-    return model(example)
 
 
 def outputs(out: Any) -> torch.Tensor:

@@ -20,20 +20,12 @@ import torch
 from torch import nn
 
 from ._guard import fresh, preserved
-from ._nested import tensors
+from ._nested import call, tensors
 
 __all__ = ["lsuv_"]
 
 _TOL = 0.1  # Mishkin & Matas 2016, Alg. 1: Tol_var = 0.1
 _MAX_ITER = 10  # ... T_max = 10
-
-
-def _call(model: nn.Module, example: Any) -> Any:
-    if isinstance(example, dict):
-        return model(**example)
-    if isinstance(example, (tuple, list)):
-        return model(*example)
-    return model(example)
 
 
 def lsuv_(model: nn.Module, example: Any, scheme: str = "orthogonal", mode: str | None = None, *,
@@ -138,7 +130,7 @@ def _output_ms(model: nn.Module, module: nn.Module, example: Any) -> float | Non
         # the guard undoes whatever the forward itself changes (attributes, its own parameter writes, hooks, RNG);
         # the input is a fresh copy, so a forward that scales it in place does not compound over the passes
         with preserved(model, example), torch.no_grad():
-            _call(model, fresh(example))
+            call(model, fresh(example))
     except _Stop:
         pass
     finally:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_finite", "tensors", "map_tensors"]
+__all__ = ["call", "check_finite", "tensors", "map_tensors"]
 
 
 def tensors(obj: Any) -> list[torch.Tensor]:
@@ -19,6 +19,15 @@ def tensors(obj: Any) -> list[torch.Tensor]:
     if isinstance(obj, dict):
         return [t for o in obj.values() for t in tensors(o)]
     return []
+
+
+def call(fn: Callable[..., Any], example: Any) -> Any:
+    """``fn`` on an example given as a dict of keyword arguments, a tuple/list of positional ones, or one value."""
+    if isinstance(example, dict):
+        return fn(**example)
+    if isinstance(example, (tuple, list)):
+        return fn(*example)
+    return fn(example)
 
 
 def map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
