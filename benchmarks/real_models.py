@@ -14,7 +14,10 @@ model (the same seed, so a call that breaks the model cannot hide the next call'
   NAFNet's beta/gamma, Swin-V2's logit scale, GRN's weight);
 - ``runs``: after ``init_`` the model runs and every output is finite;
 - ``executed``: every parameter the plan calls "not executed" (``Plan.untouched`` modules, or a parameter plan
-  whose note says so) is really unused: autograd reaches none of them from the output of a real forward.
+  whose note says so) is really unused: autograd reaches none of them from the output of a real forward;
+- ``activations``: no layer is traced "linear" where the model's code applies an activation, and every traced
+  activation is one the code applies: :func:`_corpus_acts.check_activations` reads, at the aten level, what
+  follows each weight op in the real forward (independent of initwise's trace) and compares.
 
 For issue 10 it reads, from ``diagnose`` of the model as built, each layer's predicted and measured forward and
 backward second moments: the worst ratio (max over layers of ``max(p/m, m/p)``), the fraction of layers whose
@@ -43,12 +46,13 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _corpus_acts import check_activations  # noqa: E402
 from _corpus_models import REGISTRY, Entry, by_name  # noqa: E402
 from _corpus_state import Snapshot, same_tensor, tensors_of  # noqa: E402
 
 __all__ = ["INVARIANTS", "REGISTRY", "Result", "by_name", "check", "kept_params"]
 
-INVARIANTS = ("crash", "guarantee", "kept", "runs", "executed")
+INVARIANTS = ("crash", "guarantee", "kept", "runs", "executed", "activations")
 CALLS = ("trace", "plan", "diagnose", "advise", "init_")
 ADVISE = dict(candidates=["default", "kaiming_fan_in"], seeds=1)  # the small advise config of the corpus
 BUILD_SEED = 0
@@ -81,6 +85,8 @@ class Result:
     exact_off_z: int = 0  # ... of them off by more than 4 of diagnose's own standard errors
     ratio_layers: list[dict[str, Any]] = field(default_factory=list)
     warnings: int = 0
+    act_layers: int = 0  # layers whose traced activation was compared with the code's (one per weight parameter)
+    act_disagree: list[str] = field(default_factory=list)
 
     def holds(self, invariant: str) -> bool:
         return not self.failures[invariant]
@@ -246,6 +252,17 @@ def check(entry: Entry) -> Result:
             if ok and call == "plan":
                 res.failures["executed"] += _not_executed(model, value, used)
         model = _build(entry)
+        t = time.perf_counter()
+        try:
+            acts = check_activations(model, x0.clone())
+            res.act_layers = len(acts.rows)
+            res.act_disagree = [f"{r.layer} ({r.param}): {r.why}" for r in acts.disagreements]
+            res.failures["activations"] += res.act_disagree + [f"{u}: a weight op initwise traces as no layer"
+                                                               for u in acts.unmatched]
+        except Exception as e:  # noqa: BLE001
+            res.failures["activations"].append(f"the activation check raised: {_short(e)}")
+            res.tracebacks["activations"] = traceback.format_exc(limit=-8)
+        res.times["acts"] = time.perf_counter() - t
         keep = kept_params(model)
         res.kept_checked = [f"{n} ({why})" for n, why in keep.items()]
         before = {n: p.detach().clone() for n, p in model.named_parameters() if n in keep}
@@ -284,7 +301,7 @@ def _fmt(v: float | None, spec: str = ".3g") -> str:
 
 
 HEADER = ("model", "pkg", "params", "build", "trace", "plan", "init_", "diag", "advise", "layers", "lin%",
-          "unk", "fwd_worst", "bwd_worst", "in2x%", "exact>10%", "exact>4se", "failures")
+          "unk", "act!=", "fwd_worst", "bwd_worst", "in2x%", "exact>10%", "exact>4se", "failures")
 
 
 def row(r: Result) -> tuple[str, ...]:
@@ -294,7 +311,8 @@ def row(r: Result) -> tuple[str, ...]:
                                                            ("build", *CALLS[:2], "init_", *CALLS[2:4])),
             _fmt(r.layers, "d") if r.layers is not None else "-",
             _fmt(None if r.linear_fraction is None else 100 * r.linear_fraction, ".0f"),
-            "-" if r.unknown is None else str(r.unknown), _fmt(r.worst_forward), _fmt(r.worst_backward),
+            "-" if r.unknown is None else str(r.unknown), f"{len(r.act_disagree)}/{r.act_layers}",
+            _fmt(r.worst_forward), _fmt(r.worst_backward),
             _fmt(100 * r.within_2x / r.compared if r.compared else None, ".0f"), f"{r.exact_off}/{r.exact}", f"{r.exact_off_z}/{r.exact}",
             ",".join(fails) or "ok")
 
@@ -312,8 +330,10 @@ def summary(results: list[Result]) -> str:
     off = sum(r.exact_off for r in results)
     off_z = sum(r.exact_off_z for r in results)
     holds = ", ".join(f"{k} {sum(r.holds(k) for r in results)}/{len(results)}" for k in INVARIANTS)
+    acts = (f"layers traced with another activation than the code applies: "
+            f"{sum(len(r.act_disagree) for r in results)}/{sum(r.act_layers for r in results)}")
     return (f"{len(results)} models; invariants hold: {holds}; all invariants: {sum(r.ok for r in results)}/"
-            f"{len(results)}\nissue 10: {within}/{compared} layers "
+            f"{len(results)}; {acts}\nissue 10: {within}/{compared} layers "
             f"({100 * within / compared if compared else 0:.1f}%) have forward and backward predictions within 2x "
             f"(target 95%); exact predictions off by more than 10%: {off}/{exact} "
             f"({'every exact layer within 10%' if off == 0 else 'FAILS'}), by more than 4 standard errors: {off_z}/{exact}; total {sum(sum(r.times.values()) for r in results):.0f} s")
