@@ -319,6 +319,7 @@ def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
         if n is not None:
             outs.append(rec.emit("output", "output", (n,), []))
             rec.nodes[-1].shape = tuple(t.shape)
+    rec.settle()
     nodes = rec.nodes
     users: list[list[int]] = [[] for _ in nodes]
     for n in nodes:

@@ -8,6 +8,7 @@ simply re-maps it to the new node. Nothing is guessed: an op outside the tables 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import sys
@@ -21,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._activations import _FUNCTIONS, Activation, resolve_activation
 from ._nested import tensors as _tensors
+from ._pointwise import Replays
 from ._roles import FACTORY, NORM_ARGS, WEIGHT_OPS, RoleTracker
 
 __all__ = ["Node", "Recorder", "module_role"]
@@ -163,6 +165,11 @@ def _pointwise(n: Node) -> bool:
     return n.kind == "unknown" and name in _ELEMENTWISE or n.kind == "pass" and name in _SAME_SHAPE
 
 
+def _replayable(func: Any) -> bool:
+    name = _normalize(_op_name(func))[0]
+    return func in _FUNCTIONS or name in _BINARY or name in _ELEMENTWISE or name in _SAME_SHAPE or name == "neg"
+
+
 def _op_name(func: Any) -> str:
     name = getattr(func, "__name__", None) or type(func).__name__
     if name == "__get__":  # a Tensor property such as .T or .data
@@ -224,6 +231,8 @@ class Recorder(TorchFunctionMode):
         self._mute = 0
         self._hook = 0  # > 0 while the recorder's own hook code runs tensor ops
         self.gaps = 0  # ops the recorder failed on (the meta fast path then defers to the real forward)
+        self.replays = Replays()  # elementwise ops by node id: a hand-written x * f(x) becomes one activation
+        self._composed: list[tuple[int, list[Node], Node]] = []  # (act node, the ops it replaced, the product)
 
     # ---- tensors and nodes
     def nid(self, t: Any) -> int | None:
@@ -314,7 +323,9 @@ class Recorder(TorchFunctionMode):
             kw["factor"] = float(module.upscale_factor if shuffle else module.downscale_factor)
         elif isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
             kw["dims"] = _ints(module.kernel_size, outs[0].dim() - 2)
-        self.emit(role, op, ins, outs, module=name, **kw)
+        i = self.emit(role, op, ins, outs, module=name, **kw)
+        if role == "act" and len(ins) == 1:
+            self.replays.keep_act(i, kw["activation"], ins[0])
 
     # ---- functions and methods
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -329,8 +340,12 @@ class Recorder(TorchFunctionMode):
                 owner = None
         if self._mute:
             return result
+        i = len(self.nodes)
+        replay = self.replays.prepare(func, args, kwargs, self.nid) if _replayable(func) else None
         try:
             self._record(func, args, kwargs, result, owner)
+            if replay is not None and len(self.nodes) == i + 1 and _pointwise(self.nodes[i]):
+                self.replays.ops[i] = replay
         except Exception as e:  # a gap in the tracer must not break the user's forward: report it instead
             self.gaps += 1  # (a module call that becomes one node hides the unknown node: the count stays)
             ins = tuple(n for n in map(self.nid, _tensors((args, kwargs))) if n is not None)
@@ -462,6 +477,9 @@ class Recorder(TorchFunctionMode):
                 self._map.pop(id(a), None)
             return True
         if na is not None and nb is not None:
+            if op == "mul" and na != nb and (hit := self.replays.compose(self.nodes, na, nb)) is not None:
+                self._hand_written(*hit, outs, inplace, na, nb)
+                return True
             if op == "div":
                 return False
             alpha = kwargs.get("alpha", 1)
@@ -486,7 +504,39 @@ class Recorder(TorchFunctionMode):
         self.emit("scale", op, (n,), outs, factor=f, inplace=inplace)
         return True
 
+    def _hand_written(self, root: int, act: Activation, chain: list[int], outs: list, inplace: bool, na: int,
+                      nb: int) -> None:
+        """``x * f(x)`` as one activation node on ``x`` (see :mod:`initwise._pointwise`); the ops it was made of
+        stay as dead-end pass nodes (ids are positions), so no walk meets their sigmoid or join. :meth:`settle`
+        undoes it if one of them turns out to be used later in the forward."""
+        saved = [dataclasses.replace(self.nodes[c]) for c in chain]
+        residual, branch, skip = self._join_fields("mul", na, nb)
+        for c in chain:
+            n = self.nodes[c]
+            n.kind, n.op, n.activation = "pass", f"{n.op} (in {act})", None
+            n.residual, n.branch, n.skip, n.factor = False, None, None, None
+        i = self.emit("act", "x*f(x)", (root,), outs, activation=act, inplace=inplace)
+        join = dataclasses.replace(self.nodes[i], kind="mul", op="mul", inputs=(na, nb), activation=None,
+                                   residual=residual, branch=branch, skip=skip)
+        self._composed.append((i, saved, join))
+
+    def settle(self) -> None:
+        """After the forward (outputs emitted): a hand-written activation one of whose intermediate results is
+        used elsewhere too (``s = sigmoid(x)`` feeding ``x * s`` and a head) is put back as the ops it was."""
+        for i, saved, join in reversed(self._composed):
+            chain = {n.id for n in saved}
+            lo = min(chain)
+            if any(n.id not in chain and n.id != i and any(k in chain for k in n.inputs) for n in self.nodes[lo:]):
+                for n in saved:
+                    self.nodes[n.id] = n
+                self.nodes[i] = join
+        self._composed.clear()
+
     def _join(self, op: str, na: int, nb: int, outs: list, inplace: bool) -> None:
+        residual, branch, skip = self._join_fields(op, na, nb)
+        self.emit(op, op, (na, nb), outs, residual=residual, branch=branch, skip=skip, inplace=inplace)
+
+    def _join_fields(self, op: str, na: int, nb: int) -> tuple[bool, int | None, int | None]:
         branch = skip = None
         if na != nb:
             f = self._lca(na, nb)
@@ -496,8 +546,7 @@ class Recorder(TorchFunctionMode):
                 da, db = self.ldepth[na] - self.ldepth[f], self.ldepth[nb] - self.ldepth[f]
                 if min(da, db) <= 1 and da != db:
                     skip, branch = (na, nb) if da < db else (nb, na)
-        self.emit(op, op, (na, nb), outs, residual=op in ("add", "sub") and branch is not None, branch=branch,
-                  skip=skip, inplace=inplace)
+        return op in ("add", "sub") and branch is not None, branch, skip
 
     def _lca(self, a: int, b: int) -> int | None:
         """The latest common ancestor of nodes a and b (a or b itself when one descends from the other).
