@@ -33,7 +33,9 @@ The **comparison** (one row per parameter, at its first use as a weight, as init
 a layer initwise traces as ``linear`` disagrees when an elementwise activation is reachable; a layer traced with an
 activation disagrees when no reachable activation matches it (same name, same slope for leaky ReLU; a user's
 pointwise module, which initwise takes as the function itself, matches any reachable activation); a layer
-traced as ``gate`` disagrees when no product with another signal is reachable. A product with another signal
+traced as ``gate`` disagrees when no product with another signal is reachable; a hand-written ``x*f(x)`` agrees
+with a user activation or with the canonical SiLU / GELU / tanh-GELU / Mish initwise recognizes in such a
+product (whether it is the right function is tested against the real module in ``tests/test_pointwise.py``). A product with another signal
 reached from the operand the other one is computed from (the value side of ``x * attention(x)``) is not an
 activation: ``linear`` agrees with it. A weight op whose weight initwise gives no layer is reported as
 ``unmatched``.
@@ -350,6 +352,10 @@ def _traced_name(act: Any) -> str:
     return act.name
 
 
+# canonical activations initwise recognizes in a hand-written product x * f(x) (:mod:`initwise._pointwise`)
+_PRODUCTS = frozenset(("silu", "gelu", "gelu_tanh", "mish"))
+
+
 def _agree(act: Any, found: set[str]) -> tuple[bool, str]:
     acts = _REAL_ACTS(found)
     if act.name == "linear":
@@ -360,7 +366,8 @@ def _agree(act: Any, found: set[str]) -> tuple[bool, str]:
         return (bool(acts), "" if acts else f"traced {act.name}, the code applies no activation")
     name = _traced_name(act)
     names = {a.split("(")[0] if act.name == "prelu" else a for a in acts}
-    ok = name in names or (act.name == "prelu" and "prelu" in names)
+    ok = name in names or (act.name == "prelu" and "prelu" in names) or (
+        act.name in _PRODUCTS and "x*f(x)" in acts)
     return ok, "" if ok else f"traced {name}, the code applies {', '.join(sorted(acts)) or 'no activation'}"
 
 

@@ -83,6 +83,18 @@ def test_traced_activations_agree_with_the_code(case: str) -> None:
     assert not report.disagreements, [(r.layer, r.why) for r in report.disagreements]
 
 
+def test_hand_written_activations_agree() -> None:
+    """x * sigmoid(x), GELU by formula and quick GELU: traced as one activation, which the code check accepts
+    (before the trace knew them, the layer got the sigmoid's or tanh's gain, or the product was a gate)."""
+    from test_pointwise import CASES
+
+    for act in CASES:
+        model, x = nn.Sequential(nn.Conv2d(3, 8, 3), act(), nn.Conv2d(8, 4, 1)), torch.randn(2, 3, 8, 8)
+        report = check_activations(model, x)
+        assert len(report.rows) == 2 and not report.disagreements, (act.__name__, report.disagreements)
+        assert any(a in ("silu", "x*f(x)") for a in report.rows[0].code)
+
+
 def test_what_the_code_applies_is_read_from_aten_ops() -> None:
     """The reference itself, on the conv net: what follows each weight op, as read below autograd."""
     found = code_activations(_conv_net(), torch.randn(2, 3, 8, 8))
