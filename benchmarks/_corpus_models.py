@@ -32,8 +32,8 @@ class Entry:
     example: Callable[[], torch.Tensor] = field(repr=False)
     kind: str = "image"  # "image" (SR/restoration: real patches) | "classifier"
     note: str = ""
-    # widths are kept large enough that no layer has zero elements (DAT/RGT/CRAFT's DynamicPosBias has
-    # embed_dim // 32 channels)
+    # DAT, RGT and CRAFT are built at embed_dim 24 on purpose: their DynamicPosBias then has an nn.Linear(2, 0)
+    # (embed_dim // 32 channels), a zero-element layer initwise must keep ("empty: nothing to draw")
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,7 +133,7 @@ REGISTRY: list[Entry] = [
     _spandrel("HAT", "HAT.__arch.HAT", "HAT", dict(img_size=16, embed_dim=24, depths=(2,), num_heads=(2,),
                                                    window_size=4, compress_ratio=3, squeeze_factor=6,
                                                    mlp_ratio=2.0, upscale=2, num_feat=16), size=16),
-    _spandrel("DAT", "DAT.__arch.DAT", "DAT", dict(img_size=16, embed_dim=48, split_size=[2, 4], depth=[2],
+    _spandrel("DAT", "DAT.__arch.DAT", "DAT", dict(img_size=16, embed_dim=24, split_size=[2, 4], depth=[2],
                                                    num_heads=[2], expansion_factor=2.0, upscale=2), size=16),
     _spandrel("ATD", "ATD.__arch.atd_arch", "ATD", dict(img_size=16, embed_dim=24, depths=(2,), num_heads=(2,),
                                                         window_size=4, category_size=32, num_tokens=8,
@@ -162,7 +162,7 @@ REGISTRY: list[Entry] = [
                                                                    num_heads=[1, 1, 2, 2, 4, 2, 2, 1, 1],
                                                                    win_size=4, mlp_ratio=2.0), sigma=25.0),
     _spandrel("RealCUGAN", "RealCUGAN.__arch.upcunet_v3", "UpCunet2x", {}, size=48, n=2),
-    _spandrel("CRAFT", "CRAFT.__arch.CRAFT", "CRAFT", dict(window_size=8, embed_dim=48, depths=[1], num_heads=[2],
+    _spandrel("CRAFT", "CRAFT.__arch.CRAFT", "CRAFT", dict(window_size=8, embed_dim=24, depths=[1], num_heads=[2],
                                                            split_size_0=4, split_size_1=8, upscale=2), size=16),
     _spandrel("DCTLSA", "DCTLSA.__arch.dctlsa", "DCTLSA", dict(nf=20, num_modules=6, upscale=2, num_head=2),
               size=24, n=2),
@@ -176,7 +176,7 @@ REGISTRY: list[Entry] = [
     _spandrel("KBNet_s", "KBNet.__arch.kbnet_s", "KBNet_s", dict(width=8, middle_blk_num=1, enc_blk_nums=[1, 1],
                                                                  dec_blk_nums=[1, 1]), sigma=25.0),
     _spandrel("MoSR", "MoSR.__arch.mosr_arch", "MoSR", dict(upscale=2, n_block=2, dim=16)),
-    _spandrel("RGT", "RGT.__arch.rgt", "RGT", dict(img_size=16, embed_dim=48, depth=[1], num_heads=[2],
+    _spandrel("RGT", "RGT.__arch.rgt", "RGT", dict(img_size=16, embed_dim=24, depth=[1], num_heads=[2],
                                                    mlp_ratio=2.0, upscale=2, split_size=[4, 4]), size=16),
     _spandrel("RetinexFormer", "RetinexFormer.__arch.retinexformer_arch", "RetinexFormer",
               dict(n_feat=8, stage=1, num_blocks=[1, 1, 1])),

@@ -17,6 +17,7 @@ written (each is filled by one torch call, and Python delivers an interrupt betw
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -204,7 +205,9 @@ def _constant_run(name: str, p: torch.Tensor, value: float):
 
 def _reset_run(layer_name: str, layer: nn.Module):
     def run(st: _Step, gen: torch.Generator | None, done: list[str]) -> None:
-        fresh = _torch_default(layer, layer_name, gen)
+        with warnings.catch_warnings():  # torch's reset of a zero-element weight (kept by the plan) is a no-op
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
+            fresh = _torch_default(layer, layer_name, gen)
         with torch.no_grad():
             for name, p in zip(st.names, st.tensors):
                 local = name[len(layer_name) + 1:] if layer_name else name

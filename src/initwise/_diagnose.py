@@ -170,7 +170,10 @@ def _weight(module: nn.Module) -> torch.Tensor | None:
 
 
 def _reduce_flat(t: torch.Tensor) -> Any:
-    """Moments of a whole tensor (a weight or its gradient): one row per output unit, the fast contiguous path."""
+    """Moments of a whole tensor (a weight or its gradient): one row per output unit, the fast contiguous path;
+    None for an empty one (a layer with zero elements: nothing to measure)."""
+    if t.numel() == 0:
+        return None
     return reduce(t.reshape(1, t.shape[0] if t.dim() else 1, -1), 1)
 
 
@@ -246,6 +249,7 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
     os_, cs = extra[2 * k:2 * k + len(out_sites)], extra[2 * k + len(out_sites):]
     q0 = p.input_ms or 1.0
     out_f = max((o.second_moment for o in os_ if o is not None), default=None)
+    cs = [c for c in cs if c is not None]  # an empty output has no cotangent to measure
     cot_ms = (sum(c.second_moment * c.count for c in cs) / sum(c.count for c in cs)) if cs else float("nan")
     observed = sorted((n for n in results if results[n]["calls"]), key=lambda n: probe.order.get(n, 0))
     probed = [i for i in infos if any(i.name == n for n, _, _ in probe.layers)]

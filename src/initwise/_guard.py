@@ -327,7 +327,8 @@ class Snapshot:
                 if e.clone is not None:
                     if t._version != e.version or not torch.equal(t.detach(), e.clone):
                         t.copy_(e.clone)
-                elif t._version != e.version and not moved and t.device.type != "meta":
+                elif t._version != e.version and not moved and t.device.type != "meta" and t.numel():
+                    # (an empty tensor holds no values: a write to it loses nothing)
                     lost.append(e.where)  # written, unseen by the copy-on-write mode (TorchScript, C++)
                 _set_version(t, e.version)
                 if t.is_leaf and t.requires_grad != e.requires_grad:

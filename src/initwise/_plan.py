@@ -263,6 +263,8 @@ def _full(layer: LayerInfo, local: str) -> str:
 
 def _role_keep(g: Graph, full: str, w: torch.Tensor, o: _Options, in_layer: bool) -> str | None:
     """Why ``full`` keeps its value (its role is none the scheme draws, frozen, unused), or None to draw it."""
+    if w.numel() == 0:  # torch's own init treats a zero-element tensor as a no-op too
+        return "empty: nothing to draw"
     role = g.params.get(full)
     if role is None and in_layer:  # run inside a torch layer by an op the tracker has no role for (e.g. an RNN's)
         role = ParamRole(full, "module", "the layer's forward", "")
@@ -377,7 +379,8 @@ def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: se
         if role is None and isinstance(m, _TORCH_NORMS) and name in {n.module for n in g.nodes}:
             # a torch norm on the meta fast path runs a shape-only forward: its affine pair by name
             role = ParamRole(full, "norm_weight" if local == "weight" else "norm_bias", type(m).__name__, name)
-        reason = keep_reason(role, not p.requires_grad, o.frozen == "draw", False)
+        reason = "empty: nothing to draw" if p.numel() == 0 else keep_reason(role, not p.requires_grad,
+                                                                            o.frozen == "draw", False)
         if reason is None and role is not None and role.role not in ("norm_weight", "norm_bias"):
             reason = f"{role.describe()}: kept (not a norm's affine parameter)"
         if _norm_kind(m)[0] == "grn" and not pats:  # x + gamma * x * N(x) + beta: gamma is no norm's gain
@@ -482,8 +485,10 @@ def _torch_default_param(info: LayerInfo, local: str, owner: nn.Module, attr: st
         std = 1.0 / math.sqrt(3.0 * f.torch_fan_in)
     else:
         wt = getattr(owner, "weight", None)
-        fi = layer_fans(owner, "weight").torch_fan_in if isinstance(wt, torch.Tensor) and wt.dim() >= 2 else None
-        std = 1.0 / math.sqrt(3.0 * fi) if fi else None
+        fi = layer_fans(owner, "weight").torch_fan_in if isinstance(wt, torch.Tensor) and wt.dim() >= 2 \
+            and wt.numel() else 0 if isinstance(wt, torch.Tensor) and wt.dim() >= 2 else None
+        # torch: bound = 1/sqrt(fan_in) if fan_in > 0 else 0 (a bias after an empty weight is drawn as zeros)
+        std = 1.0 / math.sqrt(3.0 * fi) if fi else 0.0 if fi == 0 else None
     return ParamPlan(full, info.name, tuple(w.shape), "torch_default", f, f.torch_fan_in if f else None,
                      math.sqrt(1.0 / 3.0) if w.dim() >= 2 else None, 1.0, std, "the module's reset_parameters()")
 
@@ -491,7 +496,7 @@ def _torch_default_param(info: LayerInfo, local: str, owner: nn.Module, attr: st
 def _current_param(info: LayerInfo, local: str, owner: nn.Module, attr: str, w: torch.Tensor) -> ParamPlan:
     """The weights as they are now: nothing changes, std is their measured root mean square."""
     full = _full(info, local)
-    f = layer_fans(owner, attr) if w.dim() >= 2 and not w.is_meta else None
+    f = layer_fans(owner, attr) if w.dim() >= 2 and not w.is_meta and w.numel() else None
     # per-row float32 norms summed in float64: the RMS to ~1e-8, without a float64 copy of the weight (18x faster)
     d = w.detach()
     d = d if d.is_floating_point() or d.is_complex() else d.double()  # integer weights: measured, never drawn
@@ -511,7 +516,7 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
     functional = role is not None and role.role in ("weight", "table") and role.fans is not None and not role.computed
     if isinstance(m, nn.MultiheadAttention) and primary is not None:
         return _attention_moments(m, lp)
-    if primary is None or isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) or not (
+    if primary is None or 0 in primary.shape or isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) or not (
             isinstance(m, (*_AFFINE, nn.Embedding, nn.EmbeddingBag)) or functional):
         return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
     local = primary.param[len(info.owner_name) + 1:] if info.owner_name else primary.param
@@ -686,7 +691,10 @@ def _prefix_moments(g: Graph, example_inputs: Any, layers: list[LayerPlan]) -> d
                 m, lp = modules[n.module], plans[n.module]
                 if type(m).forward in _PURE_FORWARD and lp.params and all(p.method == "keep" for p in lp.params) \
                         and not any(t.is_meta for t in m.parameters(recurse=False)):
-                    y = type(m).forward(m, x)
+                    try:
+                        y = type(m).forward(m, x)
+                    except RuntimeError:  # torch cannot run it (a conv with zero output channels): not evaluated
+                        y = None
             if y is None or tuple(y.shape[1:]) != tuple(n.shape[1:]):  # the graph may be traced on one sample
                 continue
             values[n.id] = y

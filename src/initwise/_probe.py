@@ -136,6 +136,9 @@ def finish(sites: Iterable[Site | None]) -> list[SiteStats | None]:
             out.append(None)
             continue
         mean, second, se_c, se_n, dead, sat, rho = (None if v != v else v for v in next(it))
+        if mean is None or second is None:  # an empty output (a layer with zero output channels): nothing measured
+            out.append(None)
+            continue
         n, c = s.ms.shape
         out.append(SiteStats(mean, max(second - mean * mean, 0.0), second, s.count, c, n, se_c, se_n, dead, sat,
                              rho, s.op))
