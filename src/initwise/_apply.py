@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ._initializers import icnr_, identity_, orthogonal_, variance_scaling_
+from ._reparam import reparams, weight_norm_magnitude
 from ._sharded import fill_, fill_constant_, is_sharded, local_device
 
 __all__ = ["apply_plan", "prepare", "PartialInitError", "InitInterrupted"]
@@ -131,8 +132,12 @@ def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = Non
     gen = _generator(generator, seed, next(iter(devices)) if len(devices) == 1 else None)
     steps: list[_Step] = []
     defaults: dict[str, _Step] = {}
+    derived = []  # weight norm's magnitudes: set from their direction once it is drawn
     for pp in todo:
         p = params[pp.param]
+        if pp.method == "weight_norm_g":
+            derived.append(pp)
+            continue
         if pp.method in _RANDOM and gen is not None and local_device(p).type != gen.device.type:
             raise ValueError(f"{_where(pp, p, modules)} is on {local_device(p)} but the generator on {gen.device}: pass "
                              f"generator=torch.Generator(device={local_device(p).type!r}) or seed=")
@@ -164,7 +169,28 @@ def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = Non
         except (TypeError, ValueError) as e:
             raise type(e)(f"{_where(pp, p, modules)}: {e}") from e
         steps.append(_Step((pp.param,), (p,), _random_run(pp.param, p, fill)))
+    for pp in derived:
+        steps.append(_Step((pp.param,), (params[pp.param],), _magnitude_run(pp, params, modules)))
     return steps, gen
+
+
+def _magnitude_run(pp: Any, params: dict[str, torch.Tensor], modules: dict[str, nn.Module]):
+    """weight norm's g = ||v|| (torch's weight_norm does the same when it wraps a layer): the effective weight
+    g * v / ||v|| is then the drawn v."""
+    layer = modules[pp.layer]
+    local = pp.param[len(pp.layer) + 1:] if pp.layer else pp.param
+    rep = reparams(layer).get(local)
+    if rep is None or rep.magnitude != local:
+        raise ValueError(f"parameter {pp.param!r}: the plan sets it as a weight norm magnitude, but layer "
+                         f"{pp.layer!r} ({type(layer).__name__}) has no weight norm on it: plan and model differ")
+    g, v = params[pp.param], params[f"{pp.layer}.{rep.draw}" if pp.layer else rep.draw]
+
+    def run(st: _Step, gen: torch.Generator | None, done: list[str]) -> None:
+        with torch.no_grad():
+            g.detach().copy_(weight_norm_magnitude(v.detach(), rep.dim, tuple(g.shape)))
+        done.append(pp.param)
+
+    return run
 
 
 def _filler(pp: Any, layers: dict, owner: nn.Module, g: float, extra: float, distribution: str) -> Callable[[torch.Tensor, torch.Generator | None], object] | None:

@@ -27,6 +27,7 @@ from ._nested import tensors as _nested_tensors
 from ._plan_types import LayerPlan, ParamPlan, Plan
 from ._propagate import LayerMoments, NormMoments, propagate
 from ._signal import Sig, sig_of
+from ._reparam import Reparam, effective_ms, reparams
 from ._roles import ParamRole, keep_reason
 
 __all__ = ["Plan", "LayerPlan", "ParamPlan", "plan", "SCHEMES", "parse_scheme"]
@@ -177,6 +178,9 @@ def _weight_params(layer: LayerInfo) -> list[tuple[str, nn.Module, str, torch.Te
     """(local dotted name, owning module, attribute name, tensor) of every parameter a layer owns."""
     m = layer.module
     out = [(n, m, n, p) for n, p in m.named_parameters(recurse=False) if not layer.params or n in layer.params]
+    rp = reparams(m)  # torch.nn.utils.parametrizations: the parameters live in m.parametrizations.<name>
+    out += [(n, m.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2], p) for n, p in m.named_parameters()
+            if n.startswith("parametrizations.") and n in rp and not layer.params]
     if isinstance(m, nn.MultiheadAttention):
         out += [(f"out_proj.{n}", m.out_proj, n, p) for n, p in m.out_proj.named_parameters(recurse=False)]
     return out
@@ -359,7 +363,9 @@ def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMomen
     _attach(g, layers, prop, q0)
     out_f = [prop.forward.get(i) for i in g.output_ids]
     out_forward = (max(v for v in out_f if v is not None) / q0) if any(v is not None for v in out_f) else None
-    return q0, out_forward, sorted(set(prop.approximate))
+    spectral = [f"{lp.name}:spectral_norm" for lp in layers if any(p.note.startswith("spectral norm") or
+                                                                    "; spectral norm" in p.note for p in lp.params)]
+    return q0, out_forward, sorted(set(prop.approximate) | set(spectral))
 
 
 def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: set[int],
@@ -429,6 +435,10 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
         pm = [p for p in o.exclude if fnmatch.fnmatchcase(full, p)]
         used.update(pm)
         reason = _role_keep(g, full, w, o, True) if scheme != "current" else None
+        reps = reparams(info.module)  # torch_default cannot run reset_parameters() on a re-parameterized layer
+        rep = reps.get(local) or (next(iter(reps.values())) if reps and scheme == "torch_default" else None)
+        if rep is not None and reason is not None and "computed from several parameters" in reason:
+            reason = None  # weight_orig / weight_v under spectral or weight norm: drawn as the effective weight
         if layer_excluded or pm:
             params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note="excluded"))
             continue
@@ -437,13 +447,16 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
         if reason is not None:
             params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note=reason))
             continue
-        if scheme == "torch_default":
+        if rep is not None and scheme not in ("current",):
+            params.append(_reparam_plan(scheme, mode, o, info, local, owner, attr, w, act, g, rep))
+        elif scheme == "torch_default":
             params.append(_torch_default_param(info, local, owner, attr, w))
         elif scheme == "current":
             params.append(_current_param(info, local, owner, attr, w))
         else:
             params.append(_param_plan(scheme, mode, o, info, local, owner, attr, w, act, g.params.get(full)))
-    primary = next((p for p in params if len(p.shape) >= 2), params[0] if params else None)
+    primary = next((p for p in params if len(p.shape) >= 2 and p.method != "weight_norm_g"),
+                   params[0] if params else None)
     return LayerPlan(
         name=info.name, type=info.type, shape=primary.shape if primary else (), activation=str(act),
         gain=primary.gain if primary else None, mode=mode if scheme in ("kaiming",) else scheme,
@@ -451,6 +464,23 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
         fans=primary.fans if primary else None, params=params, norm=info.norm, residual_end=_branch_end(info),
         pixel_shuffle=info.pixel_shuffle, is_output=info.is_output, notes=list(info.notes),
     )
+
+
+def _reparam_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, local: str, owner: nn.Module, attr: str,
+                  w: torch.Tensor, act: Activation, g: Graph, rep: Reparam) -> ParamPlan:
+    """A spectral- or weight-normed weight (see :mod:`initwise._reparam`): the parameter underneath drawn with the
+    effective weight's fans, weight norm's magnitude set to the norm of the drawn direction."""
+    full = _full(info, local)
+    if scheme == "torch_default":
+        return ParamPlan(full, info.name, tuple(w.shape), "keep",
+                         note=f"torch_default: {rep.kind} re-parameterizes {rep.weight}, its reset_parameters() "
+                              f"cannot redraw {local}: kept")
+    if local == rep.magnitude:
+        return ParamPlan(full, info.name, tuple(w.shape), "weight_norm_g", note=rep.magnitude_note())
+    role = g.params.get(full)
+    role = dataclasses.replace(role, computed=False) if role is not None else None
+    pp = _param_plan(scheme, mode, o, info, local, owner, attr, w, act, role)
+    return dataclasses.replace(pp, note="; ".join(x for x in (pp.note, rep.note(tuple(w.shape))) if x))
 
 
 def _branch_end(info: LayerInfo) -> bool:
@@ -484,9 +514,14 @@ def _torch_default_param(info: LayerInfo, local: str, owner: nn.Module, attr: st
     elif w.dim() >= 2 and f is not None:
         std = 1.0 / math.sqrt(3.0 * f.torch_fan_in)
     else:
-        wt = getattr(owner, "weight", None)
-        fi = layer_fans(owner, "weight").torch_fan_in if isinstance(wt, torch.Tensor) and wt.dim() >= 2 \
-            and wt.numel() else 0 if isinstance(wt, torch.Tensor) and wt.dim() >= 2 else None
+        rep = next(iter(reparams(owner).values()), None)
+        if rep is not None:  # spectral/weight norm: torch's fan_in of the effective weight, without computing it
+            shape = tuple(dict(owner.named_parameters())[rep.draw].shape)
+            fi = math.prod(shape) // shape[0] if len(shape) >= 2 else None
+        else:
+            wt = getattr(owner, "weight", None)
+            fi = layer_fans(owner, "weight").torch_fan_in if isinstance(wt, torch.Tensor) and wt.dim() >= 2 \
+                and wt.numel() else 0 if isinstance(wt, torch.Tensor) and wt.dim() >= 2 else None
         # torch: bound = 1/sqrt(fan_in) if fan_in > 0 else 0 (a bias after an empty weight is drawn as zeros)
         std = 1.0 / math.sqrt(3.0 * fi) if fi else 0.0 if fi == 0 else None
     return ParamPlan(full, info.name, tuple(w.shape), "torch_default", f, f.torch_fan_in if f else None,
@@ -510,7 +545,7 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
     weight where the trace saw it (custom and functional layers are then modelled like nn.Conv2d), else from
     its class. A standardized weight contributes the second moment the op actually used (its scale does not
     depend on the draw); a weight nobody draws, its current values; with no values (meta), the layer is opaque."""
-    primary = next((p for p in lp.params if len(p.shape) >= 2), None)
+    primary = next((p for p in lp.params if len(p.shape) >= 2 and p.method != "weight_norm_g"), None)
     m = info.module
     role = g.params.get(primary.param) if g is not None and primary is not None else None
     functional = role is not None and role.role in ("weight", "table") and role.fans is not None and not role.computed
@@ -521,7 +556,10 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
         return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
     local = primary.param[len(info.owner_name) + 1:] if info.owner_name else primary.param
     w = dict(m.named_parameters(recurse=False)).get(local)
-    if role is not None and role.standardized and role.effective_ms is not None:
+    rep = reparams(m).get(local)
+    if rep is not None and rep.kind == "spectral_norm":
+        w_ms = effective_ms(primary.shape, rep.dim)  # divided by its largest singular value: approximate
+    elif role is not None and role.standardized and role.effective_ms is not None:
         w_ms = role.effective_ms
     elif primary.std is not None and not (role is not None and role.standardized):
         w_ms = primary.std ** 2
@@ -540,7 +578,8 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
             b_ms = bias.std ** 2
         elif b is not None and not b.is_meta and b.is_floating_point():
             b_ms = float(b.detach().double().pow(2).mean())
-    f = role.fans if functional else primary.fans if primary.fans is not None else layer_fans(m, "weight")
+    f = role.fans if functional else primary.fans if primary.fans is not None else role.fans if (
+        role is not None and role.fans is not None) else layer_fans(m, "weight")
     return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms)
 
 

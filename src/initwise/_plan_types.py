@@ -27,6 +27,7 @@ class ParamPlan:
     layer: str
     shape: tuple[int, ...]
     method: str  # normal | uniform | truncated_normal | orthogonal | identity | icnr | zeros | ones | torch_default | keep
+    #   | weight_norm_g (weight norm magnitude: set to the norm of its drawn direction)
     fans: Fans | None = None
     fan: float | None = None
     gain: float | None = None

@@ -71,6 +71,8 @@ def plan_table(plan: Any) -> str:
     if plan.untouched:
         notes.append("not executed by the example, left untouched: " + ", ".join(plan.untouched))
     notes += _kept_notes(plan)
+    notes += [f"{pp.param}: {part}" for pp in plan.params for part in pp.note.split("; ")
+              if part.startswith(("spectral norm:", "weight norm:"))]  # a re-parameterized weight: what was drawn
     if plan.approximate:
         notes.append("approximate propagation through: " + ", ".join(plan.approximate[:8])
                      + (" ..." if len(plan.approximate) > 8 else ""))
