@@ -3,7 +3,8 @@
 Every builder constructs the architecture from its own package (``spandrel`` for SR/restoration nets,
 ``torchvision`` and ``timm`` for classifiers) with small widths, depths and window sizes through the constructor's
 own arguments. Nothing is downloaded: no pretrained weights, ever. SR/denoise nets get patches of the images that
-ship with scikit-image (:mod:`initwise.bench.data`), classifiers small random images; all in train mode.
+ship with scikit-image (:mod:`initwise.bench.data`), classifiers small random images; all in train mode except
+the ``*_eval`` entries (a torchvision ResNet-18 and spandrel's SPAN, whose eval forward re-parameterizes).
 
 The imports of spandrel/timm/torchvision happen inside the builders, so this module imports without them.
 """
@@ -64,18 +65,19 @@ def _sp(module: str, cls: str) -> Any:
 
 
 def _spandrel(name: str, module: str, cls: str, kwargs: dict[str, Any], *, size: int = 32, n: int = 4,
-              channels: int = 3, sigma: float = 0.0, note: str = "") -> Entry:
+              channels: int = 3, sigma: float = 0.0, note: str = "", train: bool = True) -> Entry:
     def build() -> nn.Module:
-        return _sp(module, cls)(**kwargs).train()
+        return _sp(module, cls)(**kwargs).train(train)
 
     return Entry(name, "spandrel", build, lambda: image_patches(n, size, channels, sigma), "image", note)
 
 
-def _tv(name: str, make: Callable[[Any], nn.Module], *, size: int = 48, n: int = 2, note: str = "") -> Entry:
+def _tv(name: str, make: Callable[[Any], nn.Module], *, size: int = 48, n: int = 2, note: str = "",
+        train: bool = True) -> Entry:
     def build() -> nn.Module:
         import torchvision
 
-        return make(torchvision.models).train()
+        return make(torchvision.models).train(train)
 
     return Entry(name, "torchvision", build, lambda: _images(n, size), "classifier", note)
 
@@ -142,6 +144,9 @@ REGISTRY: list[Entry] = [
                                                    num_heads_stripe=[1], window_size=4, stripe_size=[4, 4],
                                                    mlp_ratio=2.0, upscale=2, upsampler="pixelshuffle"), size=16),
     _spandrel("SPAN", "SPAN.__arch.span", "SPAN", dict(num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=2)),
+    _spandrel("SPAN_eval", "SPAN.__arch.span", "SPAN", dict(num_in_ch=3, num_out_ch=3, feature_channels=16,
+                                                            upscale=2), train=False,
+              note="eval mode: every Conv3XC re-parameterizes its three convs into eval_conv inside the forward"),
     _spandrel("SAFMN", "SAFMN.__arch.safmn", "SAFMN", dict(dim=16, n_blocks=2, upscaling_factor=2)),
     _spandrel("OmniSR", "OmniSR.__arch.OmniSR", "OmniSR", dict(num_feat=16, window_size=4, up_scale=2), size=16),
     _spandrel("PLKSR", "PLKSR.__arch.PLKSR", "PLKSR", dict(dim=16, n_blocks=2, upscaling_factor=2, kernel_size=7)),
@@ -188,6 +193,8 @@ REGISTRY: list[Entry] = [
               dict(embed_dims=[8, 16, 32, 16, 8], depths=[1, 1, 1, 1, 1]), size=64, n=2),
     # ---- torchvision classifiers ----
     _tv("tv_resnet18", lambda tv: tv.resnet18(num_classes=10)),
+    _tv("tv_resnet18_eval", lambda tv: tv.resnet18(num_classes=10), train=False,
+        note="eval mode: batch norms use their running statistics"),
     _tv("tv_resnet18_finetune", _resnet18_finetune, note="stem, layer1, layer2 frozen"),
     _tv("tv_resnet50", lambda tv: tv.resnet50(num_classes=10)),
     _tv("tv_mobilenet_v3_small", lambda tv: tv.mobilenet_v3_small(num_classes=10)),
