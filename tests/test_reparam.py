@@ -89,3 +89,36 @@ def test_torch_default_and_current_do_not_crash_and_keep_the_underlying_weight(k
     initwise.init_(model, x, scheme="torch_default", seed=0)
     assert torch.equal(dict(model.named_parameters())[f"0.{DRAWN[kind]}"].detach(), before)
     initwise.diagnose(model, x)
+
+
+class FusedEval(nn.Module):
+    """SPAN's Conv3XC pattern: two training convs, fused into ``eval_conv`` through ``.data`` by every eval forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv3, self.conv1 = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(4, 8, 1)
+        self.eval_conv = nn.Conv2d(4, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return torch.relu(self.conv3(x) + self.conv1(x))
+        w = self.conv3.weight.data.clone() + nn.functional.pad(self.conv1.weight.data.clone(), [1, 1, 1, 1])
+        self.eval_conv.weight.data = w
+        self.eval_conv.bias.data = self.conv3.bias.data + self.conv1.bias.data
+        return torch.relu(self.eval_conv(x))
+
+
+def test_a_parameter_the_eval_forward_overwrites_is_kept_and_the_plan_says_why() -> None:
+    model, x = FusedEval().eval(), torch.randn(2, 4, 8, 8)
+    out = model(x)
+    notes = {q.param: (q.method, q.note) for q in initwise.plan(model, x).params}
+    assert notes["eval_conv.weight"][0] == "keep" and notes["eval_conv.weight"][1].startswith("overwritten by the")
+    assert notes["conv3.weight"] == ("keep", "read by the forward outside the signal path (e.g. fused into "
+                                             "another parameter): kept")
+    assert not any("not used" in n for _, n in notes.values())  # every parameter is read by this forward
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    initwise.init_(model, x, seed=0)  # nothing it could draw would survive the next forward
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(model(x), out)
+    train = {q.param: q.method for q in initwise.plan(FusedEval().train(), x).params}
+    assert train["conv3.weight"] == train["conv1.weight"] == "normal"  # in train mode they are the layers

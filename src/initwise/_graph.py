@@ -102,6 +102,9 @@ class Graph:
     input_ids: tuple[int, ...]
     output_ids: tuple[int, ...]
     params: dict[str, ParamRole] = field(default_factory=dict)
+    # parameters the forward read (any op), and those it replaced (``p.data = ...``): see RoleTracker
+    read: frozenset[str] = frozenset()
+    overwritten: frozenset[str] = frozenset()
 
     def layer(self, name: str) -> LayerInfo:
         for info in self.layers:
@@ -352,7 +355,8 @@ def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
             for i in ids:  # the node belongs to this layer: propagation and plans look layers up by node.module
                 nodes[i].module = info.name
         layers.append(info)
-    return Graph(nodes, layers, _unknown(nodes, users), _tied(model), input_ids, tuple(outs), roles)
+    return Graph(nodes, layers, _unknown(nodes, users), _tied(model), input_ids, tuple(outs), roles,
+                 frozenset(rec.params.used), frozenset(rec.params.overwritten))
 
 
 def _walk(start: int, users: list[list[int]]) -> Iterator[tuple[int, int]]:

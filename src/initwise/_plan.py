@@ -269,7 +269,12 @@ def _role_keep(g: Graph, full: str, w: torch.Tensor, o: _Options, in_layer: bool
     """Why ``full`` keeps its value (its role is none the scheme draws, frozen, unused), or None to draw it."""
     if w.numel() == 0:  # torch's own init treats a zero-element tensor as a no-op too
         return "empty: nothing to draw"
+    if full in g.overwritten:
+        return "overwritten by the model's forward (assigned from other values on every call): drawing it " \
+               "would have no effect: kept"
     role = g.params.get(full)
+    if role is None and not in_layer and full in g.read:
+        return "read by the forward outside the signal path (e.g. fused into another parameter): kept"
     if role is None and in_layer:  # run inside a torch layer by an op the tracker has no role for (e.g. an RNN's)
         role = ParamRole(full, "module", "the layer's forward", "")
     return keep_reason(role, not w.requires_grad, o.frozen == "draw", in_layer)

@@ -122,7 +122,8 @@ class RoleTracker:
         self.params = params  # id(tensor as the forward sees it) -> canonical dotted parameter name
         self.constants = constants or set()  # ids of the buffers as the forward sees them
         self.roles: dict[str, ParamRole] = {}
-        self.used: set[str] = set()
+        self.used: set[str] = set()  # every parameter an op of the forward read (also outside the signal path)
+        self.overwritten: set[str] = set()  # parameters the forward replaced (``p.data = ...``, ``p.copy_(...)``)
         self._derived: dict[int, _Derived] = {}
         self._pending: list[str] = []  # roles noted since the last node was emitted
         self.last_weight: str | None = None  # the parameter the last weight op consumed as its weight
@@ -153,6 +154,15 @@ class RoleTracker:
                     if isinstance(b, torch.Tensor) and (id(b) in p or id(b) in d):
                         return True
         return False
+
+    def note_write(self, func: Any, args: tuple) -> None:
+        """A forward that assigns a parameter (an eval-mode block fusing its convs into ``eval_conv.weight.data``
+        on every call): whatever is drawn into it is replaced."""
+        if args and isinstance(args[0], torch.Tensor) and getattr(func, "__name__", "") in ("__set__", "copy_",
+                                                                                              "set_"):
+            name = self.params.get(id(args[0]))
+            if name is not None:
+                self.overwritten.add(name)
 
     def _derive(self, result: Any, how: dict[str, str]) -> None:
         for t in _tensors(result):

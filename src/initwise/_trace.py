@@ -335,6 +335,7 @@ class Recorder(TorchFunctionMode):
         if not self._hook and self.params.params and (self.params.touches(args, kwargs)
                                                       or getattr(func, "__name__", None) in FACTORY):
             try:
+                self.params.note_write(func, args)
                 owner = self.params.observe(_normalize(_op_name(func))[0], args, kwargs, result, self.scope())
             except Exception:  # noqa: BLE001 - a gap in role tracking must not break the forward
                 owner = None
