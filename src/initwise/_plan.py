@@ -29,6 +29,7 @@ from ._propagate import LayerMoments, NormMoments, propagate
 from ._signal import Sig, sig_of
 from ._reparam import Reparam, effective_ms, reparams
 from ._roles import ParamRole, keep_reason
+from ._taps import tap_factors
 
 __all__ = ["Plan", "LayerPlan", "ParamPlan", "plan", "SCHEMES", "parse_scheme"]
 
@@ -585,7 +586,26 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
             b_ms = float(b.detach().double().pow(2).mean())
     f = role.fans if functional else primary.fans if primary.fans is not None else role.fans if (
         role is not None and role.fans is not None) else layer_fans(m, "weight")
-    return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms)
+    t_in, t_out = _taps_of(info, m, role if functional else None, primary.shape, g)
+    return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms, in_taps=t_in, out_taps=t_out)
+
+
+def _taps_of(info: LayerInfo, m: nn.Module, role: Any, shape: tuple[int, ...], g: Graph | None) -> tuple[float, float]:
+    """The fraction of a zero-padded convolution's taps that read the input at the example's size (its first
+    call), forward and backward (:func:`initwise._taps.tap_factors`); 1.0 for any other layer."""
+    if g is None or not info.nodes or len(shape) < 3:
+        return 1.0, 1.0
+    if role is not None and "conv" in role.op:
+        stride, dilation, transposed = role.stride, role.dilation, role.transposed
+        module = None
+    elif isinstance(m, nn.modules.conv._ConvNd):
+        stride, dilation, transposed, module = m.stride, m.dilation, m.transposed, m
+    else:
+        return 1.0, 1.0
+    n = g.nodes[info.nodes[0]]
+    if not n.inputs:
+        return 1.0, 1.0
+    return tap_factors(module, tuple(shape[2:]), g.nodes[n.inputs[0]].shape, n.shape, stride, dilation, transposed)
 
 
 def _attention_moments(m: nn.MultiheadAttention, lp: LayerPlan) -> LayerMoments:
