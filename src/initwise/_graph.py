@@ -302,6 +302,9 @@ def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict
                     state = _meta_state(model)
                     rec.params.params = {id(state[k]): names[k] for k in names if k in state}
                     rec.params.constants = {id(v) for k, v in state.items() if k not in names}
+                    for k, b in model.named_buffers(remove_duplicate=False):
+                        if k in state and b is not None:
+                            rec.know(state[k], b)  # a shift by a buffer (``x - self.mean``) keeps its values
                     return torch.func.functional_call(model, state, args, kwargs, strict=False, tie_weights=True)
                 rec.params.params = {id(p): names[k] for k, p in model.named_parameters(remove_duplicate=False)}
                 rec.params.constants = {id(b) for b in model.buffers()}

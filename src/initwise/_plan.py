@@ -587,7 +587,37 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
     f = role.fans if functional else primary.fans if primary.fans is not None else role.fans if (
         role is not None and role.fans is not None) else layer_fans(m, "weight")
     t_in, t_out = _taps_of(info, m, role if functional else None, primary.shape, g)
-    return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms, in_taps=t_in, out_taps=t_out)
+    transposed = bool(role.transposed) if functional else bool(getattr(m, "transposed", False))
+    per_channel = len(primary.shape) >= 3 and (primary.shape[0 if transposed else 1] == 1)
+    spread = _row_spread(w, primary.method, f.fan_in * t_in, transposed)
+    return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms, in_taps=t_in, out_taps=t_out, row_spread=spread,
+                        per_channel=per_channel)
+
+
+# kurtosis E[w^4] / E[w^2]^2 of the drawn distributions: the squared norm of a row of f entries has relative
+# variance (kurtosis - 1) / f; truncated normal at +-2 std of the underlying normal: 2.36
+_KURTOSIS = {"normal": 3.0, "uniform": 1.8, "torch_default": 1.8, "truncated_normal": 2.36, "icnr": 3.0}
+
+
+def _row_spread(w: torch.Tensor | None, method: str, fan: float, transposed: bool) -> float:
+    """``E_c[s / s_c]`` over the output channels' squared row norms ``s_c``: from the weights when they are kept
+    (scheme "current"), else for ``fan`` independent draws of the scheme's distribution, ``1 / (1 - cv^2)`` with
+    ``cv^2 = (kurtosis - 1) / fan`` (exact for Gaussian rows: the inverse of a chi-square's mean, ``f / (f - 2)``).
+    Orthogonal and identity rows have equal norms (1)."""
+    if method == "keep":
+        if w is None or w.is_meta or not w.is_floating_point() or w.dim() < 2 or w.numel() == 0:
+            return 1.0
+        d = w.detach()
+        rows = (d.transpose(0, 1) if transposed else d).reshape(d.shape[1] if transposed else d.shape[0], -1)
+        s = torch.linalg.vector_norm(rows, dim=1).double().square()  # float32 rows: no float64 copy of the weight
+        if not bool((s > 0).all()):
+            return 1.0  # zero rows (a zero-init branch end): their channels carry no variance to spread
+        return float(s.mean() * (1.0 / s).mean())
+    k = _KURTOSIS.get(method)
+    if k is None or fan <= 0:
+        return 1.0
+    cv2 = (k - 1.0) / fan
+    return 1.0 / (1.0 - cv2) if cv2 < 0.5 else 2.0
 
 
 def _taps_of(info: LayerInfo, m: nn.Module, role: Any, shape: tuple[int, ...], g: Graph | None) -> tuple[float, float]:
@@ -595,11 +625,11 @@ def _taps_of(info: LayerInfo, m: nn.Module, role: Any, shape: tuple[int, ...], g
     call), forward and backward (:func:`initwise._taps.tap_factors`); 1.0 for any other layer."""
     if g is None or not info.nodes or len(shape) < 3:
         return 1.0, 1.0
-    if role is not None and "conv" in role.op:
-        stride, dilation, transposed = role.stride, role.dilation, role.transposed
-        module = None
-    elif isinstance(m, nn.modules.conv._ConvNd):
+    if isinstance(m, nn.modules.conv._ConvNd) and tuple(m.weight.shape) == tuple(shape):
         stride, dilation, transposed, module = m.stride, m.dilation, m.transposed, m
+    elif role is not None and "conv" in role.op:
+        stride, dilation, transposed = role.stride, role.dilation, role.transposed
+        module = None  # padding from the shapes
     else:
         return 1.0, 1.0
     n = g.nodes[info.nodes[0]]
@@ -727,9 +757,9 @@ _PREFIX_LIMIT = 1 << 24  # elements: a prefix is evaluated on the example only w
 
 def _prefix_moments(g: Graph, example_inputs: Any, layers: list[LayerPlan]) -> dict[int, Sig]:
     """Exact moments of what the model computes from the example before its first drawn layer: scalar scales,
-    value-preserving views and layers whose weights no scheme draws (EDSR's and RCAN's ``MeanShift``, a frozen
-    stem), evaluated on the example itself, so that a mean subtracted by a constant layer is seen as subtracted
-    (the rules treat a layer's weights as zero-mean and independent of the signal, which a mean shift is not).
+    value-preserving views, shifts by a constant the trace knows (``(x - self.mean) * 255``) and layers whose
+    weights no scheme draws (EDSR's and RCAN's ``MeanShift``, a frozen stem), evaluated on the example itself,
+    so that a mean subtracted by a constant layer is seen as subtracted (the rules treat a layer's weights as zero-mean and independent of the signal, which a mean shift is not).
     Only torch's own Conv/Linear forwards are evaluated (pure functions of the weights), without hooks."""
     tensors = _nested_tensors(example_inputs)
     values: dict[int, torch.Tensor] = {}
@@ -751,6 +781,9 @@ def _prefix_moments(g: Graph, example_inputs: Any, layers: list[LayerPlan]) -> d
                 y = x * n.factor  # a scalar factor (a tensor factor is summarized by its RMS: not exact)
             elif n.kind == "pass" and n.op in _SAME and tuple(n.shape[1:]) == tuple(x.shape[1:]):
                 y = x
+            elif n.kind == "shift" and n.const is not None and n.op in ("add", "sub", "rsub"):
+                c = torch.tensor(n.const[1], dtype=torch.float64).reshape(n.const[0]).to(x.dtype)
+                y = x + c if n.op == "add" else x - c if n.op == "sub" else c - x
             elif n.kind == "layer" and n.module in plans and n.module in modules:
                 m, lp = modules[n.module], plans[n.module]
                 if type(m).forward in _PURE_FORWARD and lp.params and all(p.method == "keep" for p in lp.params) \
@@ -762,7 +795,7 @@ def _prefix_moments(g: Graph, example_inputs: Any, layers: list[LayerPlan]) -> d
             if y is None or tuple(y.shape[1:]) != tuple(n.shape[1:]):  # the graph may be traced on one sample
                 continue
             values[n.id] = y
-            if n.kind == "layer":
+            if n.kind in ("layer", "shift"):
                 out[n.id] = sig_of(y)
     return out
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import _rules_join as J
 from . import _rules_reduce as R
 from ._rules_act import act_backward, act_forward
-from ._rules_layer import LayerMoments, NormMoments, layer_backward, layer_forward, norm_backward, norm_forward
+from ._rules_layer import (LayerMoments, NormMoments, layer_backward, layer_forward, norm_backward, norm_forward,
+                           normalize_backward, normalize_forward)
 from ._signal import Grad, Sig, layout
 
 __all__ = ["LayerMoments", "NormMoments", "Propagation", "propagate", "EXACT_PASS"]
@@ -113,6 +114,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = J.mha_forward(_attention(layers, n), x, n.shape)
         elif k == "layer":
             out, b = layer_forward(layers.get(n.module or ""), x, n.shape)
+        elif k == "norm" and n.op == "normalize" and n.dims:
+            out, b = normalize_forward(x, s_in[n.dims[0]] if len(s_in) > n.dims[0] else 1)
         elif k == "norm":
             out, b = norm_forward(_norm_of(norms, n), x, s_in)
         elif k == "act":
@@ -120,7 +123,7 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         elif k == "scale":
             out, b = R.scale_forward(x, n.factor)
         elif k == "shift":
-            out, b = R.shift_forward(x, None)
+            out, b = R.shift_forward(x, _const_moments(n.const))
         elif k in ("add", "sub"):
             out, b = J.add_forward(ins, k == "sub")
         elif k == "cat":
@@ -133,6 +136,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = R.reduce_forward(n.op, x, n.dims or (), s_in, n.shape)
         elif k == "pass" and (n.op in R.AVG_POOLS or n.op in R.ADAPTIVE_AVG):
             out, b = R.pool_forward(n.op, x, n.dims, s_in, n.shape)
+        elif k == "pass" and n.op in R.DROPOUT and n.factor is not None:
+            out, b = R.dropout_forward(n.op, x, n.factor), 1.0
         elif k == "pass" and n.op in R.MAX_POOLS:
             src = nodes[n.inputs[0]]
             pre = sig.get(src.inputs[0]) if src.kind == "act" and src.inputs else None
@@ -151,6 +156,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = x, 1.0
         else:  # unknown (or a kind the rules do not know)
             out, b = R.pass_forward(n.op, x, n.shape, False)
+        if k in ("act", "pass", "scale") and out.spread == 1.0 and x.spread != 1.0 and n.id not in known:
+            out = replace(out, spread=x.spread)  # pointwise maps and value moves keep the channels' spread
         sig[n.id] = out
         prop.forward[n.id] = out.q
         fb[n.id] = b * max((fb.get(i, 1.0) for i in n.inputs), default=1.0)
@@ -158,6 +165,14 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             prop.approximate.append(f"{n.module or ''}:{n.op}".lstrip(":"))
     _backward(graph, nodes, layers, norms, prop, aux, batch)
     return prop
+
+
+def _const_moments(const) -> tuple[float, float] | None:
+    """(mean, mean square) of a shift's constant (``Node.const``), or None when the trace did not see it."""
+    if not const or not const[1]:
+        return None
+    v = const[1]
+    return sum(v) / len(v), sum(t * t for t in v) / len(v)
 
 
 def _attention(layers, n):
@@ -205,6 +220,8 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
         elif k == "layer":
             contrib, b = layer_backward(layers.get(n.module or ""), d, len(n.inputs))
+        elif k == "norm" and n.op == "normalize" and n.dims:
+            contrib, b = normalize_backward(d, x, shapes[0][n.dims[0]] if len(shapes[0]) > n.dims[0] else 1)
         elif k == "norm":
             contrib, b = norm_backward(_norm_of(norms, n), d, x, shapes[0])
         elif k == "act":
@@ -223,6 +240,9 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
         elif k == "reduce":
             one, b = R.reduce_backward(n.op, d, n.dims or (), shapes[0])
             contrib = [one]
+        elif k == "pass" and n.op in R.DROPOUT and n.factor is not None:
+            # the same mask multiplies the gradient: E[dx^2] = E[m^2] E[dy^2]; its constant parts as forward
+            contrib, b = [Grad(d.g * n.factor, d.dc * (n.factor if n.op == "DropPath" else 1.0), d.dcb)], 1.0
         elif k == "pass" and (n.op in R.AVG_POOLS or n.op in R.ADAPTIVE_AVG):
             one, b = R.pool_backward(n.op, d, n.dims, shapes[0], n.shape)
             contrib = [one]

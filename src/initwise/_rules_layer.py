@@ -34,6 +34,7 @@ BOUND_FUNCTIONAL_NORM = 1.5
 # middle; tests/test_taps.py measured 12% (backward, 3x3 and 2x2 maps, mean of 12 draws)
 BOUND_BORDER = 1.25
 TAPS_EXACT = 0.9
+SPREAD_EXACT = 1.02  # a batch norm's backward after channels whose variances scatter by more than this: approximate
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class LayerMoments:
     # forward and backward (:mod:`initwise._taps`)
     in_taps: float = 1.0
     out_taps: float = 1.0
+    # ``E_c[s / s_c]`` for the squared norms ``s_c`` of the weight's rows (the output channels' fans), and whether
+    # each output channel reads one input channel (depthwise: the input's own spread over channels carries over)
+    row_spread: float = 1.0
+    per_channel: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,8 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...]) -> tu
     if lm.kind == "embedding":
         return Sig(lm.weight_ms, 0.0, lm.weight_ms / max(layout(shape)[2], 1), 0.0), 1.0
     g = lm.fan_in * lm.in_taps * lm.weight_ms
-    out = Sig(g * x.q + lm.bias_ms, 0.0, g * x.dc + lm.bias_ms, g * x.dcb + lm.bias_ms)
+    spread = lm.row_spread * (x.spread if lm.per_channel else 1.0)
+    out = Sig(g * x.q + lm.bias_ms, 0.0, g * x.dc + lm.bias_ms, g * x.dcb + lm.bias_ms, spread)
     return (out.no_positions() if len(shape) <= 2 else out).clean(), _border_bound(lm)
 
 
@@ -168,7 +174,32 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...]) -> t
     if nm.kind == "rms":
         var = x.q
     f = nm.gamma_ms / (var + nm.eps) if var + nm.eps > 0 else 0.0
+    bound = BOUND_GENERIC_NORM if nm.kind == "generic" else BOUND_FUNCTIONAL_NORM if nm.functional else 1.0
+    if nm.kind in ("batch", "instance") and x.spread > 1.0:
+        # each channel's gradient is divided by its own variance: E_c[1 / v_c] = spread / v (eps neglected); the
+        # spread comes from a model of the weights' row norms, so the rule is approximate by as much as it moves
+        f *= x.spread
+        if x.spread > SPREAD_EXACT:
+            bound *= x.spread
     removed = d.dcb if level == 2 else d.dc if level == 1 else 0.0
     out = Grad(f * max(d.g - removed, 0.0), f * max(d.dc - removed, 0.0), f * max(d.dcb - removed, 0.0))
-    bound = BOUND_GENERIC_NORM if nm.kind == "generic" else BOUND_FUNCTIONAL_NORM if nm.functional else 1.0
     return [out], bound
+
+
+def normalize_forward(x: Sig, size: int) -> tuple[Sig, float]:
+    """``F.normalize(x, dim)`` (p = 2): every vector along ``dim`` has unit norm, so ``E[y^2] = 1 / size`` exactly
+    (unless eps dominates); the constant parts scale as ``1 / (size E[x^2])`` (approximate: the norm of one vector
+    is taken at its mean)."""
+    if x.q <= 0 or size <= 0:
+        return Sig(0.0), 1.0
+    c2 = 1.0 / (size * x.q)
+    return Sig(1.0 / size, x.mean * math.sqrt(c2), x.dc * c2, x.dcb * c2).clean(), 1.0
+
+
+def normalize_backward(d: Grad, x: Sig, size: int) -> tuple[list[Grad], float]:
+    """``dx = (I - y y^T) dy / |x|``: ``E[dx^2] = (1 - 1 / size) E[dy^2] / (size E[x^2])`` (the projection's share
+    taken for a gradient independent of ``y``); approximate (the norm of one vector at its mean)."""
+    if x.q <= 0 or size <= 0:
+        return [Grad(0.0)], BOUND_FUNCTIONAL_NORM
+    f = (1.0 - 1.0 / size) / (size * x.q) if size > 1 else 0.0
+    return [d.scaled(f)], BOUND_FUNCTIONAL_NORM

@@ -79,6 +79,18 @@ def max_pool_forward(x: Sig, window: tuple[int, ...] | None, shape_in: tuple[int
     return (out.no_positions() if layout(shape_out)[2] == 1 else out).clean(), BOUND_MAX_POOL
 
 
+DROPOUT = frozenset(("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "DropPath"))
+
+
+def dropout_forward(op: str, x: Sig, factor: float) -> Sig:
+    """Dropout in training, ``y = m x`` with ``E[m] = 1`` and ``E[m^2] = factor`` (``1 / keep``): the second moment
+    is multiplied by ``factor``, the mean kept. An element mask (``Dropout``) leaves the per-sample and batch
+    constants as they were (it adds zero-mean noise per element); a per-sample mask (``DropPath``) multiplies the
+    per-sample constant by ``factor`` too."""
+    dc = x.dc * factor if op == "DropPath" else x.dc
+    return Sig(x.q * factor, x.mean, dc, x.dcb).clean()
+
+
 def pass_forward(op: str, x: Sig, shape: tuple[int, ...], known: bool) -> tuple[Sig, float]:
     out = x.no_positions() if len(shape) <= 2 else x
     if op in MAX_POOLS:

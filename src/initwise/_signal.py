@@ -32,10 +32,16 @@ class Sig:
     mean: float = 0.0
     dc: float = 0.0
     dcb: float = 0.0
+    # ``E_c[v / v_c]`` for the per-channel variances ``v_c`` (mean ``v``): how unevenly the channels' variances
+    # are spread (1: evenly). A training-mode batch norm divides each channel's gradient by ``v_c``; after a
+    # layer with a small fan-in (a depthwise conv: 9 taps) the channels' variances scatter like the squared
+    # norms of its weight rows (chi-square with 9 degrees of freedom for Gaussian weights: ``9 / 7``)
+    spread: float = 1.0
 
     def scaled(self, c2: float, c: float | None = None) -> "Sig":
         """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
-        return Sig(self.q * c2, self.mean * (c if c is not None else math.sqrt(c2)), self.dc * c2, self.dcb * c2)
+        return Sig(self.q * c2, self.mean * (c if c is not None else math.sqrt(c2)), self.dc * c2, self.dcb * c2,
+                   self.spread)
 
     def clean(self) -> "Sig":
         """Clip to ``mean^2 <= dcb <= dc <= q`` (rounding in rules that subtract)."""
@@ -43,7 +49,7 @@ class Sig:
         dc = min(max(self.dc, 0.0), q)
         dcb = min(max(self.dcb, 0.0), dc)
         m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
-        return Sig(q, m, dc, dcb)
+        return Sig(q, m, dc, dcb, self.spread)
 
     def no_positions(self) -> "Sig":
         """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own

@@ -58,6 +58,9 @@ class Node:
     # a functional layer node: the parameter its op consumed as the weight; when its module has several such
     # weights, ``module`` is the layer's name ``owner.param`` (see LayerInfo.owner)
     param: str | None = None
+    # a "shift" by a small constant tensor whose values the trace saw (``x - self.mean``, also on the meta device
+    # where the constant came from a buffer or a real attribute): ``(shape, values)``; None if unknown
+    const: tuple[tuple[int, ...], tuple[float, ...]] | None = None
 
 
 def _classes(*names: str) -> tuple[type, ...]:
@@ -88,6 +91,29 @@ def _own_forward(m: nn.Module, base: tuple[type, ...]) -> bool:
     return isinstance(m, base) and fwd is not None and not getattr(fwd, "__module__", "torch.").startswith("torch.")
 
 
+def _drop_path(m: nn.Module) -> float | None:
+    """A stochastic-depth module (timm's and the SR codebases' ``DropPath`` with ``drop_prob``, torchvision's
+    ``StochasticDepth`` with ``p``; no parameters): the factor ``E[mask^2]`` it multiplies second moments by in
+    training, ``1 / keep`` (or ``keep`` when it does not rescale); None for any other module."""
+    name = type(m).__name__
+    if not ("DropPath" in name or "StochasticDepth" in name) or next(m.parameters(), None) is not None:
+        return None
+    p = getattr(m, "drop_prob", getattr(m, "p", None))
+    if not isinstance(p, (int, float)) or not 0 <= p < 1:
+        return None
+    keep = 1.0 - float(p)
+    if not m.training or p == 0:
+        return 1.0
+    return 1.0 / keep if getattr(m, "scale_by_keep", True) else keep
+
+
+def _dropout(m: nn.Module) -> float | None:
+    """``E[mask^2]`` of a torch dropout module in training (``1 / (1 - p)``), 1 in eval; None otherwise."""
+    if isinstance(m, (nn.AlphaDropout, nn.FeatureAlphaDropout)) or not isinstance(m, nn.modules.dropout._DropoutNd):
+        return None
+    return 1.0 / (1.0 - m.p) if m.training and 0 < m.p < 1 else 1.0
+
+
 def module_role(m: nn.Module) -> str:
     """"act", "norm", "pass" (leaf modules recorded as one node), "layer" (leaf with weights), "through", or
     "through:layer" / "through:norm" (traced op by op, one node as a layer or norm if an op is not understood).
@@ -104,7 +130,7 @@ def module_role(m: nn.Module) -> str:
         return "act"
     if isinstance(m, _NORM_MODULES):
         return "through:norm" if _own_forward(m, _NORM_MODULES) else "norm"
-    if isinstance(m, _PASS_MODULES):
+    if isinstance(m, _PASS_MODULES) or _drop_path(m) is not None:
         return "pass"
     direct = next(m.parameters(recurse=False), None) is not None
     child_params = any(next(c.parameters(), None) is not None for c in m.children())
@@ -142,6 +168,9 @@ _AVG_POOLS = frozenset(("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", 
 _SPLIT_OPS = frozenset(("chunk", "split", "split_with_sizes", "tensor_split", "unbind", "hsplit", "vsplit",
                         "dsplit", "unsafe_chunk", "unsafe_split"))
 # ops that make a new tensor from another one's shape only: their output carries no signal
+# conversions of a constant (``self.mean.type_as(x)``): its values pass through, also to a meta stand-in
+_CONVERT_OPS = frozenset("type_as to float double half bfloat16 type detach clone contiguous cpu cuda".split())
+_CONST_LIMIT = 4096  # the largest shift constant whose values a node keeps
 _SOURCE_OPS = frozenset("""zeros_like ones_like empty_like full_like rand_like randn_like randint_like new_zeros
 new_ones new_empty new_full new_tensor size""".split())
 _BINARY = {"add": "add", "sub": "sub", "subtract": "sub", "mul": "mul", "multiply": "mul", "div": "div",
@@ -233,6 +262,21 @@ class Recorder(TorchFunctionMode):
         self.gaps = 0  # ops the recorder failed on (the meta fast path then defers to the real forward)
         self.replays = Replays()  # elementwise ops by node id: a hand-written x * f(x) becomes one activation
         self._composed: list[tuple[int, list[Node], Node]] = []  # (act node, the ops it replaced, the product)
+        self._values: dict[int, tuple[weakref.ref, torch.Tensor]] = {}  # meta stand-in -> its real values
+
+    def know(self, stand_in: torch.Tensor, value: torch.Tensor) -> None:
+        """``stand_in`` (a meta tensor) holds ``value``'s values (a buffer of the model, a converted constant)."""
+        if value.numel() <= _CONST_LIMIT and not value.is_meta:
+            self._values[id(stand_in)] = (weakref.ref(stand_in), value)
+
+    def value(self, t: Any) -> torch.Tensor | None:
+        """The values of a small constant tensor, or None."""
+        if not isinstance(t, torch.Tensor) or t.numel() > _CONST_LIMIT or t.is_complex():
+            return None
+        if not t.is_meta:
+            return t
+        e = self._values.get(id(t))
+        return e[1] if e is not None and e[0]() is t else None
 
     # ---- tensors and nodes
     def nid(self, t: Any) -> int | None:
@@ -323,6 +367,9 @@ class Recorder(TorchFunctionMode):
             kw["factor"] = float(module.upscale_factor if shuffle else module.downscale_factor)
         elif isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
             kw["dims"] = _ints(module.kernel_size, outs[0].dim() - 2)
+        elif _drop_path(module) is not None or _dropout(module) is not None:
+            op = "DropPath" if _drop_path(module) is not None else op
+            kw["factor"] = _drop_path(module) if op == "DropPath" else _dropout(module)
         i = self.emit(role, op, ins, outs, module=name, **kw)
         if role == "act" and len(ins) == 1:
             self.replays.keep_act(i, kw["activation"], ins[0])
@@ -372,6 +419,10 @@ class Recorder(TorchFunctionMode):
             return
         a0 = args[0] if args else kwargs.get("input")
         n0 = self.nid(a0)
+        if n0 is None and name in _CONVERT_OPS and len(outs) == 1 and outs[0].is_meta:
+            v = self.value(a0)
+            if v is not None:
+                self.know(outs[0], v)
         inplace = result is a0
         if name in WEIGHT_OPS and owner is not None and (n0 is not None or name.startswith("embedding")):
             # a functional conv / linear / embedding on a parameter (or a tensor computed from parameters)
@@ -395,6 +446,11 @@ class Recorder(TorchFunctionMode):
                 elif name in _AVG_POOLS:
                     k = args[1] if len(args) > 1 else kwargs.get("kernel_size")
                     kw["dims"] = _ints(k, a0.dim() - 2)
+                elif name == "normalize":  # F.normalize(x, p, dim): the dim it makes unit-norm (p = 2 only)
+                    pw = args[1] if len(args) > 1 else kwargs.get("p", 2.0)
+                    dim = args[2] if len(args) > 2 else kwargs.get("dim", 1)
+                    if pw == 2 and isinstance(dim, int):
+                        kw["dims"] = (dim % max(a0.dim(), 1),)
                 if name in NORM_ARGS and owner is not None:
                     kw["module"] = owner  # F.batch_norm(x, ..., self.weight, self.bias): this module's norm
                 if name in _SPLIT_OPS and len(outs) > 1:  # one node per piece: x1 * x2 is then a product
@@ -493,7 +549,8 @@ class Recorder(TorchFunctionMode):
             return False
         if op in ("add", "sub"):
             self.emit("shift", "rsub" if reflected or na is None and op == "sub" else op, (n,), outs,
-                      inplace=inplace)
+                      inplace=inplace, const=self._const(other, kwargs.get("alpha", 1)) if na is not None
+                      else self._const(other) if kwargs.get("alpha", 1) == 1 else None)
             return True
         f = _factor(other)
         if f is None or op == "div" and (na is None or reflected or f == 0.0):
@@ -532,6 +589,16 @@ class Recorder(TorchFunctionMode):
                     self.nodes[n.id] = n
                 self.nodes[i] = join
         self._composed.clear()
+
+    def _const(self, other: Any, alpha: Any = 1) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+        """``(shape, values)`` of a shift's constant operand (times ``alpha``), when the trace knows them."""
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return (), (float(other) * float(alpha),)
+        v = self.value(other)
+        if v is None or not isinstance(alpha, (int, float)):
+            return None
+        d = v.detach().to("cpu", torch.float64) * float(alpha)
+        return tuple(d.shape), tuple(d.reshape(-1).tolist())
 
     def _join(self, op: str, na: int, nb: int, outs: list, inplace: bool) -> None:
         residual, branch, skip = self._join_fields(op, na, nb)

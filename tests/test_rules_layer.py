@@ -1,0 +1,88 @@
+"""``F.normalize`` against the variance measured through the real layers: unit-norm vectors along ``dim`` have
+``E[y^2] = 1 / size`` exactly; the old rule (a generic norm: variance 1) was off by the size."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import initwise as iw
+from initwise._diagnose import MISMATCH_Z
+
+
+class Normalized(nn.Module):
+    """RetinexFormer's attention inputs: ``F.normalize(q, dim=-1)`` over the tokens, then a linear map."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.a = nn.Linear(32, 64)
+        self.b = nn.Linear(64, 64)
+        self.c = nn.Linear(64, 8)
+
+    def forward(self, x):
+        y = F.normalize(self.a(x), dim=self.dim)
+        return self.c(torch.relu(self.b(y)))
+
+
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_normalize_makes_unit_vectors(dim):
+    torch.manual_seed(0)
+    model = Normalized(dim)
+    x = torch.randn(16, 48, 32)
+    size = 64 if dim == -1 else 48
+    run = iw.diagnose(model, x, schemes=["kaiming_fan_in"], generator=torch.Generator().manual_seed(0)).runs[0]
+    b = run["b"]
+    # b's input has E[y^2] = 1 / size: b's forward relative to the example
+    assert abs(math.log(b.forward / b.predicted_forward)) <= MISMATCH_Z * b.forward_noise
+    assert b.forward_exact
+    # the old rule (variance 1 after the norm) predicted size times more
+    assert abs(math.log(b.forward / (b.predicted_forward * size))) > 10 * MISMATCH_Z * b.forward_noise
+    a = run["a"]  # backward through the normalization: approximate, within its bound
+    assert not a.backward_exact
+    assert abs(math.log(a.backward / a.predicted_backward)) <= math.log(a.backward_bound) + MISMATCH_Z * a.backward_noise
+
+
+class DepthwiseBN(nn.Module):
+    """MobileNet's pattern without the 1x1 convs: depthwise 3x3 conv - BN - ReLU, ``depth`` times. Each channel's
+    variance after a depthwise conv is its 9 weights' squared norm times the input's: a batch norm divides each
+    channel's gradient by it, ``E_c[1 / v_c] = 9 / 7`` of ``1 / E_c[v_c]`` per block for Gaussian weights."""
+
+    def __init__(self, depth=6, width=64):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 1)
+        layers = []
+        for _ in range(depth):
+            layers += [nn.Conv2d(width, width, 3, padding=1, groups=width, padding_mode="circular"),
+                       nn.BatchNorm2d(width), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(width, 8, 1)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)))
+
+
+@pytest.mark.parametrize("scheme", ["kaiming_fan_in", "current"])
+def test_batch_norm_backward_after_a_depthwise_conv(scheme):
+    """Mean over 6 draws of ln(measured / predicted) for the stem's backward (through 6 blocks): within 4 of its
+    standard errors of 0 (or of the rule's bound); the old rule (1 / E[v]) is off by 6 ln(9/7) = 1.5."""
+    logs, bounds = [], []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        model = DepthwiseBN()
+        if scheme == "kaiming_fan_in":
+            iw.init_(model, torch.randn(2, 3, 16, 16), scheme="kaiming", mode="fan_in", generator=torch.Generator().manual_seed(seed))
+        run = iw.diagnose(model, torch.randn(32, 3, 16, 16), schemes=["current"],
+                          generator=torch.Generator().manual_seed(seed)).runs[0]
+        stem = run["stem"]
+        logs.append(math.log(stem.backward / stem.predicted_backward))
+        bounds.append(stem.backward_bound)
+    mean = sum(logs) / len(logs)
+    se = math.sqrt(sum((t - mean) ** 2 for t in logs) / (len(logs) - 1) / len(logs))
+    assert abs(mean) <= MISMATCH_Z * se + 0.05, (mean, se, logs)
+    assert abs(mean - 6 * math.log(9 / 7)) > MISMATCH_Z * se + 0.05 or scheme == "current"
+    assert min(bounds) > 1.0  # the spread comes from a model of the rows: approximate, and said so

@@ -1,0 +1,129 @@
+"""Shifts by a constant tensor and dropout masks, against the variance measured through the real layers.
+
+A shift ``x - self.mean`` before the first drawn layer is evaluated on the example (exact); without the
+constant's values the old rule passed ``E[x^2]`` on unchanged, which the tests show to be far off. Dropout and
+stochastic depth multiply second moments by ``E[mask^2] = 1 / keep`` in training (the trace once took the RMS of
+the one mask it drew, zero when it dropped the traced sample).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import initwise as iw
+from initwise._diagnose import MISMATCH_Z
+
+
+def run_of(model, x, seed=0):
+    return iw.diagnose(model, x, schemes=["kaiming_fan_in"], generator=torch.Generator().manual_seed(seed)).runs[0]
+
+
+class MeanShifted(nn.Module):
+    """SwinIR's head: ``self.mean = self.mean.type_as(x); x = (x - self.mean) * range`` (a plain attribute), or
+    the same with a registered buffer."""
+
+    def __init__(self, buffer: bool):
+        super().__init__()
+        mean = torch.tensor([0.4488, 0.4371, 0.4040]).view(1, 3, 1, 1)
+        if buffer:
+            self.register_buffer("mean", mean)
+        else:
+            self.mean = mean
+        self.buffer = buffer
+        self.conv = nn.Conv2d(3, 64, 3, padding=1, padding_mode="circular")
+        self.out = nn.Conv2d(64, 8, 1)
+
+    def forward(self, x):
+        if not self.buffer:
+            self.mean = self.mean.type_as(x)
+        x = (x - self.mean) * 255.0
+        return self.out(torch.relu(self.conv(x)))
+
+
+@pytest.mark.parametrize("buffer", [False, True])
+def test_a_shift_by_a_constant_tensor_is_evaluated_on_the_example(buffer):
+    torch.manual_seed(0)
+    model = MeanShifted(buffer)
+    x = 0.45 + 0.1 * torch.randn(16, 3, 24, 24)  # an image-like input: its mean is most of its second moment
+    g = iw.trace(model, x)
+    shift = next(n for n in g.nodes if n.kind == "shift")
+    assert shift.const is not None and len(shift.const[1]) == 3
+    run = run_of(model, x)
+    conv = run["conv"]
+    assert conv.forward_exact
+    assert abs(math.log(conv.forward / conv.predicted_forward)) <= MISMATCH_Z * conv.forward_noise
+    # the old rule: E[x^2] passed through the shift unchanged, 20x the shifted signal's
+    q, q_shifted = float(x.pow(2).mean()), float((x - model.mean).pow(2).mean())
+    old = conv.predicted_forward * q / q_shifted
+    assert abs(math.log(conv.forward / old)) > 10 * MISMATCH_Z * conv.forward_noise
+
+
+class DropPath(nn.Module):
+    """timm's stochastic depth: a per-sample Bernoulli(keep) mask divided by keep."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.scale_by_keep = True
+
+    def forward(self, x):
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+
+class StochasticDepth(nn.Module):
+    """torchvision's: ``p`` and a per-row mask, divided by the survival rate."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p, self.mode = p, "row"
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1)).bernoulli_(keep)
+        return x * noise.div_(keep)
+
+
+class Masked(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 64, 3, padding=1, padding_mode="circular")
+        self.drop = {"droppath": DropPath, "stochastic": StochasticDepth, "dropout": nn.Dropout}[kind](0.5)
+        self.c2 = nn.Conv2d(64, 64, 1)
+        self.c3 = nn.Conv2d(64, 8, 1)
+
+    def forward(self, x):
+        return self.c3(torch.relu(self.c2(self.drop(torch.relu(self.c1(x))))))
+
+
+@pytest.mark.parametrize("kind", ["droppath", "stochastic", "dropout"])
+def test_dropout_masks_multiply_second_moments_by_one_over_keep(kind):
+    """Over 12 seeds (weights, masks, cotangents) the mean log-ratio of c2's forward and c1's backward is within
+    4 of its standard errors of 0; the old rule (masks as identity, or as the one mask the trace drew) is off
+    by ln 2 = 0.69."""
+    logs = {"f": [], "b": []}
+    for seed in range(12):
+        torch.manual_seed(seed)
+        model = Masked(kind)
+        x = torch.randn(64, 3, 8, 8)
+        g = iw.trace(model, x)
+        node = next(n for n in g.nodes if n.module == "drop")
+        assert node.kind == "pass" and node.factor == pytest.approx(2.0)
+        run = run_of(model, x, seed)
+        assert run["c2"].forward_exact and run["c1"].backward_exact
+        logs["f"].append(math.log(run["c2"].forward / run["c2"].predicted_forward))
+        logs["b"].append(math.log(run["c1"].backward / run["c1"].predicted_backward))
+    for v in logs.values():
+        mean = sum(v) / len(v)
+        se = math.sqrt(sum((t - mean) ** 2 for t in v) / (len(v) - 1) / len(v))
+        assert abs(mean) <= MISMATCH_Z * se + 0.02, (mean, se)
+        assert abs(mean + math.log(2.0)) > MISMATCH_Z * se + 0.02  # what a mask taken as identity predicts
