@@ -86,3 +86,54 @@ def test_batch_norm_backward_after_a_depthwise_conv(scheme):
     assert abs(mean) <= MISMATCH_Z * se + 0.05, (mean, se, logs)
     assert abs(mean - 6 * math.log(9 / 7)) > MISMATCH_Z * se + 0.05 or scheme == "current"
     assert min(bounds) > 1.0  # the spread comes from a model of the rows: approximate, and said so
+
+
+class StdConv(nn.Conv2d):
+    """timm's ``StdConv2d``: each output channel's weight row standardized by its own statistics in the forward."""
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                         eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class Standardized(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = StdConv(3, 64, 3, padding=1)
+        self.body = StdConv(64, 64, 3, padding=1)
+        self.head = nn.Conv2d(64, 8, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(torch.relu(self.stem(x)))))
+
+
+def _smooth(n, size, seed):
+    """Image-like inputs: a mean of 0.45 and a smooth field (a 5x5 box blur of noise, upsampled 2x)."""
+    g = torch.Generator().manual_seed(seed)
+    z = F.avg_pool2d(torch.randn(n, 3, size // 2 + 4, size // 2 + 4, generator=g), 5, 1)
+    return 0.45 + 0.5 * F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def test_weight_standardization_removes_the_patch_mean():
+    """Zero-mean rows see their input minus its receptive field's mean: on image-like inputs (a large mean, smooth)
+    the stem's output is measured on the example's own patches; the next layer's from the moments (positions taken
+    as independent: within the rule's bound). The old rule (fan E[w^2] E[x^2]) is far off at both."""
+    torch.manual_seed(0)
+    model = Standardized()
+    x = _smooth(16, 24, 0)
+    run = iw.diagnose(model, x, schemes=["current"], generator=torch.Generator().manual_seed(0)).runs[0]
+    g = iw.trace(model, x)
+    assert g.params["stem.weight"].standardized
+    for name in ("stem", "body"):
+        lp = run[name]
+        assert not lp.forward_exact
+        err = abs(math.log(lp.forward / lp.predicted_forward))
+        assert err <= math.log(lp.forward_bound) + MISMATCH_Z * lp.forward_noise, (name, lp.forward, lp.predicted_forward)
+    stem = run["stem"]
+    # the example's own patches: within the measurement's noise (4 SE), not only within the bound
+    assert abs(math.log(stem.forward / stem.predicted_forward)) <= MISMATCH_Z * stem.forward_noise
+    w = model.stem.weight.detach()
+    ws = F.batch_norm(w.reshape(1, 64, -1), None, None, training=True, momentum=0.0, eps=1e-6)
+    old = 27 * float(ws.pow(2).mean())  # fan E[w^2] E[x^2], relative to E[x^2]
+    assert abs(math.log(stem.forward / old)) > 1.0  # more than e-fold: the patch mean is most of the input's power

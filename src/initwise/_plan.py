@@ -364,6 +364,7 @@ def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMomen
     ops propagated approximately."""
     input_ms = _input_moments(g, example_inputs)
     known = _prefix_moments(g, example_inputs, layers)
+    _patch_moments(g, layer_ms, example_inputs)
     prop = propagate(g, layer_ms, norm_ms, input_ms, _batch(example_inputs), known)
     q0 = next((v.q for v in input_ms.values() if v is not None and v.q > 0), 1.0)
     _attach(g, layers, prop, q0)
@@ -590,8 +591,10 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
     transposed = bool(role.transposed) if functional else bool(getattr(m, "transposed", False))
     per_channel = len(primary.shape) >= 3 and (primary.shape[0 if transposed else 1] == 1)
     spread = _row_spread(w, primary.method, f.fan_in * t_in, transposed)
+    centered = role is not None and role.standardized and len(primary.shape) >= 2 and not transposed
     return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms, in_taps=t_in, out_taps=t_out, row_spread=spread,
-                        per_channel=per_channel)
+                        per_channel=per_channel, centered=centered, channels=int(primary.shape[1]),
+                        taps=max(int(round(math.prod(primary.shape[2:]) * t_in)), 1))
 
 
 # kurtosis E[w^4] / E[w^2]^2 of the drawn distributions: the squared norm of a row of f entries has relative
@@ -798,6 +801,34 @@ def _prefix_moments(g: Graph, example_inputs: Any, layers: list[LayerPlan]) -> d
             if n.kind in ("layer", "shift"):
                 out[n.id] = sig_of(y)
     return out
+
+
+def _patch_moments(g: Graph, layer_ms: dict[str, LayerMoments], example_inputs: Any) -> None:
+    """A weight-standardized convolution on the example itself (NF-Nets' stem): ``E[mean_i x_i^2 - xbar^2]`` over
+    its receptive fields, measured (smooth images keep most of their power in a patch's mean, which the zero-mean
+    rows remove). Fills ``LayerMoments.patch_ms`` in place."""
+    import torch.nn.functional as F
+
+    tensors = dict(zip(g.input_ids, _nested_tensors(example_inputs)))
+    for info in g.layers:
+        lm = layer_ms.get(info.name)
+        m = info.module
+        if lm is None or not lm.centered or not info.nodes or not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            continue
+        n = g.nodes[info.nodes[0]]
+        x = tensors.get(n.inputs[0]) if n.inputs else None
+        sd = x.dim() - 2 if x is not None else 0
+        if x is None or x.is_meta or not x.is_floating_point() or sd not in (1, 2, 3) or m.groups != 1 \
+                or any(d != 1 for d in m.dilation) or isinstance(m.padding, str) or m.padding_mode != "zeros" \
+                or x.numel() > _PREFIX_LIMIT:
+            continue
+        pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[sd - 1]
+        with torch.no_grad():
+            xd = x.detach().double()
+            kw = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, count_include_pad=True)
+            mean = pool(xd.mean(1, keepdim=True), **kw)
+            power = pool(xd.square().mean(1, keepdim=True), **kw)
+            layer_ms[info.name] = dataclasses.replace(lm, patch_ms=float((power - mean.square()).mean()))
 
 
 def _batch(example_inputs: Any) -> int | None:

@@ -34,6 +34,8 @@ BOUND_FUNCTIONAL_NORM = 1.5
 # middle; tests/test_taps.py measured 12% (backward, 3x3 and 2x2 maps, mean of 12 draws)
 BOUND_BORDER = 1.25
 TAPS_EXACT = 0.9
+# weight standardization's centering with positions taken as independent (tests/test_rules_layer.py)
+BOUND_CENTERED = 1.5
 SPREAD_EXACT = 1.02  # a batch norm's backward after channels whose variances scatter by more than this: approximate
 
 
@@ -59,6 +61,12 @@ class LayerMoments:
     # each output channel reads one input channel (depthwise: the input's own spread over channels carries over)
     row_spread: float = 1.0
     per_channel: bool = False
+    # a standardized weight (each output channel's row has zero mean: NF-Nets' ScaledStdConv2d): the layer sees
+    # its input minus the mean over the row's receptive field of ``channels`` input channels and ``taps`` taps
+    centered: bool = False
+    channels: int = 1
+    taps: int = 1
+    patch_ms: float | None = None  # E[mean_i x_i^2 - xbar^2] measured on the example (a first layer)
 
 
 @dataclass(frozen=True)
@@ -96,8 +104,26 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...]) -> tu
         return Sig(lm.weight_ms, 0.0, lm.weight_ms / max(layout(shape)[2], 1), 0.0), 1.0
     g = lm.fan_in * lm.in_taps * lm.weight_ms
     spread = lm.row_spread * (x.spread if lm.per_channel else 1.0)
-    out = Sig(g * x.q + lm.bias_ms, 0.0, g * x.dc + lm.bias_ms, g * x.dcb + lm.bias_ms, spread)
-    return (out.no_positions() if len(shape) <= 2 else out).clean(), _border_bound(lm)
+    q, dc, dcb, bound = x.q, x.dc, x.dcb, _border_bound(lm)
+    if lm.centered:
+        q, dc, dcb = (_centered(v, x, lm) for v in (x.q, x.dc, x.dcb))
+        if lm.patch_ms is not None and q > 0:  # the example's own patches: their correlation included
+            dc, dcb, q = dc * lm.patch_ms / q, dcb * lm.patch_ms / q, lm.patch_ms
+        bound *= BOUND_CENTERED
+    out = Sig(g * q + lm.bias_ms, 0.0, g * dc + lm.bias_ms, g * dcb + lm.bias_ms, spread)
+    return (out.no_positions() if len(shape) <= 2 else out).clean(), bound
+
+
+def _centered(v: float, x: Sig, lm: LayerMoments) -> float:
+    """``E[mean_i x_i^2 - xbar^2]`` over a zero-mean row's receptive field (``w = (v - vbar) / s``: ``E[y^2] =
+    fan E[w^2] (mean_i x_i^2 - xbar^2)`` exactly): ``xbar^2`` keeps the mean, a ``1 / channels`` share of the
+    per-channel constants and a ``1 / (channels taps)`` share of the rest (positions taken as independent: spatial
+    correlation leaves more of the rest in ``xbar``, hence the bound); ``v`` is the part (q, dc or dcb) taken."""
+    m2 = x.mean * x.mean
+    c, t = max(lm.channels, 1), max(lm.taps, 1)
+    const = min(x.dc, v)
+    shared = m2 + max(const - m2, 0.0) / c + max(v - const, 0.0) / (c * t)
+    return max(v - shared, 0.0)
 
 
 def _border_bound(lm: LayerMoments) -> float:
