@@ -120,7 +120,8 @@ def test_kaiming_keeps_measured_variance_flat_across_depth(name: str, mode: str)
 
 def test_the_other_mode_is_off_by_the_fan_ratio() -> None:
     """Under fan_in, the backward second moment at a layer is scaled by the product of fan_out/fan_in of the layers
-    above it (He et al.'s telescoping product, 0.0234 here); the plan predicts it and the measurement agrees."""
+    above it (He et al.'s telescoping product, 0.0234 here, times the padded borders' share); the plan predicts it and
+    the measurement agrees."""
     model, x = mixed_convnet()
     p = iw.plan(model, x, "kaiming", "fan_in")
     draws = []
@@ -133,8 +134,11 @@ def test_the_other_mode_is_off_by_the_fan_ratio() -> None:
     predicted = p.layers[0].backward / prelu_backward
     telescoped = math.prod(lp.fans.fan_out / lp.fans.fan_in for lp in p.layers[1:])
     assert telescoped == pytest.approx(1 * 1 * (512 / 2048) * (1024 / 512) * (27 / 576))
-    assert predicted == pytest.approx(telescoped, rel=1e-9)
-    assert abs(mean - predicted) < 4 * se, (mean, se, predicted)
+    # the transposed conv (zero padding: 8 -> 16 px) reads padding at its borders: its backward keeps 0.9375^2 of
+    # the taps (initwise._taps), an approximate rule (bound 1.25) at that size
+    assert predicted == pytest.approx(telescoped * 0.9375 ** 2, rel=1e-9)
+    assert p.layers[0].backward_bound > 1.0
+    assert abs(math.log(mean / predicted)) < math.log(p.layers[0].backward_bound) + 4 * se / mean, (mean, se, predicted)
     assert abs(mean - 1) > 0.9  # far from the unit variance fan_out would give
 
 
