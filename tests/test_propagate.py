@@ -79,7 +79,8 @@ def test_batch_norm_train_divides_by_the_per_channel_variance():
     run = profile(model, torch.randn(8, 3, 24, 24), "kaiming_fan_in")
     check(run, min_exact=10)
     first = run.layers[0]
-    assert first.backward_exact
+    # approximate only by the first norm's channel spread (its conv has a fan of 27: 1 / (1 - 2/27) = 1.08)
+    assert first.backward_bound < 1.1
     assert log_ratio(first.backward, first.predicted_backward * (1 - 1 / math.pi) ** 8) > math.log(5)
 
 
