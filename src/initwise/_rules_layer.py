@@ -109,16 +109,19 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...]) -> tu
         q, dc, dcb = (_centered(v, x, lm) for v in (x.q, x.dc, x.dcb))
         if lm.patch_ms is not None and q > 0:  # the example's own patches: their correlation included
             dc, dcb, q = dc * lm.patch_ms / q, dcb * lm.patch_ms / q, lm.patch_ms
+        n = max(lm.channels * lm.taps, 2)  # E[w_i w_j] = E[w^2] (delta_ij - 1/n) n / (n - 1) for a zero-sum row
+        q, dc, dcb = (v * n / (n - 1) for v in (q, dc, dcb))
         bound *= BOUND_CENTERED
     out = Sig(g * q + lm.bias_ms, 0.0, g * dc + lm.bias_ms, g * dcb + lm.bias_ms, spread)
     return (out.no_positions() if len(shape) <= 2 else out).clean(), bound
 
 
 def _centered(v: float, x: Sig, lm: LayerMoments) -> float:
-    """``E[mean_i x_i^2 - xbar^2]`` over a zero-mean row's receptive field (``w = (v - vbar) / s``: ``E[y^2] =
-    fan E[w^2] (mean_i x_i^2 - xbar^2)`` exactly): ``xbar^2`` keeps the mean, a ``1 / channels`` share of the
-    per-channel constants and a ``1 / (channels taps)`` share of the rest (positions taken as independent: spatial
-    correlation leaves more of the rest in ``xbar``, hence the bound); ``v`` is the part (q, dc or dcb) taken."""
+    """``E[mean_i x_i^2 - xbar^2]`` over a zero-mean row's receptive field of ``n`` entries (``w = (v - vbar) / s``:
+    ``E[y^2] = fan E[w^2] n / (n - 1) (mean_i x_i^2 - xbar^2)`` exactly): ``xbar^2`` keeps the mean, a
+    ``1 / channels`` share of the per-channel constants and a ``1 / (channels taps)`` share of the rest (positions
+    taken as independent: spatial correlation leaves more of the rest in ``xbar``, hence the bound); ``v`` is the
+    part (q, dc or dcb) taken."""
     m2 = x.mean * x.mean
     c, t = max(lm.channels, 1), max(lm.taps, 1)
     const = min(x.dc, v)
