@@ -49,6 +49,10 @@ class LayerInfo:
     ``owner`` is the dotted name of the module that holds the layer's parameters (the layer's own name, or,
     for a module whose several weights feed separate ops, the module of the ``owner.param`` layer); ``params``
     the owner's parameters that belong to this layer (empty: all of the owner's own).
+
+    ``consumers`` is computed when first read: in a pre-norm transformer every block's output reaches every
+    later block through the residual stream, so all layers' consumers together grow with depth squared, and
+    planning does not need them.
     """
 
     name: str
@@ -70,6 +74,18 @@ class LayerInfo:
     owner: str | None = None
     params: tuple[str, ...] = ()
     gate: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.consumers, _Consumers):  # computed when first read (see the class docstring)
+            self.__dict__["_consumers"] = self.__dict__.pop("consumers")
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes not found the usual way
+        lazy = self.__dict__.get("_consumers") if name == "consumers" else None
+        if lazy is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        value = self.__dict__["consumers"] = lazy()
+        del self.__dict__["_consumers"]
+        return value
 
     @property
     def owner_name(self) -> str:
@@ -219,15 +235,16 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
     named = list(model.named_modules())
     for name, m in named:
         lazy = any(isinstance(t, (UninitializedParameter, UninitializedBuffer))
-                   for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)))
+                   for t in (*m._parameters.values(), *m._buffers.values()))
         if lazy:
             raise ValueError(f"module '{name or type(model).__name__}' ({type(m).__name__}) has uninitialized "
                              "(lazy) parameters; run one forward pass to materialize them before tracing")
     roles = {id(m): (name, module_role(m)) for name, m in named}
     # without storage (a meta model or example) or with sharded parameters, only the meta pass can run: its graph
     # is the answer even where it met ops it does not understand (the plan lists them)
-    meta_only = has_sharded(model) or any(t.is_meta for t in (*_tensors(args), *_tensors(kwargs),
-                                                                *model.parameters()))
+    all_params = list(model.named_parameters(remove_duplicate=False))  # every name of every parameter (ties)
+    meta_only = has_sharded(model) or any(t.is_meta for t in (*_tensors(args), *_tensors(kwargs))) or any(
+        p.is_meta for _, p in all_params)
     with no_fsdp_hooks(model):
         if meta or meta_only:
             # fast path: the same forward on the meta device (shapes only, no arithmetic); anything it cannot do
@@ -236,8 +253,8 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
             acts = {id(m): resolve_activation(m) for _, m in named if roles[id(m)][1] == "act"}
             rec = Recorder(roles, acts)
             try:
-                output = _run(model, named, rec, args, kwargs, meta=True)
-                graph = _build(model, rec, output)
+                output = _run(model, named, all_params, rec, args, kwargs, meta=True)
+                graph = _build(named, all_params, rec, output)
                 if meta_only or not any(n.kind == "unknown" for n in graph.nodes) and not rec.gaps \
                         and not rec.params.value_gaps:
                     return graph
@@ -249,14 +266,29 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
                     raise RuntimeError(f"the meta-device trace of {type(model).__name__} failed ({type(e).__name__}:"
                                        f" {e}); with {why} there is no real forward to fall back on") from e
         rec = Recorder(roles)
-        output = _run(model, named, rec, args, kwargs)
-        return _build(model, rec, output)
+        output = _run(model, named, all_params, rec, args, kwargs)
+        return _build(named, all_params, rec, output)
 
 
-def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    state = {k: _to_meta(v) for k, v in model.named_parameters(remove_duplicate=False)}
-    state.update({k: _to_meta(v) for k, v in model.named_buffers(remove_duplicate=False) if v is not None})
-    return state
+def _swap_to_meta(named: list) -> tuple[list[tuple[dict, str, torch.Tensor]], dict[int, torch.Tensor]]:
+    """Put a meta stand-in of every parameter and buffer in its module's ``_parameters`` / ``_buffers`` (what
+    ``torch.func.functional_call(..., tie_weights=True)`` does, without its per-name bookkeeping): one stand-in
+    per tensor, so that tied parameters stay tied. Returns what to put back and ``{id(original): stand-in}``."""
+    swapped: list[tuple[dict, str, torch.Tensor]] = []
+    stand: dict[int, torch.Tensor] = {}
+    with torch._C.DisableTorchFunction():  # initwise's own tensors: no mode needs to see them
+        for _, m in named:
+            for d in (m._parameters, m._buffers):
+                for k, v in d.items():
+                    if v is None:
+                        continue
+                    s = stand.get(id(v))
+                    if s is None:
+                        s = stand[id(v)] = _to_meta(v)
+                    swapped.append((d, k, v))
+        for d, k, v in swapped:
+            d[k] = stand[id(v)]
+    return swapped, stand
 
 
 def _to_meta(v: torch.Tensor) -> torch.Tensor:
@@ -274,7 +306,8 @@ def _shape_only(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     return input.clone()
 
 
-def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict, meta: bool = False) -> Any:
+def _run(model: nn.Module, named: list, all_params: list, rec: Recorder, args: tuple, kwargs: dict,
+         meta: bool = False) -> Any:
     patched = [m for _, m in named if meta and isinstance(m, _TORCH_NORMS) and "forward" not in m.__dict__
                and not _own_forward(m, _NORM_MODULES)]
     # the guard puts back every module's __dict__ (the patched forwards, attributes the forward reassigns: on the
@@ -294,20 +327,23 @@ def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict
                 rec.emit("input", "input" if isinstance(key, int) else str(key), (), [v])
         # the role tracker knows parameters by identity, as the forward will see them (meta stand-ins, or the
         # model's own), and by their first dotted name; buffers are constants
-        canonical = {id(p): k for k, p in model.named_parameters()}
-        names = {k: canonical[id(p)] for k, p in model.named_parameters(remove_duplicate=False)}
+        canonical: dict[int, str] = {}
+        for k, p in all_params:
+            canonical.setdefault(id(p), k)
+        rec.meta = meta
+        swapped: list[tuple[dict, str, torch.Tensor]] = []
         try:
-            with rec:
-                if meta:
-                    state = _meta_state(model)
-                    rec.params.params = {id(state[k]): names[k] for k in names if k in state}
-                    rec.params.constants = {id(v) for k, v in state.items() if k not in names}
-                    for k, b in model.named_buffers(remove_duplicate=False):
-                        if k in state and b is not None:
-                            rec.know(state[k], b)  # a shift by a buffer (``x - self.mean``) keeps its values
-                    return torch.func.functional_call(model, state, args, kwargs, strict=False, tie_weights=True)
-                rec.params.params = {id(p): names[k] for k, p in model.named_parameters(remove_duplicate=False)}
+            if meta:
+                swapped, stand = _swap_to_meta(named)
+                rec.params.params = {id(stand[i]): k for i, k in canonical.items()}
+                rec.params.constants = {id(s) for i, s in stand.items() if i not in canonical}
+                for _, _, v in swapped:  # the originals (the modules now hold the stand-ins)
+                    if id(v) not in canonical:
+                        rec.know(stand[id(v)], v)  # a shift by a buffer (``x - self.mean``) keeps its values
+            else:
+                rec.params.params = {id(p): canonical[id(p)] for _, p in all_params}
                 rec.params.constants = {id(b) for b in model.buffers()}
+            with rec:
                 return model(*args, **kwargs)
         except Exception as e:
             if meta:
@@ -315,9 +351,12 @@ def _run(model: nn.Module, named: list, rec: Recorder, args: tuple, kwargs: dict
             where = rec.failures.get(id(e)) or (next(iter(rec.failures.values()), None) if rec.failures
                                                 else f"the model ({type(model).__name__})")
             raise RuntimeError(f"forward failed in {where}: {type(e).__name__}: {e}") from e
+        finally:
+            for d, k, v in swapped:
+                d[k] = v
 
 
-def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
+def _build(named: list, all_params: list, rec: Recorder, output: Any) -> Graph:
     input_ids = tuple(n.id for n in rec.nodes if n.kind == "input")
     outs = []
     for t in _tensors(output if not hasattr(output, "_asdict") else tuple(output)):
@@ -331,7 +370,7 @@ def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
     for n in nodes:
         for i in dict.fromkeys(n.inputs):
             users[i].append(n.id)
-    modules = dict(model.named_modules())
+    modules = dict(named)
     weights: dict[str, set[str | None]] = {}
     for n in nodes:
         if n.kind == "layer":
@@ -358,7 +397,7 @@ def _build(model: nn.Module, rec: Recorder, output: Any) -> Graph:
             for i in ids:  # the node belongs to this layer: propagation and plans look layers up by node.module
                 nodes[i].module = info.name
         layers.append(info)
-    return Graph(nodes, layers, _unknown(nodes, users), _tied(model), input_ids, tuple(outs), roles,
+    return Graph(nodes, layers, _unknown(nodes, users), _tied(all_params), input_ids, tuple(outs), roles,
                  frozenset(rec.params.used), frozenset(rec.params.overwritten))
 
 
@@ -384,7 +423,8 @@ class _Reach:
 
     ``act[i]``: an activation (or a product, possibly a gate) is reachable from node i through the ops
     :func:`_activation_after` walks through;
-    ``layers[i]``: bitmask of the layer nodes reachable from i through non-layer nodes (bit = node id);
+    ``layers[i]``: bitmask of the layer nodes reachable from i through non-layer nodes (bit = node id; made when
+    first read: only ``LayerInfo.consumers`` needs it, and its size grows with depth squared);
     ``output[i]``: an output node is reachable from i through non-layer nodes.
     """
 
@@ -392,20 +432,33 @@ class _Reach:
 
     def __init__(self, nodes: list[Node], users: list[list[int]]) -> None:
         n = len(nodes)
-        self.act, self.layers, self.output = [False] * n, [0] * n, [False] * n
+        self._nodes, self._users = nodes, users
+        self.act, self.output = [False] * n, [False] * n
+        self._layers: list[int] | None = None  # made on the first layer_nodes() call (consumers only)
         self._bytes = (n + 7) // 8
         for x in range(n - 1, -1, -1):
-            act, mask, out = False, 0, False
+            act, out = False, False
             for w in users[x]:
                 kind = nodes[w].kind
                 if kind == "layer":
-                    mask |= 1 << w
                     continue
                 # a product with another signal ends the walk as a gate: it counts as an activation ahead
                 act = act or kind in ("act", "mul") or (kind in self._THROUGH and self.act[w])
-                mask |= self.layers[w]
                 out = out or kind == "output" or self.output[w]
-            self.act[x], self.layers[x], self.output[x] = act, mask, out
+            self.act[x], self.output[x] = act, out
+
+    @property
+    def layers(self) -> list[int]:
+        if self._layers is None:
+            nodes, users = self._nodes, self._users
+            masks = [0] * len(nodes)
+            for x in range(len(nodes) - 1, -1, -1):
+                mask = 0
+                for w in users[x]:
+                    mask |= (1 << w) if nodes[w].kind == "layer" else masks[w]
+                masks[x] = mask
+            self._layers = masks
+        return self._layers
 
     def layer_nodes(self, i: int) -> list[int]:
         """Ids of the layer nodes reachable from node i through non-layer nodes, ascending (execution order)."""
@@ -425,13 +478,27 @@ def _layer_info(name: str, module: nn.Module, order: int, ids: list[int], nodes:
         a = _act_of(other, nodes)
         if a != activation:
             notes.append(f"call at node {i} is followed by {a}, not {activation}")
-    consumers = dict.fromkeys(names.get(u, nodes[u].module) for i in ids for u in reach.layer_nodes(i))
     is_output = any(reach.output[i] for i in ids)
     res = _residual_after(ids[0], nodes, users)
     gate = act_node if act_node is not None and nodes[act_node].kind == "mul" else None
     return LayerInfo(name, module, type(module).__name__, order, len(ids), activation, act_node, norm,
-                     tuple(consumers), res is not None, res, _shuffle_after(ids[0], nodes, users), is_output,
+                     _Consumers(ids, nodes, reach, names), res is not None, res,
+                     _shuffle_after(ids[0], nodes, users), is_output,
                      through, tuple(notes), tuple(ids), gate=gate)
+
+
+class _Consumers:
+    """A layer's consumers, computed on demand: the layers its calls' outputs reach through non-layer nodes."""
+
+    __slots__ = ("ids", "nodes", "reach", "names")
+
+    def __init__(self, ids: list[int], nodes: list[Node], reach: _Reach, names: dict[int, str]) -> None:
+        self.ids, self.nodes, self.reach, self.names = ids, nodes, reach, names
+
+    def __call__(self) -> tuple[str, ...]:
+        names, nodes = self.names, self.nodes
+        return tuple(dict.fromkeys(names.get(u, nodes[u].module) for i in self.ids
+                                   for u in self.reach.layer_nodes(i)))
 
 
 def _act_of(node: int | None, nodes: list[Node]) -> Activation:
@@ -546,8 +613,8 @@ def _producers(start: int, nodes: list[Node]) -> set[str]:
     return found
 
 
-def _tied(model: nn.Module) -> list[tuple[str, ...]]:
+def _tied(all_params: list) -> list[tuple[str, ...]]:
     groups: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
+    for name, p in all_params:
         groups.setdefault(id(p), []).append(name)
     return [tuple(g) for g in groups.values() if len(g) > 1]

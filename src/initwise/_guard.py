@@ -142,8 +142,8 @@ class _Tensor:
         self.grad = t.grad if t.is_leaf else None
         self.grad_version = self.grad._version if self.grad is not None else None
         # the tensor's own hook dicts (``p.register_hook`` in a forward would pile up): object and contents
-        self.hooks = {k: (h, dict(h) if h is not None else None) for k in _TENSOR_HOOKS if hasattr(t, k)
-                      for h in (getattr(t, k),)}
+        self.hooks = {k: (h, dict(h) if h is not None else None) for k in _TENSOR_HOOKS
+                      for h in (getattr(t, k, _ABSENT),) if h is not _ABSENT}
         self.clone: torch.Tensor | None = None
         if clone:
             self.copy()
@@ -167,7 +167,25 @@ _WRITE_FIRST = frozenset(("__setitem__", "__iadd__", "__isub__", "__imul__", "__
                           "__imatmul__"))
 _NOT_WRITES = frozenset(("requires_grad_", "retain_grad_", "share_memory_"))
 _TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
+_ABSENT = object()
 _ACTIVE: list["Snapshot"] = []  # the guards held now, outermost first
+
+
+_KIND: dict[Any, int] = {}  # torch function -> 1: writes its first argument, 2: embedding, 0: neither
+
+
+def _kind(func: Any) -> int:
+    """What an in-place call of ``func`` writes, from its name alone (cached per function object)."""
+    name = getattr(func, "__name__", "")
+    base = name.split(".", 1)[0]  # torch.ops overloads: "add_.Tensor"
+    kind = 1 if (base.endswith("_") and not base.startswith("__") and base not in _NOT_WRITES) or \
+        base in _WRITE_FIRST else 2 if base == "embedding" else 0
+    try:
+        if len(_KIND) < 4096:
+            _KIND[func] = kind
+    except TypeError:  # an unhashable callable: not cached
+        pass
+    return kind
 
 
 class _CopyOnWrite(TorchFunctionMode):
@@ -180,14 +198,16 @@ class _CopyOnWrite(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if self.watched:
-            name = getattr(func, "__name__", "")
-            base = name.split(".", 1)[0]  # torch.ops overloads: "add_.Tensor"
+            try:
+                kind = _KIND.get(func)
+            except TypeError:  # an unhashable callable
+                kind = None
+            if kind is None:
+                kind = _kind(func)
             target: Any = None
-            if (base.endswith("_") and not base.startswith("__") and base not in _NOT_WRITES) or \
-                    base in _WRITE_FIRST or kwargs.get("inplace") is True:
+            if kind == 1 or kwargs.get("inplace") is True:
                 target = args[0] if args else next(iter(kwargs.values()), None)  # nn.init: tensor=
-            elif base == "embedding" and (kwargs.get("max_norm") is not None or
-                                          (len(args) > 3 and args[3] is not None)):
+            elif kind == 2 and (kwargs.get("max_norm") is not None or (len(args) > 3 and args[3] is not None)):
                 target = args[1] if len(args) > 1 else kwargs.get("weight")  # renormed in place
             if target is not None:
                 self._before_write(target)
@@ -214,13 +234,15 @@ class _CopyOnWrite(TorchFunctionMode):
 
 def _moved(t: torch.Tensor, data: torch.Tensor) -> bool:
     """Does ``t`` now look at other memory than ``data`` (``t.data = new``, ``set_``, a resize)?"""
-    if t.device != data.device or t.dtype != data.dtype or t.shape != data.shape:
+    if t.dtype != data.dtype or t.shape != data.shape:
         return True
     try:
-        return t.data_ptr() != data.data_ptr() or t.stride() != data.stride() or \
-            t.storage_offset() != data.storage_offset()
+        if t.data_ptr() != data.data_ptr() or t.stride() != data.stride() or \
+                t.storage_offset() != data.storage_offset():
+            return True
     except (RuntimeError, NotImplementedError):  # sparse or wrapper subclasses: no storage to compare
-        return False
+        pass
+    return t.device != data.device
 
 
 class Snapshot:
@@ -334,7 +356,9 @@ class Snapshot:
                 if t.is_leaf and t.requires_grad != e.requires_grad:
                     t.requires_grad_(e.requires_grad)
                 if t.is_leaf:
-                    t.grad = None if hold_grads else e.grad
+                    grad = None if hold_grads else e.grad
+                    if t.grad is not grad:
+                        t.grad = grad
                 for k, (h, contents) in e.hooks.items():
                     now = getattr(t, k, None)
                     if now is not None and (now is not h or _container_changed(now, contents or {})):

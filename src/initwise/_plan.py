@@ -333,12 +333,13 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
         if lm.kind == "affine":
             lp.forward_gain, lp.backward_gain = lm.fan_in * lm.weight_ms, lm.fan_out * lm.weight_ms
     norms = _norm_modules(model, g)
+    traced = {n.module for n in g.nodes}  # once: per norm it would grow with depth squared
     norm_params: list[ParamPlan] = []
     zeroed = {lp.norm for lp in layers if lp.residual_end and o.zero_init_residual}  # one pass: linear in depth
     for name, m in norms.items():
         zero = name in zeroed
         norm_ms[name] = _norm_ms(m, o, zero)
-        norm_params += _norm_param_plans(name, m, o, zero, seen, used_patterns, g)
+        norm_params += _norm_param_plans(name, m, o, zero, seen, used_patterns, g, traced)
     kept_params = _kept_params(model, g, o, seen)
     for pat in o.exclude:
         if pat not in used_patterns:
@@ -376,7 +377,7 @@ def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMomen
 
 
 def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: set[int],
-                      used: set[str], g: Graph) -> list[ParamPlan]:
+                      used: set[str], g: Graph, traced: set[str | None]) -> list[ParamPlan]:
     """A norm's affine pair (the weight and bias arguments of its norm op) is reset (or kept with norm='keep');
     any other parameter of a norm module (a hand-written norm's per-channel scale, ConvNeXt-V2's GRN weight)
     keeps its value: its role says so."""
@@ -389,7 +390,7 @@ def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: se
         pats = [x for x in o.exclude if fnmatch.fnmatchcase(full, x) or fnmatch.fnmatchcase(name, x)]
         used.update(pats)
         role = g.params.get(full)
-        if role is None and isinstance(m, _TORCH_NORMS) and name in {n.module for n in g.nodes}:
+        if role is None and isinstance(m, _TORCH_NORMS) and name in traced:
             # a torch norm on the meta fast path runs a shape-only forward: its affine pair by name
             role = ParamRole(full, "norm_weight" if local == "weight" else "norm_bias", type(m).__name__, name)
         reason = "empty: nothing to draw" if p.numel() == 0 else keep_reason(role, not p.requires_grad,

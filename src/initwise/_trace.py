@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from . import _meta_ops
 from ._activations import _FUNCTIONS, Activation, resolve_activation
 from ._nested import tensors as _tensors
 from ._pointwise import Replays
@@ -263,6 +264,7 @@ class Recorder(TorchFunctionMode):
         self.replays = Replays()  # elementwise ops by node id: a hand-written x * f(x) becomes one activation
         self._composed: list[tuple[int, list[Node], Node]] = []  # (act node, the ops it replaced, the product)
         self._values: dict[int, tuple[weakref.ref, torch.Tensor]] = {}  # meta stand-in -> its real values
+        self.meta = False  # a meta-device pass: repeated shape-only ops are answered by _meta_ops
 
     def know(self, stand_in: torch.Tensor, value: torch.Tensor) -> None:
         """``stand_in`` (a meta tensor) holds ``value``'s values (a buffer of the model, a converted constant)."""
@@ -302,7 +304,9 @@ class Recorder(TorchFunctionMode):
         name, role = self.roles[id(module)]
         muted = self._mute > 0
         # the input nodes, kept for a call that may become one node after its ops rewrote its input in place
-        ins = tuple(dict.fromkeys(n for n in map(self.nid, _tensors((args, kwargs))) if n is not None))
+        # (only such a call reads them: a traced-through module that may collapse into one node)
+        ins = tuple(dict.fromkeys(n for n in map(self.nid, _tensors((args, kwargs))) if n is not None)) \
+            if not muted and role.startswith("through:") else ()
         self._stack.append((module, name, role, (args, kwargs), muted, (len(self.nodes), ins)))
         if muted or not role.startswith("through"):
             self._mute += 1
@@ -377,7 +381,7 @@ class Recorder(TorchFunctionMode):
     # ---- functions and methods
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        result = func(*args, **kwargs)
+        result = _meta_ops.call(func, args, kwargs) if self.meta else func(*args, **kwargs)
         owner = None
         if not self._hook and self.params.params and (self.params.touches(args, kwargs)
                                                       or getattr(func, "__name__", None) in FACTORY):
