@@ -1,14 +1,18 @@
 """Benchmark: init_ against torch's in-place normal_ over the same parameters: speed and extra peak memory.
 
-Run: python benchmarks/bench_plan.py [--repeats 5] [--models resnet50,decoder350m] [--threads 1]
+Run: python benchmarks/bench_plan.py [--repeats 5] [--models resnet50,decoder350m] [--threads 1] [--fresh 3]
 
 Models: a ResNet-50 (25.6M parameters, example 1x3x224x224) and a 374M-parameter decoder-only transformer
 (:mod:`decoder`, example token ids 1x16). For each, side by side in one run:
 
 - speed (interleaved repeats, medians of wall and of process CPU time: on a shared machine the CPU time is the
   steadier figure): torch's ``normal_`` in place on every parameter that init_ writes (the
-  reference), ``init_`` with an empty plan cache (trace + plan + draw: a first call), ``init_`` again (the same
-  architecture a second time: the cached plan), and ``Plan.apply`` alone. Targets: init_ <= 1.1x normal_.
+  reference), ``init_`` with an empty plan cache and an empty meta-op memo (trace + plan + draw: the first call
+  for this architecture in a process that has run initwise before), ``init_`` again (the same architecture a
+  second time: the cached plan), and ``Plan.apply`` alone. Targets: init_ <= 1.1x normal_.
+- the very first ``init_`` of a fresh process (``--fresh`` processes, median): everything cold, including the
+  one-time loading of torch's Python meta kernels and initwise's per-activation caches; ``normal_`` measured
+  in the same process right after, as its reference.
 - memory: each variant runs in a fresh subprocess that builds the model (pages touched), resets the peak RSS
   (``/proc/self/clear_refs``) and reports the peak above the resident size before the call, as a fraction of the
   parameters' bytes. Variants: torch ``normal_`` in place, ``init_``, and for reference the old strategy (draw every
@@ -32,7 +36,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import initwise as iw  # noqa: E402
-from initwise import _plan_cache  # noqa: E402
+from initwise import _meta_ops, _plan_cache  # noqa: E402
 
 
 def build(name: str, fast: bool = False) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -87,6 +91,19 @@ def _status(key: str) -> int:
 
 def child(model_name: str, variant: str) -> None:
     model, x = build(model_name, fast=True)
+    if variant == "first":  # the first init_ of a fresh process (CPU time), then normal_ over the same parameters
+        c0 = time.process_time()
+        p = iw.init_(model, x, "kaiming", "fan_in", seed=0)
+        first = time.process_time() - c0
+        params = dict(model.named_parameters())
+        written = [params[pp.param] for pp in p.params if pp.method != "keep"]
+        ref = []
+        for _ in range(3):
+            c0 = time.process_time()
+            _normal(written)
+            ref.append(time.process_time() - c0)
+        print(json.dumps({"first": first, "normal_": statistics.median(ref)}))
+        return
     written = _written(model, x) if variant == "normal_" else None
     if variant == "init_ warm":  # torch's meta kernels and initwise's caches loaded by an unrelated small model
         small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
@@ -130,7 +147,8 @@ def speed(model_name: str, repeats: int) -> dict[str, float]:
     p = iw.plan(model, x)
     cpu = {k: [] for k in t}
     for _ in range(repeats):  # interleaved, so that every variant sees the same machine state
-        runs = (lambda: _normal(written), lambda: (_plan_cache.clear(), iw.init_(model, x, "kaiming", "fan_in", seed=0)),
+        runs = (lambda: _normal(written),
+                lambda: (_plan_cache.clear(), _meta_ops._MEMO.clear(), iw.init_(model, x, "kaiming", "fan_in", seed=0)),
                 lambda: iw.init_(model, x, "kaiming", "fan_in", seed=0), lambda: p.apply(model, seed=0))
         for k, run in zip(t, runs):
             w0, c0 = time.perf_counter(), time.process_time()
@@ -142,11 +160,24 @@ def speed(model_name: str, repeats: int) -> dict[str, float]:
     return out
 
 
+def fresh(model_name: str, processes: int) -> dict[str, float]:
+    """Median over fresh processes of the first init_'s CPU time and of normal_'s in the same process."""
+    runs = []
+    for _ in range(processes):
+        r = subprocess.run([sys.executable, __file__, "--child", model_name, "first"], capture_output=True,
+                           text=True, check=True)
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    ratio = statistics.median(d["first"] / d["normal_"] for d in runs)
+    return {"first": statistics.median(d["first"] for d in runs),
+            "normal_": statistics.median(d["normal_"] for d in runs), "ratio": ratio}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", default="resnet50,decoder350m")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steady figures on a shared machine)")
+    ap.add_argument("--fresh", type=int, default=3, help="fresh processes for the very first init_ (0: skip)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -173,12 +204,19 @@ def main() -> None:
             extra = f"{mem[k] * m['param_bytes'] / 2**20:8.1f} MiB {mem[k]:8.1%}" if k in mem else ""
             print(f"  {label:28s} {s[k] * 1e3:7.0f} ms {s[k] / ref:9.2f}x {s['cpu ' + k] * 1e3:7.0f} ms "
                   f"{s['cpu ' + k] / cref:9.2f}x   {extra}")
+        if args.fresh:
+            f = fresh(name, args.fresh)
+            print(f"  {'first init_ of a process [2]':28s} {'':20s} {f['first'] * 1e3:7.0f} ms {f['ratio']:9.2f}x"
+                  f"   (normal_ there: {f['normal_'] * 1e3:.0f} ms)")
         old = m["fresh_then_swap"]
         print(f"  {'old: fresh tensors + swap':28s} {'':41s}   {old * m['param_bytes'] / 2**20:8.1f} MiB "
               f"{old:8.1%}")
         print("  targets: init_ <= 1.10x normal_; extra peak <= 10% of the parameters")
         print("  [1] memory after another model was traced in the process: without the one-time cost of loading "
               "torch's meta kernels (~40 MiB, once per process)")
+        print(f"  [2] the very first init_ in a fresh process (median of {args.fresh} processes, CPU time, ratio "
+              "to normal_ in that process): includes loading torch's Python meta kernels and initwise's "
+              "per-activation caches")
 
 
 if __name__ == "__main__":
