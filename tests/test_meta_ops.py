@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +16,7 @@ from initwise import _meta_ops
 
 
 def _meta(*shape: int, **kw) -> torch.Tensor:
-    return torch.empty(*shape, device="meta", **kw)
+    return torch.empty(shape, device="meta", **kw)
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -88,3 +94,106 @@ def test_grad_mode_and_default_dtype_are_part_of_the_key() -> None:
     assert _meta_ops.call(torch.Tensor.__mul__, (a, b), {}).requires_grad
     assert _meta_ops.call(torch.Tensor.__mul__, (a, b), {}).requires_grad
     assert len(_meta_ops._MEMO) == 2
+
+
+def _canonical(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return torch.empty(shape, device="meta").stride()
+
+
+def _rule_cases(rng: random.Random):
+    """(func, args, kwargs) in and around the rules' cases: shapes with 1s and broadcasting, dtypes, scalars."""
+    T = torch.Tensor
+    fl = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+    dts = fl + [torch.int64, torch.bool]
+
+    def shape(nd: int) -> tuple[int, ...]:
+        return tuple(rng.choice([1, 1, 2, 3, 5]) for _ in range(nd))
+
+    for _ in range(400):  # binary elementwise
+        op = rng.choice([T.__add__, T.__radd__, T.__sub__, T.__rsub__, T.__mul__, T.__rmul__, T.__truediv__,
+                         torch.add, torch.sub, torch.mul, torch.div])
+        s1 = shape(rng.randint(0, 4))
+        s2 = tuple(rng.choice([d, 1]) for d in s1[rng.randint(0, len(s1)):])
+        if rng.random() < 0.3:
+            s1, s2 = s2, s1
+        a = _meta(*s1, dtype=rng.choice(dts))
+        b = _meta(*s2, dtype=rng.choice(dts)) if rng.random() < 0.7 else rng.choice([2, 0.5, True])
+        yield op, (a, b), {}
+    for _ in range(100):  # unary
+        op = rng.choice([torch.relu, T.relu, F.relu, F.hardswish, F.gelu, torch.tanh, T.tanh, torch.neg, T.__neg__])
+        kw = {"approximate": "tanh"} if op is F.gelu and rng.random() < 0.5 else {}
+        yield op, (_meta(*shape(rng.randint(0, 4)), dtype=rng.choice(fl)),), kw
+    for _ in range(200):  # reductions
+        nd = rng.randint(1, 4)
+        x = _meta(*shape(nd), dtype=rng.choice(fl))
+        k = rng.random()
+        args = () if k < 0.2 else (rng.randrange(-nd, nd),) if k < 0.6 else (
+            tuple(sorted(rng.sample(range(nd), rng.randint(1, nd)))),)
+        kw = {"keepdim": rng.random() < 0.5} if args and rng.random() < 0.5 else {}
+        yield rng.choice([torch.mean, T.mean, torch.sum, T.sum]), (x, *args), kw
+    for _ in range(100):  # cat
+        nd = rng.randint(1, 4)
+        s, d, dt = list(shape(nd)), rng.randrange(-nd, nd), rng.choice(fl)
+        ts = []
+        for _ in range(rng.randint(1, 3)):
+            s[d] = rng.choice([1, 2, 3])
+            ts.append(_meta(*s, dtype=dt))
+        yield rng.choice([torch.cat, torch.concat]), (ts, d), {}
+    for _ in range(100):  # adaptive average pooling
+        x = _meta(*shape(rng.choice([3, 4])), dtype=rng.choice(fl))
+        yield F.adaptive_avg_pool2d, (x, rng.choice([1, 2, 3, (1, 2), (None, 2), (2, None), [3, 1]])), {}
+    for _ in range(200):  # linear
+        lead = shape(rng.randint(0, 3))
+        i, o, dt = rng.choice([1, 3, 8]), rng.choice([1, 2, 5]), rng.choice(fl)
+        b = (_meta(o, dtype=dt),) if rng.random() < 0.6 else ()
+        yield torch._C._nn.linear, (_meta(*lead, i, dtype=dt), _meta(o, i, dtype=dt), *b), {}
+
+
+def test_the_rules_give_what_the_meta_kernels_give() -> None:
+    rng = random.Random(0)
+    ruled = 0
+    for func, args, kwargs in _rule_cases(rng):
+        try:
+            want = func(*args, **kwargs)
+        except RuntimeError:  # the op rejects these arguments: the rule must not accept them
+            with torch._C.DisableTorchFunction():
+                try:
+                    got = _meta_ops._RULES[func](func, args, kwargs)
+                except Exception:  # noqa: BLE001 - raising is declining too
+                    got = None
+            assert got is None, (func, args, kwargs)
+            continue
+        got = _meta_ops._RULES[func](func, args, kwargs)
+        if got is not None:
+            ruled += 1
+            _same(got, want)
+            assert got.stride() == _canonical(tuple(want.shape))
+    assert ruled > 600  # most cases are inside a rule (floating, standard strides)
+
+
+def test_rules_decline_other_strides_integers_and_extra_arguments() -> None:
+    R = _meta_ops._RULES
+    x = _meta(4, 6)
+    assert R[torch.Tensor.__add__](torch.Tensor.__add__, (x.t(), x.t()), {}) is None  # transposed strides
+    assert R[torch.Tensor.__add__](torch.Tensor.__add__, (_meta(4, dtype=torch.int64), 1), {}) is None
+    assert R[torch.add](torch.add, (x, x), {"alpha": 2}) is None
+    assert R[F.relu](F.relu, (x,), {"inplace": True}) is None
+    assert R[torch.mean](torch.mean, (x,), {"dtype": torch.float64}) is None
+    assert R[torch.cat](torch.cat, ([x, _meta(4, 5)], 0), {}) is None  # the op would reject it
+    cl = _meta(1, 3, 4, 4).to(memory_format=torch.channels_last)
+    assert R[F.adaptive_avg_pool2d](F.adaptive_avg_pool2d, (cl, 1), {}) is None
+
+
+def test_a_meta_trace_of_a_resnet_runs_no_python_reference_kernel() -> None:
+    """ResNet's ops on the meta device need no Python reference kernel (whose first call imports torch._dynamo),
+    checked in a fresh interpreter."""
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import torch, initwise as iw\n"
+        "from resnet50 import resnet50\n"
+        "m = resnet50(); iw.plan(m, torch.randn(1, 3, 64, 64)); iw.plan(m.eval(), torch.randn(1, 3, 64, 64))\n"
+        "print('torch._dynamo' in sys.modules)\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False"
