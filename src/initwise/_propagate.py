@@ -93,7 +93,7 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         batch: the batch size of the pass to predict, when the graph was traced on a slice of it (the
             constant parts of the output cotangent depend on it).
         known: per node id, moments measured on the example itself (the model's constant prefix: see
-            :func:`initwise._plan._prefix_moments`); they replace the forward rule there.
+            :func:`initwise._plan_moments._prefix_moments`); they replace the forward rule there.
     """
     known = known or {}
     prop = Propagation()

@@ -1,0 +1,356 @@
+"""What a plan tells the propagation (:mod:`initwise._propagate`): each layer's fans and weight/bias second
+moments, each norm's statistics, the example's moments, and the propagated figures attached back to the
+layers. :func:`initwise.plan` decides per parameter; this module turns those decisions into the rules' inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._fans import fans as layer_fans
+from ._graph import Graph, LayerInfo
+from ._nested import tensors as _nested_tensors
+from ._plan_options import _Options
+from ._plan_types import LayerPlan
+from ._propagate import LayerMoments, NormMoments, propagate
+from ._reparam import effective_ms, reparams
+from ._signal import Sig, sig_of
+from ._taps import tap_factors
+
+__all__ = ["propagated"]
+
+
+_AFFINE = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+           nn.ConvTranspose3d)
+
+
+def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
+               norm_ms: dict[str, tuple[float, float]], example_inputs: Any) -> tuple[float, float | None, list[str]]:
+    """Propagate second moments from the example through ``g``; fills each layer's ``forward``/``backward``
+    (which must be None) and returns the input's second moment, the output's relative forward moment and the
+    ops propagated approximately."""
+    input_ms = _input_moments(g, example_inputs)
+    known = _prefix_moments(g, example_inputs, layers)
+    _patch_moments(g, layer_ms, example_inputs)
+    prop = propagate(g, layer_ms, norm_ms, input_ms, _batch(example_inputs), known)
+    q0 = next((v.q for v in input_ms.values() if v is not None and v.q > 0), 1.0)
+    _attach(g, layers, prop, q0)
+    out_f = [prop.forward.get(i) for i in g.output_ids]
+    out_forward = (max(v for v in out_f if v is not None) / q0) if any(v is not None for v in out_f) else None
+    spectral = [f"{lp.name}:spectral_norm" for lp in layers if any(p.note.startswith("spectral norm") or
+                                                                    "; spectral norm" in p.note for p in lp.params)]
+    return q0, out_forward, sorted(set(prop.approximate) | set(spectral))
+
+
+def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> LayerMoments:
+    """Fans and weight/bias second moments of one layer for the propagation, from the op that consumed its
+    weight where the trace saw it (custom and functional layers are then modelled like nn.Conv2d), else from
+    its class. A standardized weight contributes the second moment the op actually used (its scale does not
+    depend on the draw); a weight nobody draws, its current values; with no values (meta), the layer is opaque."""
+    primary = next((p for p in lp.params if len(p.shape) >= 2 and p.method != "weight_norm_g"), None)
+    m = info.module
+    role = g.params.get(primary.param) if g is not None and primary is not None else None
+    functional = role is not None and role.role in ("weight", "table") and role.fans is not None and not role.computed
+    if isinstance(m, nn.MultiheadAttention) and primary is not None:
+        return _attention_moments(m, lp)
+    if primary is None or 0 in primary.shape or isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) or not (
+            isinstance(m, (*_AFFINE, nn.Embedding, nn.EmbeddingBag)) or functional):
+        return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
+    local = primary.param[len(info.owner_name) + 1:] if info.owner_name else primary.param
+    w = dict(m.named_parameters(recurse=False)).get(local)
+    rep = reparams(m).get(local)
+    if rep is not None and rep.kind == "spectral_norm":
+        w_ms = effective_ms(primary.shape, rep.dim)  # divided by its largest singular value: approximate
+    elif role is not None and role.standardized and role.effective_ms is not None:
+        w_ms = role.effective_ms
+    elif primary.std is not None and not (role is not None and role.standardized):
+        w_ms = primary.std ** 2
+    elif w is None or w.is_meta or not w.is_floating_point():
+        return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
+    else:
+        w_ms = float(w.detach().double().pow(2).mean())
+    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) or role is not None and role.role == "table":
+        return LayerMoments(1.0, 1.0, w_ms, kind="embedding")
+    bias = next((p for p in lp.params if p.param.endswith("bias") or len(p.shape) < 2), None)
+    b_ms = 0.0
+    if bias is not None:
+        b = dict(m.named_parameters(recurse=False)).get(bias.param[len(info.owner_name) + 1:] if info.owner_name
+                                                         else bias.param)
+        if bias.std is not None:
+            b_ms = bias.std ** 2
+        elif b is not None and not b.is_meta and b.is_floating_point():
+            b_ms = float(b.detach().double().pow(2).mean())
+    f = role.fans if functional else primary.fans if primary.fans is not None else role.fans if (
+        role is not None and role.fans is not None) else layer_fans(m, "weight")
+    t_in, t_out = _taps_of(info, m, role if functional else None, primary.shape, g)
+    transposed = bool(role.transposed) if functional else bool(getattr(m, "transposed", False))
+    per_channel = len(primary.shape) >= 3 and (primary.shape[0 if transposed else 1] == 1)
+    spread = _row_spread(w, primary.method, f.fan_in * t_in, transposed)
+    centered = role is not None and role.standardized and len(primary.shape) >= 2 and not transposed
+    return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms, in_taps=t_in, out_taps=t_out, row_spread=spread,
+                        per_channel=per_channel, centered=centered, channels=int(primary.shape[1]),
+                        taps=max(int(round(math.prod(primary.shape[2:]) * t_in)), 1))
+
+
+# kurtosis E[w^4] / E[w^2]^2 of the drawn distributions: the squared norm of a row of f entries has relative
+# variance (kurtosis - 1) / f; truncated normal at +-2 std of the underlying normal: 2.36
+_KURTOSIS = {"normal": 3.0, "uniform": 1.8, "torch_default": 1.8, "truncated_normal": 2.36, "icnr": 3.0}
+
+
+def _row_spread(w: torch.Tensor | None, method: str, fan: float, transposed: bool) -> float:
+    """``E_c[s / s_c]`` over the output channels' squared row norms ``s_c``: from the weights when they are kept
+    (scheme "current"), else for ``fan`` independent draws of the scheme's distribution, ``1 / (1 - cv^2)`` with
+    ``cv^2 = (kurtosis - 1) / fan`` (exact for Gaussian rows: the inverse of a chi-square's mean, ``f / (f - 2)``).
+    Orthogonal and identity rows have equal norms (1)."""
+    if method == "keep":
+        if w is None or w.is_meta or not w.is_floating_point() or w.dim() < 2 or w.numel() == 0:
+            return 1.0
+        d = w.detach()
+        rows = (d.transpose(0, 1) if transposed else d).reshape(d.shape[1] if transposed else d.shape[0], -1)
+        s = torch.linalg.vector_norm(rows, dim=1).double().square()  # float32 rows: no float64 copy of the weight
+        if not bool((s > 0).all()):
+            return 1.0  # zero rows (a zero-init branch end): their channels carry no variance to spread
+        return float(s.mean() * (1.0 / s).mean())
+    k = _KURTOSIS.get(method)
+    if k is None or fan <= 0:
+        return 1.0
+    cv2 = (k - 1.0) / fan
+    return 1.0 / (1.0 - cv2) if cv2 < 0.5 else 2.0
+
+
+def _taps_of(info: LayerInfo, m: nn.Module, role: Any, shape: tuple[int, ...], g: Graph | None) -> tuple[float, float]:
+    """The fraction of a zero-padded convolution's taps that read the input at the example's size (its first
+    call), forward and backward (:func:`initwise._taps.tap_factors`); 1.0 for any other layer."""
+    if g is None or not info.nodes or len(shape) < 3:
+        return 1.0, 1.0
+    if isinstance(m, nn.modules.conv._ConvNd) and tuple(m.weight.shape) == tuple(shape):
+        stride, dilation, transposed, module = m.stride, m.dilation, m.transposed, m
+    elif role is not None and "conv" in role.op:
+        stride, dilation, transposed = role.stride, role.dilation, role.transposed
+        module = None  # padding from the shapes
+    else:
+        return 1.0, 1.0
+    n = g.nodes[info.nodes[0]]
+    if not n.inputs:
+        return 1.0, 1.0
+    return tap_factors(module, tuple(shape[2:]), g.nodes[n.inputs[0]].shape, n.shape, stride, dilation, transposed)
+
+
+def _attention_moments(m: nn.MultiheadAttention, lp: LayerPlan) -> LayerMoments:
+    """Self-attention of ``nn.MultiheadAttention`` with packed projections (:class:`initwise._rules_join.
+    AttentionMoments`): each projection's ``E * E[w^2]`` from the plan's std, or the weights as they are."""
+    from ._rules_join import AttentionMoments
+
+    e = m.embed_dim
+    w = m.in_proj_weight
+    if w is None or w.is_meta or m.bias_k is not None or not m._qkv_same_embed_dim:
+        return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
+    stds = {p.param.rsplit(".", 1)[-1] if "out_proj" not in p.param else "out_" + p.param.rsplit(".", 1)[-1]: p.std
+            for p in lp.params}
+
+    def ms(t: torch.Tensor | None, std: float | None) -> list[float]:
+        if std is not None:
+            return [std * std] * (3 if t is not None and t.shape[0] == 3 * e else 1)
+        if t is None:
+            return [0.0, 0.0, 0.0]
+        d = t.detach().double()
+        return [float(c.square().mean()) for c in d.chunk(3)] if d.shape[0] == 3 * e else [float(d.square().mean())]
+
+    wq, wk, wv = ms(w, stds.get("in_proj_weight"))
+    bq, bk, bv = ms(m.in_proj_bias, stds.get("in_proj_bias")) if m.in_proj_bias is not None else (0.0, 0.0, 0.0)
+    (wo,) = ms(m.out_proj.weight, stds.get("out_weight"))
+    (bo,) = ms(m.out_proj.bias, stds.get("out_bias")) if m.out_proj.bias is not None else (0.0,)
+    a = AttentionMoments(e, m.num_heads, 1 if m.batch_first else 0, e * wq, e * wk, e * wv, e * wo, bq, bk, bv, bo)
+    return LayerMoments(e, e, wv, bo, kind="attention", attention=a)
+
+
+def _norm_modules(model: nn.Module, g: Graph) -> dict[str, nn.Module]:
+    names = {n.module for n in g.nodes if n.kind == "norm" and n.module}
+    return {n: m for n, m in model.named_modules() if n in names}
+
+
+def _norm_kind(m: nn.Module) -> tuple[str, dict[str, Any]]:
+    """Which statistics a normalization module uses (see :class:`initwise._rules_layer.NormMoments`)."""
+    name = type(m).__name__
+    if "GlobalResponse" in name or name in ("GRN", "GRNwithNHWC"):
+        return "grn", {}
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+        return ("running" if not m.training and m.track_running_stats else "instance"), {}
+    if isinstance(m, nn.modules.batchnorm._NormBase):
+        stats = m.track_running_stats and m.running_mean is not None and m.running_var is not None
+        return ("running" if stats and not m.training else "batch"), {}
+    if isinstance(m, nn.GroupNorm):
+        return "group", {"groups": int(m.num_groups), "over_positions": True}
+    if isinstance(m, nn.LayerNorm):
+        return "layer", {"over_positions": len(m.normalized_shape) > 1,
+                         "normalized": int(math.prod(m.normalized_shape))}
+    if hasattr(nn, "RMSNorm") and isinstance(m, nn.RMSNorm):
+        return "rms", {}
+    for key, kind in (("LayerNorm", "layer"), ("GroupNorm", "group"), ("BatchNorm", "batch"),
+                      ("InstanceNorm", "instance"), ("RMSNorm", "rms")):
+        if key in name:
+            extra = {"groups": int(getattr(m, "num_groups", 1) or 1), "over_positions": True} if kind == "group" else {}
+            return kind, extra
+    return "generic", {}
+
+
+def _ms(t: Any) -> tuple[float, float]:
+    """(mean square, mean) of a tensor, (1, 1) for None."""
+    if not isinstance(t, torch.Tensor) or t.numel() == 0 or t.is_meta:
+        return 1.0, 1.0
+    x = t.detach().double()
+    return float(x.square().mean()), float(x.mean())
+
+
+def _norm_ms(m: nn.Module, o: _Options, zero: bool) -> NormMoments:
+    kind, extra = _norm_kind(m)
+    w = getattr(m, "weight", None)
+    b = getattr(m, "bias", None)
+    eps = getattr(m, "eps", 1e-5)
+    eps = float(eps) if isinstance(eps, (int, float)) else 1e-5
+    keep = o.norm == "keep" or kind == "grn"  # GRN's scale is a response gain, not a norm's: kept (see plan)
+    if zero:
+        gm = gmean = bm = bmean = 0.0
+    elif keep:
+        gm, gmean = _ms(w) if isinstance(w, torch.Tensor) else (1.0, 1.0)
+        bm, bmean = _ms(b) if isinstance(b, torch.Tensor) else (0.0, 0.0)
+    else:  # reset: weight 1, bias 0
+        gm, gmean, bm, bmean = 1.0, 1.0, 0.0, 0.0
+    if kind == "running":
+        a, c = _running_affine(m, zero, keep, eps)
+        return NormMoments("running", eps, gm, gmean, bm, bmean, *a, *c)
+    return NormMoments(kind, eps, gm, gmean, bm, bmean, **extra)
+
+
+def _running_affine(m: nn.Module, zero: bool, keep: bool, eps: float) -> tuple[tuple[float, float, float],
+                                                                              tuple[float, float]]:
+    """``((E[a^2], E[b^2], E[a b]), (E[a], E[b]))`` of the eval-mode map ``a_c x + b_c`` from the running stats."""
+    rm = m.running_mean.detach().double()
+    rv = m.running_var.detach().double()
+    ones = torch.ones_like(rm)
+    w = m.weight.detach().double() if keep and isinstance(m.weight, torch.Tensor) else ones
+    b = m.bias.detach().double() if keep and isinstance(m.bias, torch.Tensor) else torch.zeros_like(rm)
+    if zero:
+        w, b = torch.zeros_like(rm), torch.zeros_like(rm)
+    a = w / torch.sqrt(rv + eps)
+    c = b - a * rm
+    return ((float(a.square().mean()), float(c.square().mean()), float((a * c).mean())),
+            (float(a.mean()), float(c.mean())))
+
+
+def _input_moments(g: Graph, example_inputs: Any) -> dict[int, Sig | None]:
+    tensors = _nested_tensors(example_inputs)
+    out: dict[int, Sig | None] = {}
+    for nid, t in zip(g.input_ids, tensors):
+        # a meta example has no values: its moments are unknown (None, as for integer inputs: unit)
+        out[nid] = sig_of(t) if t.is_floating_point() and t.numel() and not t.is_meta else None
+    return out
+
+
+_PURE_FORWARD = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward}
+
+
+_SAME = frozenset(("to", "float", "double", "contiguous", "clone", "detach", "Identity", "type_as", "view",
+                   "reshape", "identity"))
+
+
+_PREFIX_LIMIT = 1 << 24  # elements: a prefix is evaluated on the example only while it is this small
+
+
+def _prefix_moments(g: Graph, example_inputs: Any, layers: list[LayerPlan]) -> dict[int, Sig]:
+    """Exact moments of what the model computes from the example before its first drawn layer: scalar scales,
+    value-preserving views, shifts by a constant the trace knows (``(x - self.mean) * 255``) and layers whose
+    weights no scheme draws (EDSR's and RCAN's ``MeanShift``, a frozen stem), evaluated on the example itself,
+    so that a mean subtracted by a constant layer is seen as subtracted (the rules treat a layer's weights as zero-mean and independent of the signal, which a mean shift is not).
+    Only torch's own Conv/Linear forwards are evaluated (pure functions of the weights), without hooks."""
+    tensors = _nested_tensors(example_inputs)
+    values: dict[int, torch.Tensor] = {}
+    for nid, t in zip(g.input_ids, tensors):
+        if t.is_floating_point() and not t.is_meta and t.numel() <= _PREFIX_LIMIT:
+            values[nid] = t.detach()
+    if not values:
+        return {}
+    plans = {lp.name: lp for lp in layers}
+    modules = {i.name: i.module for i in g.layers}
+    out: dict[int, Sig] = {}
+    with torch.no_grad():
+        for n in g.nodes:
+            if n.kind == "input" or len(n.inputs) != 1 or n.inputs[0] not in values:
+                continue
+            x = values[n.inputs[0]]
+            y = None
+            if n.kind == "scale" and n.factor is not None and n.op in ("mul", "div", "neg", "alpha"):
+                y = x * n.factor  # a scalar factor (a tensor factor is summarized by its RMS: not exact)
+            elif n.kind == "pass" and n.op in _SAME and tuple(n.shape[1:]) == tuple(x.shape[1:]):
+                y = x
+            elif n.kind == "shift" and n.const is not None and n.op in ("add", "sub", "rsub"):
+                c = torch.tensor(n.const[1], dtype=torch.float64).reshape(n.const[0]).to(x.dtype)
+                y = x + c if n.op == "add" else x - c if n.op == "sub" else c - x
+            elif n.kind == "layer" and n.module in plans and n.module in modules:
+                m, lp = modules[n.module], plans[n.module]
+                if type(m).forward in _PURE_FORWARD and lp.params and all(p.method == "keep" for p in lp.params) \
+                        and not any(t.is_meta for t in m.parameters(recurse=False)):
+                    try:
+                        y = type(m).forward(m, x)
+                    except RuntimeError:  # torch cannot run it (a conv with zero output channels): not evaluated
+                        y = None
+            if y is None or tuple(y.shape[1:]) != tuple(n.shape[1:]):  # the graph may be traced on one sample
+                continue
+            values[n.id] = y
+            if n.kind in ("layer", "shift"):
+                out[n.id] = sig_of(y)
+    return out
+
+
+def _patch_moments(g: Graph, layer_ms: dict[str, LayerMoments], example_inputs: Any) -> None:
+    """A weight-standardized convolution on the example itself (NF-Nets' stem): ``E[mean_i x_i^2 - xbar^2]`` over
+    its receptive fields, measured (smooth images keep most of their power in a patch's mean, which the zero-mean
+    rows remove). Fills ``LayerMoments.patch_ms`` in place."""
+    import torch.nn.functional as F
+
+    tensors = dict(zip(g.input_ids, _nested_tensors(example_inputs)))
+    for info in g.layers:
+        lm = layer_ms.get(info.name)
+        m = info.module
+        if lm is None or not lm.centered or not info.nodes or not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            continue
+        n = g.nodes[info.nodes[0]]
+        x = tensors.get(n.inputs[0]) if n.inputs else None
+        sd = x.dim() - 2 if x is not None else 0
+        if x is None or x.is_meta or not x.is_floating_point() or sd not in (1, 2, 3) or m.groups != 1 \
+                or any(d != 1 for d in m.dilation) or isinstance(m.padding, str) or m.padding_mode != "zeros" \
+                or x.numel() > _PREFIX_LIMIT:
+            continue
+        pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[sd - 1]
+        with torch.no_grad():
+            xd = x.detach().double()
+            kw = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, count_include_pad=True)
+            mean = pool(xd.mean(1, keepdim=True), **kw)
+            power = pool(xd.square().mean(1, keepdim=True), **kw)
+            layer_ms[info.name] = dataclasses.replace(lm, patch_ms=float((power - mean.square()).mean()))
+
+
+def _batch(example_inputs: Any) -> int | None:
+    """The batch size of the example (the graph may have been traced on a one-sample slice of it)."""
+    ts = [t for t in _nested_tensors(example_inputs) if t.dim() >= 1]
+    return int(ts[0].shape[0]) if ts else None
+
+
+def _attach(g: Graph, layers: list[LayerPlan], prop, q0: float) -> None:
+    by_name = {lp.name: lp for lp in layers}
+    for n in g.nodes:
+        if n.kind != "layer" or n.module not in by_name:
+            continue
+        lp = by_name[n.module]
+        if lp.forward is None:  # first call of a reused layer
+            f = prop.forward.get(n.id)
+            lp.forward = f / q0 if f is not None and q0 else None
+            lp.backward = prop.backward.get(n.id)
+            lp.forward_bound = prop.forward_bound.get(n.id, 1.0)
+            lp.backward_bound = prop.backward_bound.get(n.id, 1.0)
+            lp.backward_removed = prop.backward_removed.get(n.id, 1.0)
