@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from validation_models import TASKS, Outside  # noqa: E402
+from design_models import TASKS as DESIGN_TASKS  # noqa: E402
+from validation_models import TASKS as VALIDATION_TASKS, Outside  # noqa: E402
 
 from initwise import generate_candidates  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
@@ -35,6 +36,8 @@ import _jsonl  # noqa: E402
 from initwise.bench.train import train  # noqa: E402
 
 OUT = "docs/evidence/validation/results.jsonl"
+DESIGN_OUT = "docs/evidence/design-extra/results.jsonl"  # --set design: the design set's deep plain nets
+TASKS = {**VALIDATION_TASKS, **DESIGN_TASKS}  # names are distinct; a run's key starts with its task's name
 CONFIG = dict(steps=300, batch_size=8, patch_size=24, eval_crop=64, channels=1)
 LRS = (1e-3, 2e-4)
 SEEDS = (0, 1, 2, 3, 4)
@@ -98,13 +101,21 @@ def grid(tasks, seeds, lrs) -> list[tuple[str, object, int, float]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=OUT)
-    ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    ap.add_argument("--lrs", default=",".join(map(str, LRS)))
+    ap.add_argument("--set", choices=("validation", "design"), default="validation",
+                    help="design: the design set's additions (benchmarks/design_models.py), lr 1e-3, seeds 0-2, "
+                         f"into {DESIGN_OUT}")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--tasks", default=None)
+    ap.add_argument("--seeds", default=None)
+    ap.add_argument("--lrs", default=None)
     ap.add_argument("--candidates", default=None, help="only these candidates, in this order (default: all)")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
+    design = args.set == "design"
+    args.out = args.out or (DESIGN_OUT if design else OUT)
+    args.tasks = args.tasks or ",".join(DESIGN_TASKS if design else VALIDATION_TASKS)
+    args.seeds = args.seeds or ("0,1,2" if design else ",".join(map(str, SEEDS)))
+    args.lrs = args.lrs or ("0.001" if design else ",".join(map(str, LRS)))
     torch.set_num_threads(1)
     tasks = [t for t in args.tasks.split(",") if t]
     g = grid(tasks, [int(s) for s in args.seeds.split(",")], [float(v) for v in args.lrs.split(",")])

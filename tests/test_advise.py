@@ -32,7 +32,12 @@ def test_edsr_advice_is_healthy_and_ranked_by_the_probe(edsr_advice) -> None:
     model, x, y, adv = edsr_advice
     best = adv.result(adv.recommended.name)
     assert best.healthy and best.rank == 1 and adv.score == "probe"
-    assert best.probe_loss == min(r.probe_loss for r in adv.results if r.healthy)
+    probed = [r for r in adv.results if r.probe]
+    assert best.probe_loss == min(r.probe_loss for r in probed)
+    # the screen: the probe ran on the `screen` healthy candidates with the lowest initial loss, no others
+    healthy = sorted((r for r in adv.results if r.healthy), key=lambda r: r.init_loss)
+    assert adv.screen == 4 and {r.name for r in probed} == {r.name for r in healthy[:adv.screen]}
+    assert all(len(r.losses) == 2 for r in adv.results)  # every candidate has its initial loss
     # the initial loss is measured independently here: the recommended init, applied, against the real HR patches
     m2 = zoo.build("edsr", scale=2, n_resblocks=2, n_feats=8)
     adv.apply(m2, x)
@@ -58,7 +63,7 @@ def test_advice_json_round_trip(edsr_advice) -> None:
     assert d["recommended"]["name"] == adv.recommended.name
     assert [c["name"] for c in d["candidates"]] == adv.candidates
     assert d["candidates"][0]["init_loss"] == pytest.approx(adv.results[0].init_loss)
-    assert set(d["profile"]["schemes"]) == set(adv.candidates)
+    assert set(d["profile"]["schemes"]) == {r.name for r in adv.results if r.checked}
     assert set(d["answers"]) == {"fan_mode", "gain", "residual", "code", "current_init"}
     assert d["answers"]["fan_mode"]["text"] in " ".join(str(adv).split())
 
@@ -260,3 +265,25 @@ def test_cli_advise_errors(tmp_path, capsys) -> None:
     assert "does not exist" in capsys.readouterr().err
     assert main(["advise", f"{model_file}:nope"]) == 2
     assert "no factory 'nope'" in capsys.readouterr().err
+
+
+def test_lazy_health_measures_only_what_can_change_the_pick() -> None:
+    """Generated candidates without a target: health in the fixed order until one passes, plus the answers'
+    candidates; the pick is the one that measuring every candidate gives."""
+    torch.manual_seed(0)
+    model = zoo.build("vdsr", depth=4, n_feats=8)
+    x, _ = get_task("sr-x2", channels=1).train_batch(4, 16, torch.Generator().manual_seed(0), upsample=True)
+    lazy = iw.advise(model, x)
+    full = iw.advise(model, x, candidates=[iw.candidate(n) if n in iw.CANDIDATES else c for n, c in
+                                           ((c.name, c) for c in iw.generate_candidates(model, x))])
+    assert all(r.checked for r in full.results) and lazy.candidates and set(lazy.candidates) == set(full.candidates)
+    assert lazy.recommended.name == full.recommended.name
+    checked = {r.name for r in lazy.results if r.checked}
+    assert {"kaiming_fan_in", "kaiming_fan_out", "default", lazy.recommended.name} <= checked
+    assert checked < set(lazy.candidates)  # some were skipped, and said so
+    skipped = [r for r in lazy.results if not r.checked]
+    assert all(not r.healthy and not r.problems for r in skipped)
+    for r in lazy.results:  # what was measured agrees with the full run
+        if r.checked:
+            assert r.healthy == full.result(r.name).healthy, r.name
+    assert "not measured" in str(lazy)

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._advise_evidence import HEALTH, CandidateResult, health, initial_losses, kept_zeros, no_gradient, outputs
-from ._advise_evidence import probe_losses
-from ._advise_rule import PROBE_STEPS, SCORE, TIE, confidence as _confidence, equivalent as _equivalent, mean_std
-from ._advise_rule import rank as _rank
+from ._advise_evidence import HEALTH, CandidateResult, Drawer, health, initial_losses, kept_zeros, no_gradient
+from ._advise_evidence import outputs, probe_losses
+from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_STEPS, SCORE, SCREEN, TIE, mean_std, rejects, screened
+from ._advise_rule import confidence as _confidence, equivalent as _equivalent, rank as _rank
 from ._candidate_set import generate_candidates
 from ._candidates import Candidate, candidate
 from ._diagnose import Profile, diagnose
@@ -59,6 +59,7 @@ class Advice:
     score: str | None = None
     probe_steps: int | None = None
     lr: float | None = None
+    screen: int | None = None  # how many healthy candidates (lowest initial loss) the probe ran on
 
     @property
     def draw_seed(self) -> int:
@@ -98,7 +99,7 @@ class Advice:
                             "lsuv": self.recommended.lsuv, "description": self.recommended.description},
             "confidence": self.confidence, "equivalent": list(self.equivalent), "reasons": list(self.reasons),
             "facts": list(self.facts), "target_kind": self.target_kind, "score": self.score,
-            "probe_steps": self.probe_steps, "lr": self.lr, "seed": self.seed, "trial_steps": self.trial_steps,
+            "probe_steps": self.probe_steps, "screen": self.screen, "lr": self.lr, "seed": self.seed, "trial_steps": self.trial_steps,
             "candidates": [r.to_dict() for r in self.results], "profile": self.profile.to_dict(),
         }
 
@@ -133,8 +134,8 @@ def _default_loss(target: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor]
     return lambda out, tgt: (out - tgt).abs().mean()  # L1, as EDSR/RCAN train
 
 
-def _profile(model: nn.Module, example: Any, cands: list[Candidate], seed: int,
-             plans: dict[str, Plan]) -> Profile:
+def _measure(model: nn.Module, example: Any, cands: list[Candidate], seed: int,
+             drawers: dict[str, Drawer]) -> Profile:
     """One diagnose run per candidate; LSUV candidates are diagnosed on a copy they initialized ("as it is")."""
     runs: dict[str, Any] = {}
     meta: Profile | None = None
@@ -145,7 +146,7 @@ def _profile(model: nn.Module, example: Any, cands: list[Candidate], seed: int,
     for c in cands:
         if c.lsuv is not None:
             m = copy.deepcopy(model)
-            c.init_(m, example, generator=torch.Generator().manual_seed(seed * 1000 + 1), plan=plans[c.name])
+            drawers[c.name](m, 0)  # draw 0: the draw the initial loss and the probe start from
             prof = diagnose(m, example, generator=torch.Generator().manual_seed(seed))
             run = prof.runs[0]
             run.scheme, run.description = c.name, c.description
@@ -153,6 +154,52 @@ def _profile(model: nn.Module, example: Any, cands: list[Candidate], seed: int,
             meta = meta or prof
     assert meta is not None  # cands is not empty
     return Profile([runs[c.name] for c in cands], meta.cotangent, meta.input_shapes, meta.thresholds)
+
+
+class _Health:
+    """Health runs on demand: a candidate is measured when the decision (or an answer) needs it, several at a
+    time where possible (one diagnose call), and never twice."""
+
+    def __init__(self, model: nn.Module, example: Any, seed: int, drawers: dict[str, Drawer]) -> None:
+        self.model, self.example, self.seed, self.drawers = model, example, seed, drawers
+        self.runs: dict[str, Any] = {}
+        self.meta: Profile | None = None
+        self.silent: set[str] | None = None
+        self.verdict: dict[str, tuple] = {}
+
+    def measure(self, cands: Sequence[Candidate]) -> None:
+        todo = [c for c in dict.fromkeys(cands) if c.name not in self.runs]
+        if not todo:
+            return
+        prof = _measure(self.model, self.example, todo, self.seed, self.drawers)
+        self.meta = self.meta or prof
+        self.runs.update({c.name: r for c, r in zip(todo, prof.runs)})
+        if self.silent is None:
+            # silent under every candidate of the first batch, and the model keeps zero parameters: the model's
+            # own design (NAFNet's beta/gamma), not a dead init
+            zeros = kept_zeros(self.model, prof.runs)
+            self.silent = set.intersection(*(no_gradient(r) for r in prof.runs)) if zeros else set()
+        for c in todo:
+            self.verdict[c.name] = health(self.runs[c.name], self.silent)
+
+    def healthy(self, c: Candidate) -> bool:
+        self.measure([c])
+        return not rejects(self.verdict[c.name][3])[0]
+
+    def profile(self, cands: Sequence[Candidate]) -> Profile:
+        assert self.meta is not None
+        runs = [self.runs[c.name] for c in cands if c.name in self.runs]
+        return Profile(runs, self.meta.cotangent, self.meta.input_shapes, self.meta.thresholds)
+
+
+def _needed(cands: Sequence[Candidate], model: nn.Module, example: Any, base: Plan) -> list[Candidate]:
+    """The candidates the answers read health from: fan_in and fan_out (question a) and the model's current init
+    (question e: ``current`` when it differs from PyTorch's default, else ``default``)."""
+    from ._candidate_set import _differs_from_default
+
+    cur = "current" if any(c.name == "current" for c in cands) and _differs_from_default(model, example, base) \
+        else "default"
+    return [c for c in cands if c.name in ("kaiming_fan_in", "kaiming_fan_out", cur)]
 
 
 def _check_target(target: Any, loss: Any) -> None:
@@ -175,8 +222,9 @@ def _check_target(target: Any, loss: Any) -> None:
 @guarded("model", "example", "target")  # the model, the example, the target and every RNG come back as they were
 def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None,
            loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-           candidates: Sequence[str | Candidate] | None = None, seeds: int = 4, lr: float = 1e-3,
-           probe_steps: int | None = None, probe_seeds: int = 2, score: str | None = None,
+           candidates: Sequence[str | Candidate] | None = None, seeds: int = INIT_DRAWS, lr: float = 1e-3,
+           probe_steps: int | None = None, probe_seeds: int = PROBE_DRAWS, screen: int = SCREEN,
+           score: str | None = None,
            trial: Callable[[nn.Module, int], float] | None = None, trial_seeds: int = 3, finalists: int = 3,
            trial_steps: int | None = None, seed: int = 0) -> Advice:
     """Recommend an initialization for ``model`` with answers, reasons, evidence and a confidence; the model is not
@@ -194,6 +242,10 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         lr: the learning rate you will train with (Adam); the probe uses it.
         probe_steps: Adam steps of the probe (default ``_advise_rule.PROBE_STEPS``); 0 disables the probe.
         probe_seeds: weight draws per candidate for the probe.
+        screen: how many healthy candidates, those with the lowest initial loss, the probe runs on (the others
+            keep their initial loss). With the generated candidates (``candidates=None``) and no trial, health is
+            measured only where it can change the pick (and for the answers' fan_in, fan_out and current init);
+            the others are reported as not measured (``checked=False``).
         score: ``"probe"`` or ``"init_loss"``: what ranks healthy candidates when there is a target (default
             ``_advise_rule.SCORE``, the design set's choice).
         trial: ``trial(initialized_model, seed) -> score`` (higher is better, e.g. test PSNR after a short training
@@ -212,7 +264,8 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    for name, v, lo in (("seeds", seeds, 1), ("probe_seeds", probe_seeds, 1), ("trial_seeds", trial_seeds, 1)):
+    for name, v, lo in (("seeds", seeds, 1), ("probe_seeds", probe_seeds, 1), ("trial_seeds", trial_seeds, 1),
+                        ("screen", screen, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if probe_steps is not None and (isinstance(probe_steps, bool) or not isinstance(probe_steps, int)
@@ -254,33 +307,65 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
             raise ValueError(f"target has shape {tuple(target.shape)} but the model's output has shape "
                              f"{tuple(out0.shape)}" + (" (labels: expected the output's shape without dim 1)"
                                                         if labels else ""))
-    plans = {c.name: make_plan(model, example, graph=base.graph, **c.plan_kwargs()) for c in cands
-             if c.lsuv is not None}
-    profile = _profile(model, example, cands, seed, plans)
-    plans.update({c.name: r.plan for c, r in zip(cands, profile.runs) if c.lsuv is None})
+    plans = {c.name: make_plan(model, example, graph=base.graph, **c.plan_kwargs()) for c in cands}
+    drawers = {c.name: Drawer(c, example, plans[c.name], seed) for c in cands}
     loss_fn = loss or (_default_loss(target) if target is not None else None)
     target_kind = "none" if target is None else ("labels" if not target.is_floating_point() else "given target")
     trms = float(target.double().pow(2).mean().sqrt()) if target is not None and target.is_floating_point() else None
+    hc = _Health(model, example, seed, drawers)
+    need = _needed(cands, model, example, base)
+    init: dict[str, tuple[list[float], list[float]]] = {}
+    if trial is not None or candidates is not None:
+        hc.measure(cands)  # the trial trains the healthy finalists; a list you gave gets each one's health
+    if target is None:
+        # no output criterion: the pick is the first healthy candidate in PRIOR's order, so health is measured
+        # in that order until one passes (and for the answers' candidates); the rest cannot change the pick
+        order = {n: i for i, n in enumerate(PRIOR)}
+        walk = sorted(cands, key=lambda c: order.get(c.name, len(order)))
+        hc.measure([*need, walk[0]])
+        for c in walk:
+            if hc.healthy(c):
+                break
+    else:
+        for c in cands:
+            init[c.name] = initial_losses(model, example, c, target, loss_fn, seeds, seed, drawer=drawers[c.name])
+        mean_init = {n: (sum(v[0]) / len(v[0]) if all(math.isfinite(x) for x in v[0]) else math.inf)
+                     for n, v in init.items()}
+        walk = sorted(cands, key=lambda c: mean_init[c.name])
+        k = screen if rule == "probe" else 1  # ranked by the initial loss: the first healthy one is the pick
+        hc.measure([*need, *walk[:k]])
+        found = 0
+        for c in walk:  # health in initial-loss order until `k` healthy ones with a finite loss are found
+            if found >= k:
+                break
+            found += hc.healthy(c) and math.isfinite(mean_init[c.name])
     results: list[CandidateResult] = []
-    zeros = kept_zeros(model, profile.runs)
-    # silent under every candidate, and the model keeps zero parameters: the model's own design, not a dead init
-    silent = set.intersection(*(no_gradient(r) for r in profile.runs)) if zeros and profile.runs else set()
-    for cand, run in zip(cands, profile.runs):
-        lo, hi, fmax, problems, live, total, design = health(run, silent)
-        losses, rms, probe = [], [], []
-        if target is not None:
-            losses, rms = initial_losses(model, example, cand, target, loss_fn, seeds, seed, plans[cand.name])
-            if not all(math.isfinite(v) for v in losses):
-                problems.append("initial loss is not finite")
-            if rule == "probe" and not problems:
-                probe = probe_losses(model, example, cand, target, loss_fn, steps, lr, range(probe_seeds), seed,
-                                     plans[cand.name])
+    for cand in cands:
+        run = hc.runs.get(cand.name)
+        losses, rms = init.get(cand.name, ([], []))
+        if run is None:
+            m, sd = mean_std(losses)
+            results.append(CandidateResult(cand.name, cand.description, m, sd, sum(rms) / len(rms) if rms else None,
+                                           trms, None, None, None, None, False, [], 0, 0, 0, [], checked=False,
+                                           losses=losses))
+            continue
+        lo, hi, fmax, found_problems, live, total, design = hc.verdict[cand.name]
+        if losses and not all(math.isfinite(v) for v in losses):
+            found_problems = [*found_problems, "initial loss is not finite"]
+        problems, notes = rejects(found_problems)
         m, sd = mean_std(losses)
-        pm, psd = mean_std(probe)
         results.append(CandidateResult(
             cand.name, cand.description, m, sd, sum(rms) / len(rms) if rms else None, trms, lo, hi, fmax,
-            run.plan.output_forward, not problems, problems, len(run.flagged), live, total, design, pm, psd,
-            losses=losses, probe=probe))
+            run.plan.output_forward, not problems, problems, len(run.flagged), live, total, design,
+            notes=notes, losses=losses))
+    if rule == "probe":
+        chosen_for_probe = set(screened(results, screen))
+        for r, cand in zip(results, cands):
+            if r.name in chosen_for_probe:
+                r.probe = probe_losses(model, example, cand, target, loss_fn, steps, lr, range(probe_seeds), seed,
+                                       drawer=drawers[cand.name])
+                r.probe_loss, r.probe_loss_std = mean_std(r.probe)
+    profile = hc.profile(cands)
     if rule == "probe" and not any(r.probe for r in results):
         rule = "init_loss"  # the batch cannot be split (one sample, or not a tensor)
     _rank(results, rule)
@@ -297,6 +382,7 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
                                                         trial_seeds, finalists, seed, chosen, confidence, why,
                                                         trial_steps, plans)
     adv = Advice(chosen, confidence, equivalent, why, facts(model, base, profile), results, profile, target_kind,
-                 seed, trial_steps, example, {}, rule, steps if rule == "probe" else None, lr)
+                 seed, trial_steps, example, {}, rule, steps if rule == "probe" else None, lr,
+                 screen if rule == "probe" else None)
     adv.answers = answers(model, example, base, adv)
     return adv

@@ -34,7 +34,7 @@ from ._diagnose import SchemeProfile
 from ._guard import fresh, seed_all
 from ._nested import call
 
-__all__ = ["CandidateResult", "HEALTH", "Z", "health", "outputs", "initial_losses", "probe_losses"]
+__all__ = ["CandidateResult", "HEALTH", "Z", "health", "kind", "outputs", "Drawer", "initial_losses", "probe_losses"]
 
 HEALTH = 3.0  # decades: forward below 1e-3 / above 1e3 of the input's, backward above 1e3 of the output's
 Z = 3.0  # standard errors beyond a threshold before a layer fails it (two-sided p = 0.003 if normal)
@@ -62,6 +62,8 @@ class CandidateResult:
     zero_by_design: list[str] = field(default_factory=list)
     probe_loss: float | None = None
     probe_loss_std: float | None = None
+    checked: bool = True  # health measured (False: skipped, it could not change the pick; see _advise.py)
+    notes: list[str] = field(default_factory=list)  # health findings that do not reject (_advise_rule.REJECT)
     rank: int = 0
     trial_mean: float | None = None
     trial_std: float | None = None
@@ -169,19 +171,56 @@ def health(run: SchemeProfile, model_design: set[str] | frozenset[str] = frozens
     return lo_v, hi_v, fmax, problems, len(live), len(weighted), sorted(design)
 
 
+_KINDS = (("no gradient", "dead"), ("forward is not finite", "nonfinite"), ("initial loss is not finite", "nonfinite"),
+          ("forward vanishes", "vanishes"), ("forward explodes", "explodes"), ("backward explodes", "explodes"),
+          ("backward spreads", "spreads"))
+
+
+def kind(problem: str) -> str:
+    """The kind of a health finding (``dead``, ``nonfinite``, ``vanishes``, ``explodes``, ``spreads``), from the
+    text :func:`health` writes."""
+    for prefix, k in _KINDS:
+        if problem.startswith(prefix):
+            return k
+    raise ValueError(f"unknown health finding {problem!r}")
+
+
 def _draw_seed(seed: int, s: int) -> int:
     return seed * 1000 + 17 * s + 1
 
 
+class Drawer:
+    """Applies draw ``s`` of one candidate to a copy of the model: ``Drawer(...)(copy, s)``. A data-driven (LSUV)
+    draw costs one forward per layer, so its result is kept and loaded again for the initial loss, the health run
+    and the probe, which all start from the same draws."""
+
+    def __init__(self, cand: Candidate, example: Any, plan: Any, seed: int) -> None:
+        self.cand, self.example, self.plan, self.seed = cand, example, plan, seed
+        self._kept: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, m: nn.Module, s: int) -> None:
+        if self.cand.keeps_weights:
+            return
+        if self.cand.lsuv is not None and s in self._kept:
+            with torch.no_grad():
+                for n, p in m.named_parameters():
+                    p.copy_(self._kept[s][n])
+            return
+        self.cand.init_(m, self.example, generator=torch.Generator().manual_seed(_draw_seed(self.seed, s)),
+                        plan=self.plan)
+        if self.cand.lsuv is not None:
+            self._kept[s] = {n: p.detach().clone() for n, p in m.named_parameters()}
+
+
 def initial_losses(model: nn.Module, example: Any, cand: Candidate, target: torch.Tensor,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seeds: int, seed: int,
-                   plan: Any = None) -> tuple[list[float], list[float]]:
+                   plan: Any = None, drawer: Drawer | None = None) -> tuple[list[float], list[float]]:
     """Initial losses and output RMS over ``seeds`` draws of ``cand`` on a copy of ``model``."""
+    draw = drawer or Drawer(cand, example, plan, seed)
     probe = copy.deepcopy(model)
     losses, rms = [], []
     for s in range(seeds):
-        if not cand.keeps_weights:
-            cand.init_(probe, example, generator=torch.Generator().manual_seed(_draw_seed(seed, s)), plan=plan)
+        draw(probe, s)
         seed_all(_draw_seed(seed, s))  # dropout draws from the seed (the caller's RNG is restored by advise's guard)
         with torch.no_grad():
             out = outputs(call(probe, fresh(example)))
@@ -202,25 +241,27 @@ def split(example: Any, target: torch.Tensor) -> tuple[Any, torch.Tensor, Any, t
 
 def probe_losses(model: nn.Module, example: Any, cand: Candidate, target: torch.Tensor,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], steps: int, lr: float,
-                 seeds: Sequence[int], seed: int, plan: Any = None) -> list[float]:
+                 seeds: Sequence[int], seed: int, plan: Any = None, drawer: Drawer | None = None) -> list[float]:
     """Held-out loss after ``steps`` Adam steps (``lr``) on the first half of the batch, one per draw."""
-    return [c[0] for c in probe_curves(model, example, cand, target, loss_fn, (steps,), lr, seeds, seed, plan)]
+    return [c[0] for c in probe_curves(model, example, cand, target, loss_fn, (steps,), lr, seeds, seed, plan,
+                                       drawer)]
 
 
 def probe_curves(model: nn.Module, example: Any, cand: Candidate, target: torch.Tensor,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], checkpoints: Sequence[int],
-                 lr: float, seeds: Sequence[int], seed: int, plan: Any = None) -> list[list[float]]:
+                 lr: float, seeds: Sequence[int], seed: int, plan: Any = None,
+                 drawer: Drawer | None = None) -> list[list[float]]:
     """Per draw, the held-out loss after each of ``checkpoints`` Adam steps (one optimization per draw)."""
     parts = split(example, target)
     if parts is None:
         return []
+    draw = drawer or Drawer(cand, example, plan, seed)
     xa, ya, xb, yb = parts
     marks = sorted(set(checkpoints))
     out = []
     for s in seeds:
         m = copy.deepcopy(model)
-        if not cand.keeps_weights:
-            cand.init_(m, example, generator=torch.Generator().manual_seed(_draw_seed(seed, s)), plan=plan)
+        draw(m, s)
         params = [p for p in m.parameters() if p.requires_grad and p.is_floating_point()]
         opt = torch.optim.Adam(params, lr=lr)
         curve: dict[int, float] = {}

@@ -3,9 +3,11 @@ how sure the pick is. Pure functions of :class:`CandidateResult` lists (no model
 
 The rule (chosen on the design set of docs/evidence.md, never on the validation set):
 
-1. unhealthy candidates (:func:`initwise._advise_evidence.health`) rank last;
+1. unhealthy candidates (:func:`initwise._advise_evidence.health`; the finding kinds in ``REJECT`` reject, the
+   others are notes) rank last;
 2. with a target, the healthy ones are ranked by ``SCORE``: the held-out loss after ``PROBE_STEPS`` Adam steps
-   (``"probe"``) or the initial loss (``"init_loss"``);
+   (``"probe"``) or the initial loss (``"init_loss"``). The probe runs only for the ``SCREEN`` healthy candidates
+   with the lowest initial loss (:func:`screened`); the others rank after them by initial loss;
 3. without a target there is no output criterion: the healthy ones are ranked by the fixed order ``PRIOR``, the
    fixed choice with the lowest mean regret on the design set, and the report says so;
 4. candidates within seed noise of the pick (Welch p > 0.05 and less than ``EFFECT`` apart, or within ``TIE``)
@@ -18,14 +20,19 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["rank", "equivalent", "confidence", "welch_p", "mean_std", "SCORE", "PROBE_STEPS", "PRIOR", "TIE",
-           "EFFECT", "P_EQUIVALENT"]
+__all__ = ["rank", "equivalent", "confidence", "screened", "rejects", "welch_p", "mean_std", "SCORE",
+           "PROBE_STEPS", "SCREEN", "INIT_DRAWS", "PROBE_DRAWS", "REJECT", "PRIOR", "TIE", "EFFECT", "P_EQUIVALENT"]
 
 SCORE = "probe"  # the design set's choice (benchmarks/advise_rules.py; docs/evidence.md, "Protocol")
 PROBE_STEPS = 10  # Adam steps of the probe: the design set's choice among 5, 10, 20 (mean regret 0.31, 0.21, 0.30 dB)
 # the fixed choices in the order of their mean regret on the design set (docs/evidence.md, design table)
 PRIOR = ("kaiming_fan_in_zero_res", "kaiming_fan_in_out0.1", "kaiming_fan_in_res0.1", "default", "orthogonal",
          "kaiming_fan_in", "lecun", "linear_gain_fan_in", "xavier", "kaiming_fan_out")
+SCREEN = 4  # healthy candidates with the lowest initial loss that go on to the probe (design set: docs/evidence.md)
+INIT_DRAWS = 2  # weight draws per candidate for the initial loss (design set)
+PROBE_DRAWS = 2  # weight draws per probed candidate (design set)
+# health findings that reject a candidate (kinds of _advise_evidence.kind); the others are reported as notes
+REJECT = frozenset({"dead", "nonfinite", "explodes", "vanishes", "spreads"})
 TIE = 0.05  # scores within 5% of the best are equivalent whatever the seed noise says
 EFFECT = 1.5  # ... and beyond 1.5x they are not, even when few draws leave the difference short of significance
 P_EQUIVALENT = 0.05  # Welch t, two-sided: p above this means "not distinguishable from seed noise"
@@ -67,15 +74,37 @@ def draws_of(r: Any, score: str) -> list[float]:
     return list(r.probe if score == "probe" else r.losses)
 
 
+def rejects(problems: Sequence[str], reject: frozenset[str] | set[str] = REJECT) -> tuple[list[str], list[str]]:
+    """Split health findings into ``(rejecting, notes)`` by their kind."""
+    from ._advise_evidence import kind
+
+    return [p for p in problems if kind(p) in reject], [p for p in problems if kind(p) not in reject]
+
+
+def _finite(v: float | None) -> float:
+    return v if v is not None and math.isfinite(v) else math.inf
+
+
+def screened(results: list, k: int = SCREEN) -> list[str]:
+    """The ``k`` healthy candidates with the lowest initial loss (those the probe runs on), best first."""
+    ok = [r for r in results if r.healthy and r.checked]
+    return [r.name for r in sorted(ok, key=lambda r: _finite(r.init_loss))[:k]]
+
+
+def _group(r: Any) -> int:
+    return 0 if r.healthy and r.checked else (1 if not r.checked else 2)  # healthy, not measured, rejected
+
+
 def rank(results: list, score: str | None, prior: Sequence[str] = PRIOR) -> None:
-    """Sort ``results`` in place (healthy first, then by ``score``, or by ``prior`` when ``score`` is None)."""
+    """Sort ``results`` in place: healthy first (by ``score``, then by the initial loss where the score is
+    missing; by ``prior`` when ``score`` is None), then candidates whose health was not measured, then rejected."""
     order = {n: i for i, n in enumerate(prior)}
 
     def key(r: Any) -> tuple:
         if score is None:
-            return (not r.healthy, order.get(r.name, len(order)), r.flagged_layers)
+            return (_group(r), order.get(r.name, len(order)), r.flagged_layers)
         v = score_of(r, score)
-        return (not r.healthy, v is None, v if v is not None and math.isfinite(v) else math.inf, r.flagged_layers)
+        return (_group(r), v is None, _finite(v), _finite(r.init_loss), r.flagged_layers)
 
     results.sort(key=key)
     for i, r in enumerate(results):
@@ -109,7 +138,7 @@ def confidence(results: list, equivalents: list[str], score: str | None) -> str:
     best = results[0] if results else None
     if best is None or not best.healthy or score is None or score_of(best, score) is None:
         return "low"
-    rest = [r for r in results[1:] if r.name not in equivalents]
+    rest = [r for r in results[1:] if r.name not in equivalents and score_of(r, score) is not None]
     if equivalents or not rest:
         return "medium"
     a, b = score_of(best, score), score_of(rest[0], score)

@@ -124,10 +124,10 @@ def advice_report(advice: Any) -> str:
     probe = any(r.probe_loss is not None for r in advice.results)
     for r in advice.results:
         loss = "-" if r.init_loss is None else f"{r.init_loss:.3g}+-{(r.init_loss_std or 0):.1g}"
-        row = [r.rank, r.name, f"{r.grads_live}/{r.grads_total}", loss]
+        row = [r.rank, r.name, f"{r.grads_live}/{r.grads_total}" if r.checked else "-", loss]
         if probe:
             row.append("-" if r.probe_loss is None else f"{r.probe_loss:.3g}+-{(r.probe_loss_std or 0):.1g}")
-        row += [r.output_rms, "ok" if r.healthy else "NO"]
+        row += [r.output_rms, "ok" if r.healthy else ("NO" if r.checked else "-")]
         if trial:
             row.append("-" if r.trial_mean is None else f"{r.trial_mean:.4g}" +
                        (f"+-{r.trial_std:.1g}" if len(r.trial_scores) > 1 else ""))
@@ -139,6 +139,16 @@ def advice_report(advice: Any) -> str:
                                                  "scored on held-out patches" if probe else ""))
     lines += ["", f"Candidates ({what}; grads: weight tensors with a gradient at step 0):",
               table(head, rows, right=(0, 4, 5) if probe else (0, 4))]
+    skipped = [r.name for r in advice.results if not r.checked]
+    if skipped:
+        lines += _wrap(f"healthy '-': not measured ({', '.join(skipped)}): "
+                       + ("without a target only the fixed order's first healthy candidate can be the pick"
+                          if advice.target_kind == "none" else
+                          f"their initial loss ranks them below the {advice.screen or 1} healthy ones scored")
+                       + "; pass candidates=[...] (--candidates) to measure each one")
+    notes = [f"{r.name}: {n}" for r in advice.results for n in r.notes]
+    if notes:
+        lines += _wrap("notes (findings that do not reject a candidate): " + "; ".join(notes))
     lines += ["", "Facts of this model:"]
     for f in advice.facts:
         lines += _wrap("- " + f, indent="  ")

@@ -13,6 +13,7 @@ from ._target import (DEFAULT_SHAPE, check_rank, check_seed, check_single_input,
                       parse_shape)
 from ._io import check_outputs, json_text, write_outputs
 from .main import CLIError, describe, plain
+from .._advise_rule import INIT_DRAWS
 
 EPILOG = """examples:
   initwise advise                               # built-in EDSR x2 on images shipped with scikit-image
@@ -38,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch", type=int, default=None, help="side of the example images in pixels: the target "
                    "patch of task data, or H = W of the random input of a user's model (default 48)")
     p.add_argument("--candidates", metavar="A,B,...", help="candidates to compare (default: chosen for the model)")
-    p.add_argument("--seeds", type=int, default=4, help="weight draws per candidate for the initial loss (default 4)")
+    p.add_argument("--seeds", type=int, default=INIT_DRAWS,
+                   help=f"weight draws per candidate for the initial loss (default {INIT_DRAWS})")
     p.add_argument("--lr", type=float, default=1e-3, help="the Adam learning rate you train with; the probe uses it "
                    "(default 1e-3)")
     p.add_argument("--probe-steps", type=int, default=None, metavar="K",
