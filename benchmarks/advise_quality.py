@@ -39,19 +39,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import initwise as iw  # noqa: E402
-from initwise._advise_evidence import CandidateResult, probe_curves  # noqa: E402
-from initwise._advise_rule import PROBE_STEPS, PRIOR, SCORE, confidence, equivalent, rank  # noqa: E402
+from initwise._advise_evidence import CandidateResult, kind, probe_curves  # noqa: E402
+from initwise._advise_rule import INIT_DRAWS, PROBE_DRAWS, PROBE_STEPS, PRIOR, REJECT, SCORE, SCREEN  # noqa: E402
+from initwise._advise_rule import confidence, equivalent, rank, screened  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
 import _jsonl  # noqa: E402
 from initwise.bench.runner import RunSpec, _build, read_records  # noqa: E402
 from initwise.bench.summary import psnr_at  # noqa: E402
 
 DESIGN = ["docs/evidence/study.jsonl", "docs/evidence/long/results.jsonl", "docs/evidence/more/results.jsonl"]
+DESIGN_EXTRA = "docs/evidence/design-extra/results.jsonl"  # deep plain nets (benchmarks/design_models.py)
 VALIDATION = "docs/evidence/validation/results.jsonl"
 FEATURES = "docs/evidence/advise_features.jsonl"
 CHECKPOINTS = (5, 10, 20)
-SEEDS, PROBE_SEEDS = 4, 2  # initwise.advise's defaults (seeds=4, probe_seeds=2)
-VERSION = 1
+SEEDS, PROBE_SEEDS = 4, 2  # draws stored per candidate; a rule uses the first INIT_DRAWS / PROBE_DRAWS of them
+SOFT = {"vanishes", "spreads"}  # health findings a rule may choose not to reject: the probe is stored for them too
+VERSION = 2  # 2: the probe is stored also for candidates whose only findings are SOFT (version 1: healthy ones)
 
 
 # ---------------------------------------------------------------- cells: (name, model builder, data, outcomes)
@@ -77,19 +80,21 @@ def design_cells() -> list[dict]:
     return cells
 
 
-def validation_cells() -> list[dict]:
-    if not Path(VALIDATION).exists():
+def validation_cells(path: str = VALIDATION, which: str = "validation") -> list[dict]:
+    """Cells of a study_validation.py store: the validation set, or (``which="design"``) the design additions."""
+    if not Path(path).exists():
         return []
     import study_validation as sv
 
-    records = [r for r in _jsonl.read(VALIDATION) if r.get("status") == "ok"]
+    records = [r for r in _jsonl.read(path) if r.get("status") == "ok"]
     cells = []
     for name, lr in dict.fromkeys((r["task_name"], r["lr"]) for r in records):
         out = {}
         for r in records:
             if (r["task_name"], r["lr"]) == (name, lr) and r.get("final_psnr") is not None:
                 out.setdefault(r["scheme"], []).append(r["final_psnr"])
-        cells.append({"set": "validation", "cell": f"{name}@lr{lr:g}", "task_name": name, "task":
+        cells.append({"set": which, "cell": f"{'extra:' if which == 'design' else ''}{name}@lr{lr:g}",
+                      "task_name": name, "task":
                       sv.TASKS[name].task, "lr": lr, "patch": sv.CONFIG["patch_size"], "steps": sv.CONFIG["steps"],
                       "outcomes": out})
     return cells
@@ -129,27 +134,29 @@ def _design_candidate(name: str, net: torch.nn.Module, x: torch.Tensor) -> iw.Ca
 
 
 def features(cell: dict) -> dict:
-    if cell["set"] == "design":
+    if cell["set"] == "design" and "task_name" not in cell:
         net, x, y = _design_model(cell)
         cands = [_design_candidate(n, net, x) for n in cell["outcomes"]]
     else:
         net, x, y = _validation_model(cell)
-        cands = [iw.candidate(n) if n in iw.CANDIDATES else None for n in cell["outcomes"]]
-        gen = {c.name: c for c in iw.generate_candidates(net, x)}
-        cands = [c if c is not None else gen[n] for c, n in zip(cands, cell["outcomes"])]
+        gen = {c.name: c for c in iw.generate_candidates(net, x)}  # what the study trains: every generated one
+        names = list(dict.fromkeys([*gen, *cell["outcomes"]]))
+        cands = [gen[n] if n in gen else iw.candidate(n) for n in names]
     t0 = time.perf_counter()
-    adv = iw.advise(net, x, target=y, candidates=cands, seeds=SEEDS, score="init_loss", probe_steps=0)
+    adv = iw.advise(net, x, target=y, candidates=cands, seeds=SEEDS, score="init_loss", probe_steps=0, screen=1)
     t_health = time.perf_counter() - t0
     by = {r.name: r for r in adv.results}
     plans = {r.scheme: r.plan for r in adv.profile.runs}
     loss_fn = lambda out, tgt: (out - tgt).abs().mean()  # noqa: E731  (advise's default for a float target)
     rows = []
-    for c, name in zip(cands, cell["outcomes"]):
+    for c, name in zip(cands, names if cell["set"] == "validation" or "task_name" in cell else cell["outcomes"]):
         r = by[c.name]
         plan = None if c.lsuv is not None else plans.get(c.name)
+        found = [*r.problems, *r.notes]
+        soft = r.checked and all(kind(p) in SOFT for p in found)
         curves = probe_curves(net, x, c, y, loss_fn, CHECKPOINTS, cell["lr"], range(PROBE_SEEDS), 0, plan) \
-            if r.healthy else []
-        rows.append({"name": name, "healthy": r.healthy, "problems": r.problems, "init_losses": r.losses,
+            if soft else []
+        rows.append({"name": name, "healthy": not found, "problems": found, "init_losses": r.losses,
                      "grads": [r.grads_live, r.grads_total], "probe": {str(k): [cv[i] for cv in curves]
                                                                       for i, k in enumerate(CHECKPOINTS)}})
     return {"version": VERSION, "key": f"{cell['set']}|{cell['cell']}", "cell": cell["cell"], "set": cell["set"],
@@ -158,34 +165,74 @@ def features(cell: dict) -> dict:
 
 # ---------------------------------------------------------------- rules and regret
 
-def _results(feat: dict, checkpoint: int | None) -> list[CandidateResult]:
+def _results(feat: dict, checkpoint: int | None, reject: frozenset[str] = REJECT, init_draws: int = SEEDS,
+             probe_draws: int = PROBE_SEEDS) -> list[CandidateResult]:
     out = []
     for c in feat["candidates"]:
-        probe = c["probe"].get(str(checkpoint), []) if checkpoint else []
-        losses = c["init_losses"]
+        probe = c["probe"].get(str(checkpoint), [])[:probe_draws] if checkpoint else []
+        losses = c["init_losses"][:init_draws]
+        problems = [p for p in c["problems"] if kind(p) in reject]
         r = CandidateResult(c["name"], "", statistics.fmean(losses) if losses else None, None, None, None, None,
-                            None, None, None, c["healthy"], list(c["problems"]), losses=list(losses),
-                            probe=list(probe))
+                            None, None, None, not problems, problems, losses=list(losses), probe=list(probe))
         r.probe_loss = statistics.fmean(probe) if probe else None
         out.append(r)
     return out
 
 
+def parse(rule: str) -> dict:
+    """``probe@10`` (every healthy candidate probed, the stored draws), ``probe@10/K3/d1/i2/soft`` (the probe on the
+    K healthy with the lowest initial loss over i draws, d probe draws; ``soft``: SOFT findings do not reject),
+    ``init_loss``, ``prior``, ``always NAME``; ``library``: the library's constants."""
+    if rule == "library":
+        return {"score": SCORE, "k": PROBE_STEPS if SCORE == "probe" else None, "screen": SCREEN,
+                "init": INIT_DRAWS, "draws": PROBE_DRAWS, "reject": REJECT}
+    head, *opts = rule.split("/")
+    out = {"score": "probe" if head.startswith("probe@") else head, "k": int(head.split("@")[1])
+           if head.startswith("probe@") else None, "screen": 99, "init": SEEDS, "draws": PROBE_SEEDS,
+           "reject": frozenset({"dead", "nonfinite", "explodes", "vanishes", "spreads"})}
+    for o in opts:
+        if o == "soft":
+            out["reject"] = out["reject"] - SOFT
+        elif o == "novanish":
+            out["reject"] = out["reject"] - {"vanishes"}
+        elif o[0] in "Kdi":
+            out[{"K": "screen", "d": "draws", "i": "init"}[o[0]]] = int(o[1:])
+        else:
+            raise ValueError(f"unknown rule option {o!r} in {rule!r}")
+    return out
+
+
 def pick(feat: dict, rule: str) -> tuple[str, str]:
-    """(pick, confidence) of ``rule`` on a cell's stored features."""
+    """(pick, confidence) of ``rule`` on a cell's stored features (the library's steps: health, initial-loss
+    screen, probe on the screened ones, rank, equivalents, confidence)."""
     names = [c["name"] for c in feat["candidates"]]
     if rule.startswith("always "):
         want = rule[7:]
         return (want if want in names else ""), ""
-    if rule == "prior":
-        res = _results(feat, None)
+    spec = parse(rule)
+    if spec["score"] == "prior":
+        res = _results(feat, None, spec["reject"])
         rank(res, None, PRIOR)
         return res[0].name, "low"
-    score, k = ("probe", int(rule.split("@")[1])) if rule.startswith("probe@") else ("init_loss", None)
-    res = _results(feat, k)
+    score = spec["score"]
+    res = _results(feat, spec["k"], spec["reject"], spec["init"], spec["draws"])
+    if score == "probe":
+        keep = set(screened(res, spec["screen"]))
+        for r in res:
+            if r.name not in keep:
+                r.probe, r.probe_loss = [], None
     rank(res, score)
     eq = equivalent(res, score)
     return res[0].name, confidence(res, eq, score)
+
+
+def probe_runs(feat: dict, rule: str) -> int:
+    """How many probe optimizations ``rule`` runs on a cell (its cost beyond the health runs)."""
+    spec = parse(rule)
+    if spec["score"] != "probe":
+        return 0
+    return len(screened(_results(feat, spec["k"], spec["reject"], spec["init"], spec["draws"]), spec["screen"])) \
+        * spec["draws"]
 
 
 def _welch(a, b) -> float:
@@ -222,6 +269,11 @@ def regret(cell: dict, name: str) -> dict | None:
 
 
 RULES = ["init_loss"] + [f"probe@{k}" for k in CHECKPOINTS] + ["prior"]
+# the cheaper probes and the health variants compared on the design set (docs/evidence.md, "Speed" and "Health")
+VARIANTS = [f"probe@10/K{k}/d{d}/i{i}{h}" for h in ("", "/novanish", "/soft") for k in (2, 3, 4, 99)
+            for d in (1, 2) for i in (2, 4)] + ["init_loss/soft", "init_loss/novanish", "prior/soft"]
+SPEED_SLACK = 0.05  # dB: the cheapest variant within this of the full probe's design mean regret (no fewer cells
+# within noise) is the library's screen; fixed before the design additions were trained
 
 
 def evaluate(cells: list[dict], feats: dict, rules: list[str]) -> dict[str, list]:
@@ -245,17 +297,22 @@ def _summary(rows: list) -> tuple[float, int, int, int, int]:
             sum(r[3]["worse_than_default"] for r in rows if r[3]), len(rows))
 
 
-def print_set(title: str, cells: list[dict], feats: dict, chosen: str) -> dict[str, list]:
+def _runs(cells: list[dict], feats: dict, rule: str) -> int:
+    return sum(probe_runs(feats[f"{c['set']}|{c['cell']}"], rule) for c in cells
+               if f"{c['set']}|{c['cell']}" in feats) if not rule.startswith("always ") else 0
+
+
+def print_set(title: str, cells: list[dict], feats: dict, chosen: str, rules: list[str]) -> dict[str, list]:
     fixed = sorted({n for c in cells for n in c["outcomes"]})
-    table = evaluate(cells, feats, RULES + [f"always {n}" for n in fixed])
+    table = evaluate(cells, feats, list(dict.fromkeys([chosen, *rules, *(f"always {n}" for n in fixed)])))
     print(f"\n## {title}: mean regret per rule (dB; cells where the rule's pick was trained)\n")
-    print("| rule | mean regret | cells | within noise | worse than default |")
-    print("|---|---|---|---|---|")
+    print("| rule | mean regret | cells | within noise | worse than default | probe runs |")
+    print("|---|---|---|---|---|---|")
     for rule, rows in sorted(table.items(), key=lambda kv: _summary(kv[1])[0]):
         m, n, w, wd, total = _summary(rows)
         if n:
             mark = " **(library's rule)**" if rule == chosen else ""
-            print(f"| {rule}{mark} | {m:.2f} | {n}/{total} | {w}/{n} | {wd}/{n} |")
+            print(f"| {rule}{mark} | {m:.2f} | {n}/{total} | {w}/{n} | {wd}/{n} | {_runs(cells, feats, rule)} |")
     print(f"\n### {title}: the library's rule ({chosen}) per cell\n")
     print("| cell | pick | confidence | pick PSNR | best | best PSNR | regret [95% CI] | p vs best | default PSNR |"
           " within noise | worse than default |")
@@ -284,15 +341,33 @@ def calibration(rows: list) -> None:
             print(f"| {word} | {len(sel)} | {sum(r[3]['within'] for r in sel)}/{len(sel)} |")
 
 
+def _complete(f: dict) -> bool:
+    """A stored feature record has every probe a rule may need (version 1 stored them for healthy ones only)."""
+    return f.get("version") == VERSION or not any(c["problems"] and all(kind(p) in SOFT for p in c["problems"])
+                                                  for c in f["candidates"])
+
+
+def library_rule() -> str:
+    """The library's constants as a rule name of :func:`parse`."""
+    return (f"probe@{PROBE_STEPS}/K{SCREEN}/d{PROBE_DRAWS}/i{INIT_DRAWS}"
+            + ("/soft" if not (SOFT & REJECT) else "/novanish" if "vanishes" not in REJECT else "")) \
+        if SCORE == "probe" else SCORE
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", action="store_true", help="compute missing features (slow) before the tables")
     ap.add_argument("--only", choices=("design", "validation"), help="with --features: only this set")
     ap.add_argument("--live", action="store_true", help="rerun initwise.advise on the validation cells")
+    ap.add_argument("--variants", action="store_true", help="also the design set's table of every variant")
+    ap.add_argument("--design-only", action="store_true", help="no validation table (while a rule is being chosen)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cells = design_cells() + validation_cells()
-    feats = {r["key"]: r for r in _jsonl.read(FEATURES) if r.get("version") == VERSION}
+    cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells()
+    feats = {}
+    for r in _jsonl.read(FEATURES):
+        if r.get("version") in (1, VERSION) and _complete(r):
+            feats[r["key"]] = r  # the last complete record of a key wins
     if args.features:
         for cell in cells:
             key = f"{cell['set']}|{cell['cell']}"
@@ -304,16 +379,21 @@ def main() -> int:
             print(f"features {key}: {f['advise_s']:.1f}s", flush=True)
     design = [c for c in cells if c["set"] == "design"]
     validation = [c for c in cells if c["set"] == "validation"]
-    d_table = evaluate(design, feats, RULES)
-    best_rule = min(RULES[:-1], key=lambda r: _summary(d_table[r])[0])
-    library = SCORE if SCORE != "probe" else f"probe@{PROBE_STEPS}"
-    print(f"design set: {len(design)} cells; rule with the lowest mean regret: {best_rule}; library: {library}")
-    if best_rule != library:
-        print(f"WARNING: the library's rule ({library}) is not the design set's best ({best_rule})")
-    print_set("Design set", design, feats, library)
-    calibration(d_table[library])
-    if validation:
-        v_table = print_set("Validation set", validation, feats, library)
+    library = library_rule()
+    d_table = evaluate(design, feats, RULES + VARIANTS)
+    full = _summary(d_table["probe@10"])
+    ok = [r for r in VARIANTS if r.startswith("probe@10/") and _summary(d_table[r])[0] <= full[0] + SPEED_SLACK
+          and _summary(d_table[r])[2] >= full[2]]
+    cheapest = min(ok, key=lambda r: (_runs(design, feats, r), _summary(d_table[r])[0]), default=None)
+    have = sum(f"design|{c['cell']}" in feats for c in design)
+    print(f"design set: {len(design)} cells ({have} with features); library: {library}")
+    best = min(RULES[:-1] + VARIANTS, key=lambda r: _summary(d_table[r])[0])
+    print(f"lowest design mean regret: {best} ({_summary(d_table[best])[0]:.2f} dB); full probe@10 {full[0]:.2f} dB; "
+          f"cheapest within {SPEED_SLACK} dB of it: {cheapest}")
+    print_set("Design set", design, feats, library, RULES + (VARIANTS if args.variants else []))
+    calibration(evaluate(design, feats, [library])[library])
+    if validation and not args.design_only:
+        v_table = print_set("Validation set", validation, feats, library, RULES)
         calibration(v_table[library])
         m, n, w, wd, _ = _summary(v_table[library])
         fixed = {r: _summary(v)[0] for r, v in v_table.items() if r.startswith("always ") and _summary(v)[1] == n}

@@ -1,12 +1,17 @@
 """Benchmark: wall time of advise beside one diagnose, on every zoo model, as `initwise advise NAME` runs it.
 
 Run: python benchmarks/bench_advise.py [--models edsr,dncnn] [--threads N]
+     /work/venv-real/bin/python benchmarks/bench_advise.py --corpus [NAME,NAME]   # the real-world corpus
 
 For each built-in model (default config): build, draw the example batch from its built-in task (8 patches of
 48 px), run one untimed diagnose (warm-up), then time, in one run: one ``diagnose`` of the model as it is; ``advise`` without a target (health only:
 one diagnose pass per candidate, no output draws, no probe); ``advise`` with the HR / clean target (health, 4
 initial-loss draws and the 10-step probe over 2 draws per healthy candidate). Targets (issue 11): advise at most 10x
 one diagnose and at most 30 s; the ratios are printed side by side.
+
+``--corpus``: every model of the real-world corpus (benchmarks/_corpus_models.py, built as
+benchmarks/real_models.py builds them, its example batch; no target exists there): one ``diagnose`` beside the
+default ``advise`` (generated candidates, no target), and the worst ratio and time over the corpus.
 """
 
 from __future__ import annotations
@@ -21,13 +26,53 @@ from initwise import zoo
 from initwise.bench.data import get_task
 
 
+def corpus(names: str) -> None:
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _corpus_models import REGISTRY, by_name
+    from real_models import _build
+
+    entries = [by_name(n) for n in names.split(",")] if names else REGISTRY
+    print(f"{'model':24s} {'params':>10s} {'cands':>5s} {'checked':>7s} {'diagnose s':>10s} {'advise s':>9s} "
+          f"{'x':>6s}  pick")
+    worst_x, worst_s, fails = 0.0, 0.0, []
+    for e in entries:
+        try:
+            model, x = _build(e), e.example()
+            iw.diagnose(model, x)  # warm-up, not timed
+            t0 = time.perf_counter()
+            iw.diagnose(model, x)
+            t_diag = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            adv = iw.advise(model, x)
+            t_adv = time.perf_counter() - t0
+        except Exception as ex:  # noqa: BLE001 - a model the library cannot advise is a finding, listed at the end
+            fails.append(f"{e.name}: {type(ex).__name__}: {str(ex).splitlines()[0][:160]}")
+            print(f"{e.name:24s} FAILED", flush=True)
+            continue
+        worst_x, worst_s = max(worst_x, t_adv / t_diag), max(worst_s, t_adv)
+        n = sum(p.numel() for p in model.parameters())
+        print(f"{e.name:24s} {n:10,d} {len(adv.results):5d} {sum(r.checked for r in adv.results):7d} "
+              f"{t_diag:10.2f} {t_adv:9.2f} {t_adv / t_diag:6.1f}  {adv.recommended.name}", flush=True)
+    print(f"worst: advise {worst_x:.1f}x one diagnose (target <= 10), {worst_s:.1f} s (target <= 30)")
+    for f in fails:
+        print("  failed:", f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(zoo.list_models()))
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("--corpus", nargs="?", const="", default=None, metavar="NAMES",
+                    help="the real-world corpus (all models, or these), default advise without a target")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.corpus is not None:
+        corpus(args.corpus)
+        return
     print(f"{'model':8s} {'params':>9s} {'cands':>5s} {'diagnose s':>10s} {'no target s':>11s} {'x':>5s} "
           f"{'target s':>9s} {'x':>5s}  pick (confidence)")
     for name in args.models.split(","):

@@ -287,3 +287,19 @@ def test_lazy_health_measures_only_what_can_change_the_pick() -> None:
         if r.checked:
             assert r.healthy == full.result(r.name).healthy, r.name
     assert "not measured" in str(lazy)
+
+
+def test_welch_p_matches_scipy_without_importing_it() -> None:
+    """The advisor's Welch test (pure Python incomplete beta) against scipy's ttest_ind(equal_var=False) and t.sf."""
+    stats = pytest.importorskip("scipy.stats")
+    from initwise._advise_rule import t_two_sided, welch_p
+
+    g = torch.Generator().manual_seed(3)
+    for n1, n2, shift in ((2, 2, 0.5), (2, 5, 3.0), (4, 4, 0.0), (3, 8, 1.0), (10, 10, 0.2), (5, 3, 20.0)):
+        a = (torch.randn(n1, generator=g, dtype=torch.float64) * 2).tolist()
+        b = (torch.randn(n2, generator=g, dtype=torch.float64) + shift).tolist()
+        want = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+        assert welch_p(a, b) == pytest.approx(want, rel=1e-9, abs=1e-15), (n1, n2, shift)
+    for t in (0.0, 0.3, 1.0, 2.5, 7.0, 40.0):
+        for df in (1.0, 1.7, 3.0, 12.5, 200.0):
+            assert t_two_sided(t, df) == pytest.approx(2 * float(stats.t.sf(t, df)), rel=1e-9, abs=1e-300)

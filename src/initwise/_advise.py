@@ -28,7 +28,8 @@ from torch import nn
 
 from ._advise_evidence import HEALTH, CandidateResult, Drawer, health, initial_losses, kept_zeros, no_gradient
 from ._advise_evidence import outputs, probe_losses
-from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_STEPS, SCORE, SCREEN, TIE, mean_std, rejects, screened
+from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_STEPS, SCORE, SCREEN, TIE, WALK, mean_std, rejects
+from ._advise_rule import screened
 from ._advise_rule import confidence as _confidence, equivalent as _equivalent, rank as _rank
 from ._candidate_set import generate_candidates
 from ._candidates import Candidate, candidate
@@ -323,7 +324,7 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         order = {n: i for i, n in enumerate(PRIOR)}
         walk = sorted(cands, key=lambda c: order.get(c.name, len(order)))
         hc.measure([*need, walk[0]])
-        for c in walk:
+        for c in walk[:WALK]:
             if hc.healthy(c):
                 break
     else:
@@ -335,7 +336,7 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         k = screen if rule == "probe" else 1  # ranked by the initial loss: the first healthy one is the pick
         hc.measure([*need, *walk[:k]])
         found = 0
-        for c in walk:  # health in initial-loss order until `k` healthy ones with a finite loss are found
+        for c in walk[:k + WALK]:  # health in initial-loss order until `k` healthy ones with a finite loss
             if found >= k:
                 break
             found += hc.healthy(c) and math.isfinite(mean_init[c.name])

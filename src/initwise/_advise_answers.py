@@ -73,7 +73,11 @@ def _ratio_rows(base: Plan) -> list[tuple[Any, float]]:
             if lp.fans is not None and lp.fans.fan_in and lp.fans.fan_out]
 
 
-def _why(lp: Any, first: bool) -> str:
+_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _why(lp: Any, module: nn.Module | None, first: bool) -> str:
+    """Why fan_in and fan_out differ at one layer, in words (the one place this is said)."""
     parts = []
     if first:
         parts.append("first layer: few input channels")
@@ -81,8 +85,15 @@ def _why(lp: Any, first: bool) -> str:
         parts.append("output layer: few output channels")
     if lp.pixel_shuffle:
         parts.append(f"feeds PixelShuffle({lp.pixel_shuffle}): {lp.pixel_shuffle}^2 x the channels")
-    if lp.type.startswith("ConvTranspose"):
-        parts.append("transposed conv")
+    groups = int(getattr(module, "groups", 1) or 1)
+    if groups > 1:
+        depthwise = groups == getattr(module, "in_channels", -1)
+        parts.append(("depthwise" if depthwise else f"groups={groups}") + f": torch's fan_out is {groups}x too big")
+    if isinstance(module, _CONVT) or lp.type.startswith("ConvTranspose"):
+        parts.append("transposed conv: torch swaps fan_in and fan_out")
+    stride = getattr(module, "stride", None)
+    if isinstance(stride, tuple) and any(s > 1 for s in stride):
+        parts.append(f"stride {stride}")
     return ", ".join(parts) or "in and out widths differ"
 
 
@@ -94,11 +105,12 @@ def _score(r: Any, rule: str | None) -> tuple[float | None, list[float]]:
     return None, []
 
 
-def _fan_answer(base: Plan, adv: Any) -> dict[str, Any]:
+def _fan_answer(model: nn.Module, base: Plan, adv: Any) -> dict[str, Any]:
+    modules = dict(model.named_modules())
     rows = _ratio_rows(base)
     uneven = sorted([(lp, r) for lp, r in rows if r > 1.5 or r < 1 / 1.5], key=lambda t: -abs(math.log(t[1])))
     layers = [{"layer": lp.name, "type": lp.type, "fan_in": lp.fans.fan_in, "fan_out": lp.fans.fan_out,
-               "fan_out_over_fan_in": r, "why": _why(lp, lp is base.layers[0])} for lp, r in uneven]
+               "fan_out_over_fan_in": r, "why": _why(lp, modules.get(lp.name), lp is base.layers[0])} for lp, r in uneven]
     by = {r.name: r for r in adv.results}
     fi, fo = by.get("kaiming_fan_in"), by.get("kaiming_fan_out")
     runs = {r.scheme: r for r in adv.profile.runs}
@@ -245,6 +257,8 @@ def _current_answer(model: nn.Module, example: Any, base: Plan, adv: Any) -> dic
         verdict, why = "unknown", f"{name} was not among the candidates compared"
     elif picked == name or name in adv.equivalent:
         verdict, why = "keep", ("it is the pick" if picked == name else "it is within seed noise of the pick")
+    elif not r.checked:
+        verdict, why = "unknown", f"{name}'s health was not measured"
     elif not r.healthy:
         verdict, why = "change", f"it fails the health check: {r.problems[0]}"
     else:
@@ -262,7 +276,7 @@ def _current_answer(model: nn.Module, example: Any, base: Plan, adv: Any) -> dic
 
 def answers(model: nn.Module, example: Any, base: Plan, adv: Any) -> dict[str, Any]:
     """The five answers (a)-(e) as a JSON-able dict."""
-    return {"fan_mode": _fan_answer(base, adv), "gain": _gain_answer(base), "residual": _residual_answer(base, adv),
+    return {"fan_mode": _fan_answer(model, base, adv), "gain": _gain_answer(base), "residual": _residual_answer(base, adv),
             "code": code_line(adv.recommended), "current_init": _current_answer(model, example, base, adv)}
 
 
@@ -292,8 +306,10 @@ def reasons(results: list, equivalent: list[str], target_kind: str, rule: str | 
             line += (f"; gradients between {best.min_backward:.3g} and {best.max_backward:.3g} of the output's")
         out.append(line)
     else:
-        out.append("no candidate is healthy: " + "; ".join(best.problems))
-    for r in [r for r in results if not r.healthy][:3]:
+        skipped = sum(not r.checked for r in results)
+        out.append("no measured candidate is healthy" + (f" ({skipped} not measured)" if skipped else "") + ": "
+                   + "; ".join(best.problems))
+    for r in [r for r in results if not r.healthy and r.checked][:3]:
         out.append(f"{r.name} rejected: {'; '.join(r.problems)}")
     if equivalent:
         out.append("equivalent for your model (within seed noise): " + ", ".join(equivalent))

@@ -2,57 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from torch import nn
 
 from ._diagnose import Profile
-from ._gains import gain
 from ._plan import Plan
 
 __all__ = ["facts"]
-
-_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-
-def _why(lp: Any, module: nn.Module, first: bool) -> str:
-    reasons = []
-    if first:
-        reasons.append("first layer (thin input)")
-    if lp.is_output:
-        reasons.append("last layer (thin output)")
-    if lp.pixel_shuffle:
-        reasons.append(f"upsampling conv: out = C*{lp.pixel_shuffle}^2 for PixelShuffle")
-    groups = int(getattr(module, "groups", 1) or 1)
-    if groups > 1:
-        depthwise = groups == getattr(module, "in_channels", -1)
-        reasons.append(("depthwise" if depthwise else f"groups={groups}") + f": torch's fan_out is {groups}x too big")
-    if isinstance(module, _CONVT):
-        reasons.append("transposed: torch swaps fan_in and fan_out")
-    stride = getattr(module, "stride", None)
-    if isinstance(stride, tuple) and any(s > 1 for s in stride):
-        reasons.append(f"stride {stride}")
-    if not reasons:
-        reasons.append("in/out widths differ")
-    return ", ".join(reasons)
-
-
-def _fan_facts(model: nn.Module, base: Plan) -> list[str]:
-    modules = dict(model.named_modules())
-    rows = [(lp, lp.fans.fan_out / lp.fans.fan_in) for lp in base.layers if lp.fans is not None]
-    uneven = [(lp, r) for lp, r in rows if r > 1.5 or r < 1 / 1.5]
-    out = []
-    if uneven:
-        uneven.sort(key=lambda t: -abs(math.log(t[1])))
-        parts = [f"{lp.name} ({lp.type}, fan_in {lp.fans.fan_in:g}, fan_out {lp.fans.fan_out:g}, x{r:.3g}: "
-                 f"{_why(lp, modules[lp.name], lp is base.layers[0])})" for lp, r in uneven[:5]]
-        more = f" and {len(uneven) - 5} more" if len(uneven) > 5 else ""
-        out.append(f"{len(uneven)} of {len(rows)} layers have fan_in != fan_out: " + "; ".join(parts) + more)
-    else:
-        out.append(f"all {len(rows)} layers have fan_in ~= fan_out: fan_in and fan_out differ little for this model")
-    return out
-
 
 def _product_facts(base: Plan, profile: Profile) -> list[str]:
     out = []
@@ -73,41 +30,6 @@ def _product_facts(base: Plan, profile: Profile) -> list[str]:
             out.append(f"under fan_out the forward output is predicted at {pred:.3g}x the input's second moment"
                        + (f" (measured {measured:.3g}x)" if measured is not None else ""))
     return out
-
-
-def _gain_facts(base: Plan) -> list[str]:
-    acts: dict[str, list[str]] = {}
-    for lp in base.layers:
-        acts.setdefault(lp.activation, []).append(lp.name)
-    out = []
-    relu = gain("relu")
-    for act, layers in acts.items():
-        if act == "linear":
-            continue
-        g = next(lp.gain for lp in base.layers if lp.activation == act)
-        if g is None:
-            continue
-        line = f"{act} follows {len(layers)} layer(s): Kaiming gain {g:.4g}"
-        try:
-            tg = gain(_act_of(base, act), "torch")
-            if abs(tg - g) > 1e-9:
-                line += f" (torch.nn.init.calculate_gain: {tg:.4g})"
-        except ValueError:
-            line += " (torch.nn.init.calculate_gain has no value for it)"
-        if act != "relu":
-            ratio = (relu / g) ** 2
-            if abs(ratio - 1) > 0.01:
-                line += (f"; the common nonlinearity='relu' gives {ratio:.3g}x the variance per layer, "
-                         f"{ratio ** len(layers):.3g}x over {len(layers)}")
-        out.append(line)
-    return out
-
-
-def _act_of(base: Plan, name: str) -> Any:
-    for info in base.graph.layers:
-        if str(info.activation) == name:
-            return info.activation
-    return name
 
 
 def _default_facts(profile: Profile) -> list[str]:

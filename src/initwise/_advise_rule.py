@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["rank", "equivalent", "confidence", "screened", "rejects", "welch_p", "mean_std", "SCORE",
-           "PROBE_STEPS", "SCREEN", "INIT_DRAWS", "PROBE_DRAWS", "REJECT", "PRIOR", "TIE", "EFFECT", "P_EQUIVALENT"]
+           "PROBE_STEPS", "SCREEN", "INIT_DRAWS", "PROBE_DRAWS", "WALK", "REJECT", "PRIOR", "TIE", "EFFECT", "P_EQUIVALENT"]
 
 SCORE = "probe"  # the design set's choice (benchmarks/advise_rules.py; docs/evidence.md, "Protocol")
 PROBE_STEPS = 10  # Adam steps of the probe: the design set's choice among 5, 10, 20 (mean regret 0.31, 0.21, 0.30 dB)
@@ -31,6 +31,8 @@ PRIOR = ("kaiming_fan_in_zero_res", "kaiming_fan_in_out0.1", "kaiming_fan_in_res
 SCREEN = 4  # healthy candidates with the lowest initial loss that go on to the probe (design set: docs/evidence.md)
 INIT_DRAWS = 2  # weight draws per candidate for the initial loss (design set)
 PROBE_DRAWS = 2  # weight draws per probed candidate (design set)
+WALK = 4  # a cost bound: health is measured for at most (screen +) WALK candidates beyond the answers' ones; when
+# none of them passes, the rest stay unmeasured and the report says so (advise costs at most ~10 diagnose runs)
 # health findings that reject a candidate (kinds of _advise_evidence.kind); the others are reported as notes
 REJECT = frozenset({"dead", "nonfinite", "explodes", "vanishes", "spreads"})
 TIE = 0.05  # scores within 5% of the best are equivalent whatever the seed noise says
@@ -50,12 +52,46 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
         return 1.0 if ma == mb else 0.0
     t = (ma - mb) / math.sqrt(se2)
     df = se2**2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
-    try:
-        from scipy import stats
+    return t_two_sided(t, df)
 
-        return float(2 * stats.t.sf(abs(t), df))
-    except ImportError:  # normal approximation
-        return float(math.erfc(abs(t) / math.sqrt(2)))
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta ``I_x(a, b)``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(lbeta) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(lbeta) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_two_sided(t: float, df: float) -> float:
+    """Two-sided p-value of Student's t with ``df`` degrees of freedom: ``I_{df/(df+t^2)}(df/2, 1/2)`` (pure
+    Python: importing scipy costs seconds, more than the rest of a small model's advice)."""
+    if not math.isfinite(t):
+        return 0.0
+    return float(min(1.0, max(0.0, _betainc(df / 2.0, 0.5, df / (df + t * t)))))
 
 
 def mean_std(xs: Sequence[float]) -> tuple[float | None, float | None]:

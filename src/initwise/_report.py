@@ -142,9 +142,12 @@ def advice_report(advice: Any) -> str:
     skipped = [r.name for r in advice.results if not r.checked]
     if skipped:
         lines += _wrap(f"healthy '-': not measured ({', '.join(skipped)}): "
-                       + ("without a target only the fixed order's first healthy candidate can be the pick"
-                          if advice.target_kind == "none" else
-                          f"their initial loss ranks them below the {advice.screen or 1} healthy ones scored")
+                       + (("without a target only the fixed order's first healthy candidate can be the pick"
+                           if advice.target_kind == "none" else
+                           f"their initial loss ranks them below the {advice.screen or 1} healthy ones scored")
+                          if any(r.healthy for r in advice.results) else
+                          "none of the measured candidates passed, and advise stops measuring after a few "
+                          "(a cost bound)")
                        + "; pass candidates=[...] (--candidates) to measure each one")
     notes = [f"{r.name}: {n}" for r in advice.results for n in r.notes]
     if notes:
