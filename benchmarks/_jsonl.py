@@ -12,7 +12,8 @@ from typing import Any
 __all__ = ["append", "read"]
 
 
-def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read(path: str | os.PathLike[str], every: bool = False) -> list[dict[str, Any]]:
+    """The complete records, the first per ``key`` (``every``: all of them, in file order)."""
     p = Path(path)
     if not p.exists():
         return []
@@ -24,7 +25,7 @@ def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(rec, dict) and isinstance(rec.get("key"), str) and rec["key"] not in seen:
+        if isinstance(rec, dict) and isinstance(rec.get("key"), str) and (every or rec["key"] not in seen):
             seen.add(rec["key"])
             out.append(rec)
     return out

@@ -365,7 +365,7 @@ def main() -> int:
     torch.set_num_threads(1)
     cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells()
     feats = {}
-    for r in _jsonl.read(FEATURES):
+    for r in _jsonl.read(FEATURES, every=True):
         if r.get("version") in (1, VERSION) and _complete(r):
             feats[r["key"]] = r  # the last complete record of a key wins
     if args.features:

@@ -10,6 +10,7 @@ from torch import nn
 
 import initwise as iw
 from initwise import zoo
+from initwise._advise_rule import SCREEN
 from initwise._cli.main import main
 from initwise.bench.data import get_task
 
@@ -36,7 +37,7 @@ def test_edsr_advice_is_healthy_and_ranked_by_the_probe(edsr_advice) -> None:
     assert best.probe_loss == min(r.probe_loss for r in probed)
     # the screen: the probe ran on the `screen` healthy candidates with the lowest initial loss, no others
     healthy = sorted((r for r in adv.results if r.healthy), key=lambda r: r.init_loss)
-    assert adv.screen == 4 and {r.name for r in probed} == {r.name for r in healthy[:adv.screen]}
+    assert adv.screen == SCREEN and {r.name for r in probed} == {r.name for r in healthy[:adv.screen]}
     assert all(len(r.losses) == 2 for r in adv.results)  # every candidate has its initial loss
     # the initial loss is measured independently here: the recommended init, applied, against the real HR patches
     m2 = zoo.build("edsr", scale=2, n_resblocks=2, n_feats=8)

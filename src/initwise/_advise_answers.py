@@ -47,9 +47,11 @@ GLOSSARY: dict[str, str] = {
     "PyTorch's default": "what nn.Conv2d / nn.Linear draw when built: kaiming_uniform_(a=sqrt(5)), Var = 1/(3 fan_in).",
     "LSUV": "layer-sequential unit variance (Mishkin & Matas 2016): orthogonal weights, then each layer, in the "
             "order the model runs them, rescaled until its output on your batch has mean square 1.",
-    "healthy": "no weight tensor without a gradient at step 0 (unless zero by design), no hidden layer whose "
-               "forward falls below 1e-3 of the input's, nothing above 1e3, gradients within 6 decades of each "
-               "other; each limit counts only when passed by 3 standard errors of the measurement.",
+    "healthy": "no weight tensor without a gradient at step 0 (unless zero by design), nothing above 1e3 of the "
+               "input's (forward) or the output's (backward), gradients within 6 decades of each other; each limit "
+               "counts only when passed by 3 standard errors of the measurement. A hidden layer whose forward falls "
+               "below 1e-3 of the input's is a note, not a rejection (Adam rescales each parameter's step; chosen on "
+               "the design set, docs/evidence.md).",
     "initial loss": "your loss between the model's first output and your target, before any training (over "
                     "several weight draws).",
     "probe": "a few Adam steps (your learning rate) on half of your batch, then the loss on the other half: which "

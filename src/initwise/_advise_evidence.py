@@ -13,6 +13,9 @@ when its measurement is beyond the threshold by ``Z`` = 3 of its standard errors
 - *backward explodes* (above ``10^HEALTH`` of the output's), or *spreads* over more than ``2 HEALTH`` decades across
   layers. A uniform shrink of every gradient is no problem for Adam, which normalizes each parameter's step.
 
+Which kinds of finding reject a candidate is the decision rule's (``_advise_rule.REJECT``, chosen on the design set:
+a vanishing hidden forward is reported as a note); :func:`kind` names them.
+
 **Initial loss**: ``loss(model(example), target)`` over ``seeds`` weight draws. **Probe** (GradInit / MetaInit
 style: Zhu et al. 2021, Dauphin & Schoenholz 2019): ``probe_steps`` Adam steps at the user's learning rate on the
 first half of the example batch, then the loss on the second half (not trained on), over ``probe_seeds`` draws.
