@@ -55,12 +55,18 @@ GLOSSARY: dict[str, str] = {
     "initial loss": "your loss between the model's first output and your target, before any training (over "
                     "several weight draws).",
     "probe": "a few Adam steps (your learning rate) on half of your batch, then the loss on the other half: which "
-             "init gets off the ground fastest with the optimizer you use (as GradInit and MetaInit do).",
+             "init gets off the ground fastest with the optimizer you use (as GradInit and MetaInit do). It runs on "
+             "the 2 healthy candidates with the lowest initial loss (the screen), one weight draw each.",
     "seed noise": "the spread of a result over weight draws (or training seeds); two candidates are 'equivalent' "
                   "when their difference is within it (Welch's t-test p > 0.05) or below 5%.",
-    "confidence": "high: the pick beat every other candidate beyond seed noise and by more than 1.5x; medium: "
-                  "others are within noise, or the margin is small; low: no target (no output criterion) or "
-                  "nothing healthy. docs/evidence.md gives how often each word was right on the validation set.",
+    "confidence": "high: the pick beat every other scored candidate beyond seed noise and by more than 1.5x; "
+                  "medium: others are within noise, or the margin is small; low: no target (no output criterion) or "
+                  "nothing healthy. Measured (docs/evidence.md): 'high' picks were within seed noise of the best "
+                  "after training in 2 of 3 design cells, 'medium' in 7 of 10 design and 3 of 4 validation cells; "
+                  "the no-target order in 11 of 13 and 3 of 4. Read 'high' as 'about 2 in 3', not 'certain'.",
+    "not measured": "a candidate whose health advise skipped because it could not change the pick (without a "
+                    "target: after the first healthy one in the fixed order; with one: below the screened ones' "
+                    "initial loss); pass candidates=[...] to measure each one.",
     "regret": "in the evidence tables: the best candidate's test PSNR minus the pick's, after training.",
     "trial": "short trainings of the finalists (--trial STEPS); a short trial favours inits that start fastest.",
 }
@@ -141,12 +147,15 @@ def _fan_answer(model: nn.Module, base: Plan, adv: Any) -> dict[str, Any]:
             bad = fo if fi.healthy else fi
             text += f"Here it matters: kaiming_{bad.name.split('_', 1)[1]} fails the health check ({bad.problems[0]}). "
         else:
-            (a, da), (b, db) = _score(fi, adv.score), _score(fo, adv.score)
+            rule = adv.score
+            if rule == "probe" and (fi.probe_loss is None or fo.probe_loss is None):
+                rule = "init_loss"  # not both in the probe's screen: compare what both have
+            (a, da), (b, db) = _score(fi, rule), _score(fo, rule)
             if a is not None and b is not None:
                 p = welch_p(da, db)
                 matters = bool(p is not None and p < 0.05 and max(a, b) > 1.05 * min(a, b))
                 safer = "fan_out" if matters and b < a else "fan_in"
-                what = "loss after the probe" if adv.score == "probe" else "initial loss"
+                what = "loss after the probe" if rule == "probe" else "initial loss"
                 text += (f"On your batch the {what} is {a:.3g} under fan_in and {b:.3g} under fan_out: "
                          + ("a difference beyond seed noise. " if matters else "within seed noise: it hardly "
                             "matters here. "))
@@ -293,7 +302,8 @@ def reasons(results: list, equivalent: list[str], target_kind: str, rule: str | 
                    "target=) for a pick based on your data")
     elif rule == "probe":
         out.append(f"lowest loss on held-out patches after {steps} Adam steps (lr {lr:g}) on the others: "
-                   f"{best.probe_loss:.3g} +- {best.probe_loss_std or 0:.2g} [{target_kind}]")
+                   f"{best.probe_loss:.3g}" + (f" +- {best.probe_loss_std or 0:.2g}" if len(best.probe) > 1 else
+                                               " (one weight draw)") + f" [{target_kind}]")
     else:
         out.append(f"lowest initial loss among healthy candidates: {best.init_loss:.3g} +- "
                    f"{best.init_loss_std or 0:.2g} [{target_kind}]")

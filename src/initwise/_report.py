@@ -123,10 +123,12 @@ def advice_report(advice: Any) -> str:
     trial = any(r.trial_mean is not None for r in advice.results)
     probe = any(r.probe_loss is not None for r in advice.results)
     for r in advice.results:
-        loss = "-" if r.init_loss is None else f"{r.init_loss:.3g}+-{(r.init_loss_std or 0):.1g}"
+        loss = "-" if r.init_loss is None else f"{r.init_loss:.3g}" + (
+            f"+-{(r.init_loss_std or 0):.1g}" if len(r.losses) > 1 else "")
         row = [r.rank, r.name, f"{r.grads_live}/{r.grads_total}" if r.checked else "-", loss]
         if probe:
-            row.append("-" if r.probe_loss is None else f"{r.probe_loss:.3g}+-{(r.probe_loss_std or 0):.1g}")
+            row.append("-" if r.probe_loss is None else f"{r.probe_loss:.3g}" + (
+                f"+-{(r.probe_loss_std or 0):.1g}" if len(r.probe) > 1 else ""))
         row += [r.output_rms, "ok" if r.healthy else ("NO" if r.checked else "-")]
         if trial:
             row.append("-" if r.trial_mean is None else f"{r.trial_mean:.4g}" +
