@@ -308,8 +308,10 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
             raise ValueError(f"target has shape {tuple(target.shape)} but the model's output has shape "
                              f"{tuple(out0.shape)}" + (" (labels: expected the output's shape without dim 1)"
                                                         if labels else ""))
-    plans = {c.name: make_plan(model, example, graph=base.graph, **c.plan_kwargs()) for c in cands}
-    drawers = {c.name: Drawer(c, example, plans[c.name], seed) for c in cands}
+    def plan_of(c: Candidate) -> Callable[[], Plan]:
+        return lambda: make_plan(model, example, graph=base.graph, **c.plan_kwargs())
+
+    drawers = {c.name: Drawer(c, example, plan_of(c), seed) for c in cands}  # plans made when first drawn
     loss_fn = loss or (_default_loss(target) if target is not None else None)
     target_kind = "none" if target is None else ("labels" if not target.is_floating_point() else "given target")
     trms = float(target.double().pow(2).mean().sqrt()) if target is not None and target.is_floating_point() else None
@@ -381,7 +383,7 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
 
         chosen, confidence, why, equivalent = run_trial(model, example, cands, results, equivalent, trial,
                                                         trial_seeds, finalists, seed, chosen, confidence, why,
-                                                        trial_steps, plans)
+                                                        trial_steps, {n: d.plan for n, d in drawers.items()})
     adv = Advice(chosen, confidence, equivalent, why, facts(model, base, profile), results, profile, target_kind,
                  seed, trial_steps, example, {}, rule, steps if rule == "probe" else None, lr,
                  screen if rule == "probe" else None)

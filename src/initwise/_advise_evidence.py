@@ -198,8 +198,15 @@ class Drawer:
     and the probe, which all start from the same draws."""
 
     def __init__(self, cand: Candidate, example: Any, plan: Any, seed: int) -> None:
-        self.cand, self.example, self.plan, self.seed = cand, example, plan, seed
+        """``plan``: the candidate's plan, or a callable returning it (made on the first draw, if any)."""
+        self.cand, self.example, self._plan, self.seed = cand, example, plan, seed
         self._kept: dict[int, dict[str, torch.Tensor]] = {}
+
+    @property
+    def plan(self) -> Any:
+        if callable(self._plan):
+            self._plan = self._plan()
+        return self._plan
 
     def __call__(self, m: nn.Module, s: int) -> None:
         if self.cand.keeps_weights:
