@@ -92,6 +92,7 @@ def _status(key: str) -> int:
 def child(model_name: str, variant: str) -> None:
     model, x = build(model_name, fast=True)
     if variant == "first":  # the first init_ of a fresh process (CPU time), then normal_ over the same parameters
+        gc.collect()
         c0 = time.process_time()
         p = iw.init_(model, x, "kaiming", "fan_in", seed=0)
         first = time.process_time() - c0
@@ -151,6 +152,7 @@ def speed(model_name: str, repeats: int) -> dict[str, float]:
                 lambda: (_plan_cache.clear(), _meta_ops._MEMO.clear(), iw.init_(model, x, "kaiming", "fan_in", seed=0)),
                 lambda: iw.init_(model, x, "kaiming", "fan_in", seed=0), lambda: p.apply(model, seed=0))
         for k, run in zip(t, runs):
+            gc.collect()  # a full collection (~0.2 s with torch imported) must not land inside one variant by chance
             w0, c0 = time.perf_counter(), time.process_time()
             run()
             t[k].append(time.perf_counter() - w0)
