@@ -383,6 +383,11 @@ def check_activations(model: nn.Module, example: Any, graph: Any = None) -> ActR
             info = by_name.get(g.nodes[role.node].module)
             if info is not None:
                 layer_of[pname] = info
+    for pname in g.params:  # a traced layer whose weight got another role (a Linear on a learned token table or
+        # on a constant grid: "module", "shift"): the layer of the module that holds it
+        owner, _, attr = pname.rpartition(".")
+        if pname not in layer_of and attr == "weight" and owner in by_name:
+            layer_of[pname] = by_name[owner]
     canonical = {n: n for n in g.params}
     for name, p in model.named_parameters(remove_duplicate=False):  # tied names -> the first
         first = next((k for k, q in model.named_parameters() if q is p), name)
