@@ -26,6 +26,19 @@ from initwise import zoo
 from initwise.bench.data import get_task
 
 
+def timed(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` and its wall time in seconds."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def diagnose_time(model, x) -> float:
+    """One ``diagnose`` of the model after an untimed warm-up (first-call costs: imports, kernel selection)."""
+    iw.diagnose(model, x)
+    return timed(iw.diagnose, model, x)[1]
+
+
 def corpus(names: str) -> None:
     import os
     import sys
@@ -41,13 +54,8 @@ def corpus(names: str) -> None:
     for e in entries:
         try:
             model, x = _build(e), e.example()
-            iw.diagnose(model, x)  # warm-up, not timed
-            t0 = time.perf_counter()
-            iw.diagnose(model, x)
-            t_diag = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            adv = iw.advise(model, x)
-            t_adv = time.perf_counter() - t0
+            t_diag = diagnose_time(model, x)
+            adv, t_adv = timed(iw.advise, model, x)
         except Exception as ex:  # noqa: BLE001 - a model the library cannot advise is a finding, listed at the end
             fails.append(f"{e.name}: {type(ex).__name__}: {str(ex).splitlines()[0][:160]}")
             print(f"{e.name:24s} FAILED", flush=True)
@@ -80,16 +88,9 @@ def main() -> None:
         task = get_task("sr-x2" if info.task == "sr" else "denoise-s25", channels=info.in_channels)
         x, y = task.train_batch(8, 48, torch.Generator().manual_seed(0), upsample=info.input == "upsampled")
         model = zoo.build(name)
-        iw.diagnose(model, x)  # warm-up (first-call costs: imports, kernel selection), not timed
-        t0 = time.perf_counter()
-        iw.diagnose(model, x)
-        t_diag = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        adv0 = iw.advise(model, x)
-        t_none = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        adv = iw.advise(model, x, target=y)
-        t_tgt = time.perf_counter() - t0
+        t_diag = diagnose_time(model, x)
+        adv0, t_none = timed(iw.advise, model, x)
+        adv, t_tgt = timed(iw.advise, model, x, target=y)
         n = sum(p.numel() for p in model.parameters())
         print(f"{name:8s} {n:9,d} {len(adv.results):5d} {t_diag:10.2f} {t_none:11.2f} {t_none / t_diag:5.1f} "
               f"{t_tgt:9.2f} {t_tgt / t_diag:5.1f}  {adv.recommended.name} ({adv.confidence}); "

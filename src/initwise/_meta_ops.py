@@ -34,6 +34,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ._nested import tensors
+
 __all__ = ["call"]
 
 _nn = torch._C._nn
@@ -92,7 +94,7 @@ def _spec(result: Any, args: tuple, kwargs: dict) -> tuple | None:
     if not outs:
         return None
     inputs = set()
-    for x in _flat((args, kwargs)):
+    for x in tensors((args, kwargs)):
         inputs.add(id(x))
         if x._base is not None:
             inputs.add(id(x._base))
@@ -103,16 +105,6 @@ def _spec(result: Any, args: tuple, kwargs: dict) -> tuple | None:
             return None
         spec.append((tuple(t.shape), t.stride(), t.dtype, t.requires_grad))
     return tuple(spec) if isinstance(result, tuple) else (spec[0], None)
-
-
-def _flat(v: Any) -> list[torch.Tensor]:
-    if isinstance(v, torch.Tensor):
-        return [v]
-    if isinstance(v, (tuple, list)):
-        return [t for x in v for t in _flat(x)]
-    if isinstance(v, dict):
-        return [t for x in v.values() for t in _flat(x)]
-    return []
 
 
 def _canon(shape: tuple[int, ...]) -> tuple[int, ...]:
