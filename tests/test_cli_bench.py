@@ -3,6 +3,7 @@ Ctrl-C and kill -9 of a parent with worker processes (real processes, real signa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -217,8 +218,18 @@ def _start_workers(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
             return proc, _children(proc.pid)
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
-    proc.kill()
+    _reap(proc)
     raise AssertionError("the workers did not start")
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Kill what is left of `proc`'s process group and close its pipes (a failed or timed-out test leaves nothing)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate()
 
 
 def _wait_gone(pids: list[int], seconds: float) -> list[int]:
@@ -235,12 +246,20 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="re
 @pytest.mark.slow
 def test_ctrl_c_with_workers_one_line_exit_130(tmp_path):
     proc, children = _start_workers(tmp_path)
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
-    out, err = proc.communicate(timeout=60)
+    left: list[int] = []
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _reap(proc)  # on a timeout (a loaded machine), no subprocess or open pipe is left for the next test
+        left = _wait_gone(children, 10)
+        for c in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c, signal.SIGKILL)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "initwise bench: interrupted"
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert _wait_gone(children, 10) == []
+    assert left == []  # every worker had exited by itself
 
 
 @needs_proc
