@@ -304,3 +304,27 @@ def test_welch_p_matches_scipy_without_importing_it() -> None:
     for t in (0.0, 0.3, 1.0, 2.5, 7.0, 40.0):
         for df in (1.0, 1.7, 3.0, 12.5, 200.0):
             assert t_two_sided(t, df) == pytest.approx(2 * float(stats.t.sf(t, df)), rel=1e-9, abs=1e-300)
+
+
+def test_probe_adam_matches_torch_adam_step_for_step():
+    # the probe's optimizer (no torch.optim, whose first construction imports torch._dynamo) is torch's Adam
+    from initwise._advise_evidence import Adam
+
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 2, 3, padding=1),
+                          nn.Linear(4, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    unused = [nn.Parameter(torch.randn(3)) for _ in range(2)]  # never gets a gradient: left alone by both
+    unused[1].data.copy_(unused[0].data)
+    ours = Adam([*nets[0].parameters(), unused[0]], 3e-3)
+    theirs = torch.optim.Adam([*nets[1].parameters(), unused[1]], lr=3e-3)
+    x = torch.randn(5, 2, 4, 4)
+    for step in range(12):
+        for net, opt in ((nets[0], ours), (nets[1], theirs)):
+            opt.zero_grad(set_to_none=True)
+            net[3].weight.requires_grad_(step >= 4)  # a parameter whose first gradient comes late: its own count
+            net(x).pow(2).mean().backward()
+            opt.step()
+        for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+            assert torch.equal(a, b), step
+    assert torch.equal(unused[0], unused[1])

@@ -222,6 +222,36 @@ class Drawer:
             self._kept[s] = {n: p.detach().clone() for n, p in m.named_parameters()}
 
 
+class Adam:
+    """``torch.optim.Adam(params, lr)`` with its defaults (betas 0.9/0.999, eps 1e-8), the single-tensor update op
+    for op, without ``torch.optim``: constructing a torch optimizer the first time imports ``torch._dynamo``, 3-7 s,
+    more than the rest of a small model's advice (tests/test_advise.py compares the two step by step)."""
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        self.state: dict[int, list] = {}  # id(param) -> [step, exp_avg, exp_avg_sq], created at its first gradient
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        b1, b2 = self.betas
+        for p in self.params:
+            if p.grad is None:
+                continue
+            st = self.state.setdefault(id(p), [0, torch.zeros_like(p), torch.zeros_like(p)])
+            st[0] += 1
+            grad, exp_avg, exp_avg_sq = p.grad, st[1], st[2]
+            exp_avg.lerp_(grad, 1 - b1)
+            exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            step_size = self.lr / (1 - b1 ** st[0])
+            denom = (exp_avg_sq.sqrt() / (1 - b2 ** st[0]) ** 0.5).add_(self.eps)
+            p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
 def initial_losses(model: nn.Module, example: Any, cand: Candidate, target: torch.Tensor,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seeds: int, seed: int,
                    plan: Any = None, drawer: Drawer | None = None) -> tuple[list[float], list[float]]:
@@ -273,7 +303,7 @@ def probe_curves(model: nn.Module, example: Any, cand: Candidate, target: torch.
         m = copy.deepcopy(model)
         draw(m, s)
         params = [p for p in m.parameters() if p.requires_grad and p.is_floating_point()]
-        opt = torch.optim.Adam(params, lr=lr)
+        opt = Adam(params, lr)
         curve: dict[int, float] = {}
         with torch.random.fork_rng(devices=[]):
             seed_all(_draw_seed(seed, s))

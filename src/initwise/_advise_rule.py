@@ -24,7 +24,9 @@ __all__ = ["rank", "equivalent", "confidence", "screened", "rejects", "welch_p",
            "PROBE_STEPS", "SCREEN", "INIT_DRAWS", "PROBE_DRAWS", "WALK", "REJECT", "PRIOR", "TIE", "EFFECT", "P_EQUIVALENT"]
 
 SCORE = "probe"  # the design set's choice (benchmarks/advise_quality.py; docs/evidence.md, "Protocol")
-PROBE_STEPS = 10  # Adam steps of the probe: the design set's choice among 5, 10, 20 (11 cells, last session)
+# Adam steps of the probe: 10 was the first session's design-set choice among 5, 10, 20 (11 cells, every healthy
+# candidate probed); 5 is the third session's cost choice (below)
+PROBE_STEPS = 5
 # the fixed choices in the order of their mean regret on the design set (docs/evidence.md, design table)
 PRIOR = ("kaiming_fan_in_zero_res", "kaiming_fan_in_out0.1", "kaiming_fan_in_res0.1", "default", "orthogonal",
          "kaiming_fan_in", "lecun", "linear_gain_fan_in", "xavier", "kaiming_fan_out")
@@ -32,7 +34,9 @@ PRIOR = ("kaiming_fan_in_zero_res", "kaiming_fan_in_out0.1", "kaiming_fan_in_res
 # trained: the cheapest variant (fewest probe optimizations) within SPEED_SLACK = 0.05 dB of the full probe's design
 # mean regret (every healthy candidate, 2 draws: 0.33 dB) and with no fewer cells within noise (9 of 13):
 # screen 2, 1 probe draw, 2 initial-loss draws, a vanishing forward not rejecting: 0.35 dB, 9 of 13, 26 probe
-# optimizations instead of 166 (benchmarks/advise_quality.py --variants; docs/evidence.md, "Speed").
+# optimizations instead of 166 (benchmarks/advise_quality.py --variants; docs/evidence.md, "Speed"). Third session,
+# the same criterion over fewer probe steps (5) and initial-loss draws (1) too, the cost counted in forward passes:
+# 5 steps, 0.36 dB, 9 of 13, 398 forwards instead of 593 (1 initial-loss draw: 0.44 dB, 7 of 13, outside).
 SCREEN = 2  # healthy candidates with the lowest initial loss that go on to the probe
 INIT_DRAWS = 2  # weight draws per candidate for the initial loss
 PROBE_DRAWS = 1  # weight draws per probed candidate
