@@ -41,3 +41,16 @@ def test_torch_gain_candidate_only_where_the_table_differs() -> None:
     x = torch.rand(2, 1, 12, 12)
     assert "torch_gain_fan_in" not in [c.name for c in iw.generate_candidates(relu, x)]
     assert "torch_gain_fan_in" in [c.name for c in iw.generate_candidates(lrelu, x)]  # tanh: 5/3 vs 1.59
+
+
+def test_generate_candidates_hands_back_the_plans_it_made():
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1))
+    x = torch.rand(2, 3, 8, 8)
+    plans: dict = {}
+    cands = iw.generate_candidates(net, x, plans=plans)
+    planned = [c for c in cands if c.lsuv is None and not c.keeps_weights]
+    assert sorted(plans) == sorted(c.name for c in planned)
+    for c in planned:
+        again = iw.plan(net, x, **c.plan_kwargs())
+        assert [(pp.method, pp.std) for lp in plans[c.name].layers for pp in lp.params] == \
+            [(pp.method, pp.std) for lp in again.layers for pp in lp.params]

@@ -244,3 +244,23 @@ def test_bad_arguments():
         iw.diagnose(model, x, loss=3)
     with pytest.raises(TypeError, match="scalar"):
         iw.diagnose(model, x, loss=lambda y: y)
+
+
+def test_given_plans_replace_the_trace_and_the_planning_with_the_same_measurements():
+    net = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(8, 2, 3, padding=1))
+    x = torch.randn(6, 2, 12, 12, generator=torch.Generator().manual_seed(1))
+    schemes = [iw.candidate("kaiming_fan_in"), iw.candidate("orthogonal")]
+    g = iw.trace(net, x)
+    plans = {"kaiming_fan_in": iw.plan(net, x, "kaiming", "fan_in", graph=g)}  # orthogonal: planned by diagnose
+    a = iw.diagnose(net, x, schemes=schemes, generator=torch.Generator().manual_seed(3))
+    b = iw.diagnose(net, x, schemes=schemes, generator=torch.Generator().manual_seed(3), plans=plans)
+    for ra, rb in zip(a.runs, b.runs):
+        assert [lp.forward for lp in ra.layers] == [lp.forward for lp in rb.layers]
+        assert [lp.backward for lp in ra.layers] == [lp.backward for lp in rb.layers]
+    assert b["kaiming_fan_in"].plan is plans["kaiming_fan_in"]
+    with pytest.raises(TypeError, match="plans must be a dict"):
+        iw.diagnose(net, x, schemes=schemes, plans={"orthogonal": "not a plan"})
+    other = iw.plan(net, x, "orthogonal", graph=iw.trace(net, x))
+    with pytest.raises(ValueError, match="share one traced graph"):
+        iw.diagnose(net, x, schemes=schemes, plans={**plans, "orthogonal": other})

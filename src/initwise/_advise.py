@@ -136,13 +136,17 @@ def _default_loss(target: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor]
 
 
 def _measure(model: nn.Module, example: Any, cands: list[Candidate], seed: int,
-             drawers: dict[str, Drawer]) -> Profile:
-    """One diagnose run per candidate; LSUV candidates are diagnosed on a copy they initialized ("as it is")."""
+             drawers: dict[str, Drawer], plans: dict[str, Plan]) -> Profile:
+    """One diagnose run per candidate; LSUV candidates are diagnosed on a copy they initialized ("as it is").
+    The candidates' plans (made on one graph) are made here if missing and given to diagnose, which then neither
+    traces nor plans again."""
     runs: dict[str, Any] = {}
     meta: Profile | None = None
     plain = [c for c in cands if c.lsuv is None]
     if plain:
-        meta = diagnose(model, example, schemes=plain, generator=torch.Generator().manual_seed(seed))
+        given = {c.name: drawers[c.name].plan for c in plain if not c.keeps_weights}
+        meta = diagnose(model, example, schemes=plain, generator=torch.Generator().manual_seed(seed),
+                        plans=given or None)
         runs.update({r.scheme: r for r in meta.runs})
     for c in cands:
         if c.lsuv is not None:
@@ -161,8 +165,9 @@ class _Health:
     """Health runs on demand: a candidate is measured when the decision (or an answer) needs it, several at a
     time where possible (one diagnose call), and never twice."""
 
-    def __init__(self, model: nn.Module, example: Any, seed: int, drawers: dict[str, Drawer]) -> None:
-        self.model, self.example, self.seed, self.drawers = model, example, seed, drawers
+    def __init__(self, model: nn.Module, example: Any, seed: int, drawers: dict[str, Drawer],
+                 plans: dict[str, Plan]) -> None:
+        self.model, self.example, self.seed, self.drawers, self.plans = model, example, seed, drawers, plans
         self.runs: dict[str, Any] = {}
         self.meta: Profile | None = None
         self.silent: set[str] | None = None
@@ -172,7 +177,7 @@ class _Health:
         todo = [c for c in dict.fromkeys(cands) if c.name not in self.runs]
         if not todo:
             return
-        prof = _measure(self.model, self.example, todo, self.seed, self.drawers)
+        prof = _measure(self.model, self.example, todo, self.seed, self.drawers, self.plans)
         self.meta = self.meta or prof
         self.runs.update({c.name: r for c, r in zip(todo, prof.runs)})
         if self.silent is None:
@@ -287,8 +292,9 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     _check_target(target, loss)
     check_finite(example, "the example input")
     base = make_plan(model, example, "kaiming", "fan_in")
+    plans: dict[str, Plan] = {}  # by candidate name, on base's graph: made once, for the draws and the health runs
     if candidates is None:
-        cands = generate_candidates(model, example, base)
+        cands = generate_candidates(model, example, base, plans=plans)
     else:
         cands = list(dict.fromkeys(candidate(c) for c in candidates))
     if not cands:
@@ -309,13 +315,17 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
                              f"{tuple(out0.shape)}" + (" (labels: expected the output's shape without dim 1)"
                                                         if labels else ""))
     def plan_of(c: Candidate) -> Callable[[], Plan]:
-        return lambda: make_plan(model, example, graph=base.graph, **c.plan_kwargs())
+        def made() -> Plan:
+            if c.name not in plans:
+                plans[c.name] = make_plan(model, example, graph=base.graph, **c.plan_kwargs())
+            return plans[c.name]
+        return made
 
     drawers = {c.name: Drawer(c, example, plan_of(c), seed) for c in cands}  # plans made when first drawn
     loss_fn = loss or (_default_loss(target) if target is not None else None)
     target_kind = "none" if target is None else ("labels" if not target.is_floating_point() else "given target")
     trms = float(target.double().pow(2).mean().sqrt()) if target is not None and target.is_floating_point() else None
-    hc = _Health(model, example, seed, drawers)
+    hc = _Health(model, example, seed, drawers, plans)
     need = _needed(cands, model, example, base)
     init: dict[str, tuple[list[float], list[float]]] = {}
     if trial is not None or candidates is not None:

@@ -61,7 +61,7 @@ def _differs_from_default(model: nn.Module, example: Any, base: Plan) -> bool:
 
 
 def generate_candidates(model: nn.Module, example: Any, base: Plan | None = None, *,
-                        image_to_image: bool | None = None) -> list[Candidate]:
+                        image_to_image: bool | None = None, plans: dict[str, Plan] | None = None) -> list[Candidate]:
     """The candidates worth comparing on ``model`` (see the module docstring for the parts and the pruning).
 
     Args:
@@ -70,6 +70,8 @@ def generate_candidates(model: nn.Module, example: Any, base: Plan | None = None
         base: its Kaiming fan_in plan, if already made.
         image_to_image: whether the output is an image (adds the output-scale candidate); None: the output has the
             input's batch and channel dimensions and is at least 3-D.
+        plans: a dict that receives, by candidate name, the plan made for each kept candidate (to drop duplicates
+            every one is planned on ``base``'s graph; :func:`initwise.advise` reuses them instead of planning again).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1))
@@ -105,13 +107,16 @@ def generate_candidates(model: nn.Module, example: Any, base: Plan | None = None
             keep.append(c)
             continue
         try:
-            sig = _signature(make_plan(model, example, graph=base.graph, **c.plan_kwargs()))
+            p = make_plan(model, example, graph=base.graph, **c.plan_kwargs())
         except ValueError:  # e.g. torch's gain table has no value for the traced activation (PReLU, GELU, ...)
             continue
+        sig = _signature(p)
         if sig in seen:
             continue
         seen.add(sig)
         keep.append(c)
+        if plans is not None:
+            plans[c.name] = p
     return keep
 
 

@@ -35,7 +35,7 @@ __all__ = ["LayerProfile", "Profile", "SchemeProfile", "Stats", "diagnose", "VAN
 
 def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tensor] | None = None,
              schemes: Sequence[str | Candidate] | None = None,
-             generator: torch.Generator | None = None) -> Profile:
+             generator: torch.Generator | None = None, plans: dict[str, Plan] | None = None) -> Profile:
     """Measure forward and backward second moments per layer, beside the plan's analytic prediction.
 
     One forward and one backward pass per scheme. Per parameterized layer (execution order, first call) the probe
@@ -77,6 +77,9 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
             (plan scheme ``"current"``).
         generator: draws the cotangent and the schemes' weights; None draws a seed from the global RNG (whose
             state is restored).
+        plans: plans already made for some of ``schemes``, by candidate name, each ``plan(model, inputs,
+            **candidate.plan_kwargs())`` on one traced graph: used instead of planning again, and that graph instead
+            of a new trace (what :func:`initwise.advise` passes; all of them must share one graph).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -96,13 +99,14 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
     cands = [candidate(s) for s in schemes] if schemes is not None else None
     if cands is not None and not cands:
         raise ValueError("schemes is empty: pass None to profile the model as it is, or candidate names")
+    given = _given_plans(plans, cands)
     args, kwargs = _split(inputs)
     # one guard (initwise._guard) around everything: the schemes run on the model itself and are undone after
     # each (Plan.apply swaps storages, which restore swaps back; whatever the forward writes is put back)
     snap = Snapshot(model, (inputs,))
     try:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        graph, sliced = _trace_once(model, inputs)
+        graph, sliced = (next(iter(given.values())).graph, False) if given else _trace_once(model, inputs)
         if not graph.layers:
             raise ValueError(f"the trace of {type(model).__name__} found no parameterized layer on this input (a "
                              "forward that uses its parameters only through functional ops?): nothing to diagnose")
@@ -114,7 +118,7 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
                     p, name, desc = make_plan(model, inputs, "current", graph=graph), "current", \
                         "the model's weights as they are"
                 else:
-                    p = make_plan(model, inputs, graph=graph, **cand.plan_kwargs())
+                    p = given.get(cand.name) or make_plan(model, inputs, graph=graph, **cand.plan_kwargs())
                     name, desc = cand.name, cand.description
                     p.apply(model, generator=torch.Generator().manual_seed(seed + 1 + i))
                 try:
@@ -133,6 +137,19 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
                         "mismatch_z": MISMATCH_Z})
     finally:
         snap.close()
+
+
+def _given_plans(plans: Any, cands: list[Candidate] | None) -> dict[str, Plan]:
+    """The ``plans`` argument, checked: a dict of :class:`Plan` by scheme name, one graph for all."""
+    if plans is None:
+        return {}
+    if not isinstance(plans, dict) or not all(isinstance(p, Plan) for p in plans.values()):
+        raise TypeError("plans must be a dict of scheme name -> initwise.Plan")
+    names = {c.name for c in cands or []}
+    out = {k: p for k, p in plans.items() if k in names}
+    if len({id(p.graph) for p in out.values()}) > 1:
+        raise ValueError("plans must share one traced graph (plan(model, inputs, graph=g, ...) with the same g)")
+    return out
 
 
 def _split(inputs: Any) -> tuple[tuple, dict]:
