@@ -86,17 +86,23 @@ def validation_cells(path: str = VALIDATION, which: str = "validation") -> list[
         return []
     import study_validation as sv
 
-    records = [r for r in _jsonl.read(path) if r.get("status") == "ok"]
+    every = _jsonl.read(path)
+    records = [r for r in every if r.get("status") == "ok"]
     cells = []
     for name, lr in dict.fromkeys((r["task_name"], r["lr"]) for r in records):
+        # a cell's seeds: those every candidate of the net (any learning rate) finished, so that an interrupted
+        # study compares candidates on the same seeds; a diverged run (no final PSNR) counts as finished
+        schemes = {r["scheme"] for r in every if r["task_name"] == name}
+        mine = [r for r in every if (r["task_name"], r["lr"]) == (name, lr)]
+        seeds = sorted(set.intersection(*({r["seed"] for r in mine if r["scheme"] == c} for c in schemes)))
         out = {}
         for r in records:
-            if (r["task_name"], r["lr"]) == (name, lr) and r.get("final_psnr") is not None:
+            if (r["task_name"], r["lr"]) == (name, lr) and r.get("final_psnr") is not None and r["seed"] in seeds:
                 out.setdefault(r["scheme"], []).append(r["final_psnr"])
         cells.append({"set": which, "cell": f"{'extra:' if which == 'design' else ''}{name}@lr{lr:g}",
                       "task_name": name, "task":
                       sv.TASKS[name].task, "lr": lr, "patch": sv.CONFIG["patch_size"], "steps": sv.CONFIG["steps"],
-                      "outcomes": out})
+                      "outcomes": out, "seeds": seeds, "partial": len(mine) - sum(r["seed"] in seeds for r in mine)})
     return cells
 
 
@@ -274,7 +280,7 @@ def regret(cell: dict, name: str) -> dict | None:
     worse_def = bool(d is not None and means[name] < statistics.fmean(d) and p_def < 0.05)
     within = name == best or (not (p < 0.05) and reg <= 0.5)
     return {"regret": reg, "lo": lo, "hi": hi, "p": p, "best": best, "within": within, "worse_than_default":
-            worse_def, "n": len(a)}
+            worse_def, "n": len(a), "p_default": p_def}
 
 
 RULES = ["init_loss"] + [f"probe@{k}" for k in CHECKPOINTS] + ["prior"]
@@ -334,9 +340,9 @@ def print_set(title: str, cells: list[dict], feats: dict, chosen: str, rules: li
             print(f"| {rule}{mark} | {m:.2f} | {n}/{total} | {w}/{n} | {wd}/{n} | {_runs(cells, feats, rule)} | "
                   f"{_cost(cells, feats, rule):.0f} |")
     print(f"\n### {title}: the library's rule ({chosen}) per cell\n")
-    print("| cell | pick | confidence | pick PSNR | best | best PSNR | regret [95% CI] | p vs best | default PSNR |"
-          " within noise | worse than default |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| cell | seeds | pick | confidence | pick PSNR | best | best PSNR | regret [95% CI] | p vs best | "
+          "default PSNR | p vs default | within noise | worse than default |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cell, name, conf, r in table[chosen]:
         if r is None:
             continue
@@ -345,8 +351,10 @@ def print_set(title: str, cells: list[dict], feats: dict, chosen: str, rules: li
         d = out.get("default")
         ci = "-" if r["best"] == name else f"{r['regret']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
         p = "-" if math.isnan(r["p"]) else f"{r['p']:.3f}"
-        print(f"| {cell['cell']} | {name} | {conf} | {ms(out[name])} | {r['best']} | {ms(out[r['best']])} | {ci} | "
-              f"{p} | {ms(d) if d else '-'} | "
+        pd = "-" if math.isnan(r["p_default"]) else f"{r['p_default']:.3f}"
+        seeds = ",".join(map(str, cell["seeds"])) if "seeds" in cell else str(r["n"])
+        print(f"| {cell['cell']} | {seeds} | {name} | {conf} | {ms(out[name])} | {r['best']} | {ms(out[r['best']])} | "
+              f"{ci} | {p} | {ms(d) if d else '-'} | {pd} | "
               f"{'yes' if r['within'] else 'NO'} | {'YES' if r['worse_than_default'] else 'no'} |")
     return table
 
@@ -398,7 +406,12 @@ def main() -> int:
             feats[key] = f
             print(f"features {key}: {f['advise_s']:.1f}s", flush=True)
     design = [c for c in cells if c["set"] == "design"]
-    validation = [c for c in cells if c["set"] == "validation"]
+    validation = [c for c in cells if c["set"] == "validation" and len(c["seeds"]) >= 2]
+    for c in cells:
+        if c["set"] == "validation" and (len(c["seeds"]) < 2 or c["partial"]):
+            print(f"validation cell {c['cell']}: {len(c['seeds'])} seed(s) finished by every candidate"
+                  + (f", {c['partial']} run(s) of unfinished seeds left out" if c["partial"] else "")
+                  + (" -> not in the table (fewer than 2 seeds)" if len(c["seeds"]) < 2 else ""))
     library = library_rule()
     d_table = evaluate(design, feats, RULES + VARIANTS)
     full = _summary(d_table["probe@10"])

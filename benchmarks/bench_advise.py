@@ -4,10 +4,11 @@ Run: python benchmarks/bench_advise.py [--models edsr,dncnn] [--threads N]
      /work/venv-real/bin/python benchmarks/bench_advise.py --corpus [NAME,NAME]   # the real-world corpus
 
 For each built-in model (default config): build, draw the example batch from its built-in task (8 patches of
-48 px), run one untimed diagnose (warm-up), then time, in one run: one ``diagnose`` of the model as it is; ``advise`` without a target (health only:
-one diagnose pass per candidate, no output draws, no probe); ``advise`` with the HR / clean target (health, 4
-initial-loss draws and the 10-step probe over 2 draws per healthy candidate). Targets (issue 11): advise at most 10x
-one diagnose and at most 30 s; the ratios are printed side by side.
+48 px), run one untimed diagnose (warm-up), then time, in one run: one ``diagnose`` of the model as it is (median
+of 3); ``advise`` without a target (health in the fixed order until one candidate passes, plus fan_in, fan_out and
+the current init; no output draws, no probe); ``advise`` with the HR / clean target (2 initial-loss draws of every
+candidate, health until 2 healthy ones, the 5-step probe on those 2). Targets (issue 11): advise at most 10x one
+diagnose and at most 30 s; the ratios are printed side by side.
 
 ``--corpus``: every model of the real-world corpus (benchmarks/_corpus_models.py, built as
 benchmarks/real_models.py builds them, its example batch; no target exists there): one ``diagnose`` beside the
@@ -33,10 +34,11 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def diagnose_time(model, x) -> float:
-    """One ``diagnose`` of the model after an untimed warm-up (first-call costs: imports, kernel selection)."""
+def diagnose_time(model, x, repeats: int = 3) -> float:
+    """One ``diagnose`` of the model after an untimed warm-up (first-call costs: imports, kernel selection): the
+    median of ``repeats`` runs (one run's time swings 2x on a shared machine)."""
     iw.diagnose(model, x)
-    return timed(iw.diagnose, model, x)[1]
+    return sorted(timed(iw.diagnose, model, x)[1] for _ in range(repeats))[repeats // 2]
 
 
 def corpus(names: str) -> None:
