@@ -70,3 +70,21 @@ def test_zero_by_design_layers_stay_zero_and_bad_options_raise() -> None:
         iw.lsuv_(net, x, target=0)
     with pytest.raises(ValueError, match="tol"):
         iw.lsuv_(net, x, tol=2)
+
+
+def test_one_measurement_per_plain_layer_leaves_each_output_at_the_target_exactly():
+    # a plain conv with no bias scales its output with its weight, so lsuv measures it once; the outputs, measured
+    # again through the real layers afterwards, are at the target to float precision (not just within tol)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(), nn.Conv2d(12, 12, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(12, 3, 3, padding=1))
+    x = torch.rand(6, 3, 16, 16)
+    scales = iw.lsuv_(net, x, seed=0, target=0.5).lsuv_scales
+    assert sum(s != 1.0 for s in scales.values()) >= 2  # rescaled layers (a layer already within tol is left)
+    h = x
+    with torch.no_grad():
+        for i, layer in enumerate(net):
+            h = layer(h)
+            if isinstance(layer, nn.Conv2d):
+                err = abs(float(h.double().pow(2).mean()) / 0.5 - 1)
+                assert err < (1e-5 if scales[str(i)] != 1.0 else 0.1)

@@ -98,6 +98,8 @@ def rescale_(model: nn.Module, example: Any, p: Any, *, target: float = 1.0, tol
                 with torch.no_grad():
                     w.mul_(factor)
                 total *= factor
+                if _scales_exactly(module):
+                    break  # its output is now exactly the target: measuring again would only confirm it
             scales[lp.name] = total
     finally:
         with torch.no_grad():
@@ -108,6 +110,20 @@ def rescale_(model: nn.Module, example: Any, p: Any, *, target: float = 1.0, tol
             m.train(modes[k])
         torch.set_rng_state(rng)
     return scales
+
+
+_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _scales_exactly(module: nn.Module) -> bool:
+    """The module's output is its weight times its input: a plain torch linear/conv layer with no bias (or a zero
+    one), no parametrization and no hooks, so scaling the weight by ``f`` scales the output's second moment by
+    ``f^2`` exactly (one measurement per layer instead of two)."""
+    from torch.nn.utils import parametrize
+
+    bias = getattr(module, "bias", None)
+    return (type(module) in _LINEAR and not parametrize.is_parametrized(module) and not module._forward_hooks
+            and not module._forward_pre_hooks and (bias is None or not bool(bias.detach().any())))
 
 
 class _Stop(Exception):
