@@ -357,7 +357,8 @@ def test_exact_only_when_every_rule_on_the_path_is():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
                           nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(16, 3, 3, padding=1))
-    p = iw.plan(model, torch.randn(2, 3, 16, 16), "kaiming", "fan_in")
+    # 32 px: the second conv's chain share (its input passed one padded conv) moves 1.3% from the mean share
+    p = iw.plan(model, torch.randn(2, 3, 32, 32), "kaiming", "fan_in")
     assert p["0"].forward_bound == 1.0 and p["2"].forward_bound == 1.0
     assert p["5"].forward_bound == _rules_reduce.BOUND_INTERPOLATE
     assert p["5"].backward_bound == 1.0 and p["0"].backward_bound > 1.0

@@ -34,6 +34,7 @@ BOUND_FUNCTIONAL_NORM = 1.5
 # middle; tests/test_taps.py measured 12% (backward, 3x3 and 2x2 maps, mean of 12 draws)
 BOUND_BORDER = 1.25
 TAPS_EXACT = 0.9
+CHAIN_EXACT = 1.02  # a chain share whose settled and even-input values differ by more than this: approximate
 # weight standardization's centering with positions taken as independent (tests/test_rules_layer.py)
 BOUND_CENTERED = 1.5
 SPREAD_EXACT = 1.02  # a batch norm's backward after channels whose variances scatter by more than this: approximate
@@ -57,6 +58,9 @@ class LayerMoments:
     # forward and backward (:mod:`initwise._taps`)
     in_taps: float = 1.0
     out_taps: float = 1.0
+    # their bounds, forward and backward: deep in a chain of padded convolutions the share lies between the
+    # even input's and the longest path's (:func:`initwise._taps.chain_share`)
+    taps_bound: tuple[float, float] = (1.0, 1.0)
     # ``E_c[s / s_c]`` for the squared norms ``s_c`` of the weight's rows (the output channels' fans), and whether
     # each output channel reads one input channel (depthwise: the input's own spread over channels carries over)
     row_spread: float = 1.0
@@ -104,7 +108,7 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...]) -> tu
         return Sig(lm.weight_ms, 0.0, lm.weight_ms / max(layout(shape)[2], 1), 0.0), 1.0
     g = lm.fan_in * lm.in_taps * lm.weight_ms
     spread = lm.row_spread * (x.spread if lm.per_channel else 1.0)
-    q, dc, dcb, bound = x.q, x.dc, x.dcb, _border_bound(lm)
+    q, dc, dcb, bound = x.q, x.dc, x.dcb, _border_bound(lm, 0)
     if lm.centered:
         q, dc, dcb = (_centered(v, x, lm) for v in (x.q, x.dc, x.dcb))
         if lm.patch_ms is not None and q > 0:  # the example's own patches: their correlation included
@@ -129,8 +133,10 @@ def _centered(v: float, x: Sig, lm: LayerMoments) -> float:
     return max(v - shared, 0.0)
 
 
-def _border_bound(lm: LayerMoments) -> float:
-    return BOUND_BORDER if min(lm.in_taps, lm.out_taps) < TAPS_EXACT else 1.0
+def _border_bound(lm: LayerMoments, direction: int) -> float:
+    chain = lm.taps_bound[direction]
+    return max(BOUND_BORDER if min(lm.in_taps, lm.out_taps) < TAPS_EXACT else 1.0,
+               chain if chain > CHAIN_EXACT else 1.0)
 
 
 def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int) -> tuple[list[Grad], float]:
@@ -138,7 +144,8 @@ def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int) -> tuple[lis
         return [d] * n_inputs, math.inf
     if lm.kind == "embedding":
         return [Grad(0.0)] * n_inputs, 1.0
-    return [d.scaled(lm.fan_out * lm.out_taps * lm.weight_ms)] + [Grad(0.0)] * (n_inputs - 1), _border_bound(lm)
+    return [d.scaled(lm.fan_out * lm.out_taps * lm.weight_ms)] + [Grad(0.0)] * (n_inputs - 1), \
+        _border_bound(lm, 1)
 
 
 def _shared(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[float, float, float]:
