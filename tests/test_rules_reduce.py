@@ -1,4 +1,4 @@
-"""Shifts by a constant tensor and dropout masks, against the variance measured through the real layers.
+"""Shifts by a constant (a tensor, a scalar of either sign) and dropout masks, against the variance measured through the real layers.
 
 A shift ``x - self.mean`` before the first drawn layer is evaluated on the example (exact); without the
 constant's values the old rule passed ``E[x^2]`` on unchanged, which the tests show to be far off. Dropout and
@@ -60,6 +60,42 @@ def test_a_shift_by_a_constant_tensor_is_evaluated_on_the_example(buffer):
     q, q_shifted = float(x.pow(2).mean()), float((x - model.mean).pow(2).mean())
     old = conv.predicted_forward * q / q_shifted
     assert abs(math.log(conv.forward / old)) > 10 * MISMATCH_Z * conv.forward_noise
+
+
+class ScalarShifted(nn.Module):
+    """A sigmoid gate centred by a scalar (SPAN's ``sigmoid(out3) - 0.5``), its reflection ``0.5 - sigmoid``, and
+    ``1 + sigmoid`` written with the scalar first (Python's reflected add): the sigmoid's output has mean 0.5."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+        self.c1 = nn.Conv2d(8, 64, 1)
+        self.c2 = nn.Conv2d(64, 256, 1)  # many output channels: their constant parts average
+
+    def forward(self, x):
+        s = torch.sigmoid(self.c1(x))
+        s = {"sub": lambda: s - 0.5, "rsub": lambda: 0.5 - s, "radd": lambda: 1 + s}[self.form]()
+        return self.c2(s)
+
+
+@pytest.mark.parametrize("form", ["sub", "rsub", "radd"])
+def test_a_scalar_shift_keeps_its_sign(form):
+    """``E[(x + c)^2] = E[x^2] + 2 c E[x] + c^2`` exactly: for ``sigmoid - 0.5`` (measured 0.06 at unit
+    pre-activation variance) the sign of ``c`` decides between that and 1.06 (read as ``+ 0.5``, SPAN's gates
+    were over-predicted 20x each, its backward then 1e8x); ``1 + s`` must not be read as ``1 - s``."""
+    torch.manual_seed(0)
+    model, x = ScalarShifted(form), torch.randn(32, 8, 8, 8)
+    run = run_of(model, x)
+    c2 = run["c2"]
+    assert c2.forward_exact
+    assert abs(math.log(c2.forward / c2.predicted_forward)) <= MISMATCH_Z * c2.forward_noise
+    # the other sign, the same E[s^2] and E[s] = 0.5: 2 |c| far from the truth
+    with torch.no_grad():
+        sq = float(torch.sigmoid(model.c1(x)).pow(2).mean())
+    c = {"sub": -0.5, "rsub": 0.5, "radd": 1.0}[form]
+    sign = -1.0 if form == "rsub" else 1.0
+    right, wrong = sq + 2 * c * sign * 0.5 + c * c, sq - 2 * c * sign * 0.5 + c * c
+    assert abs(math.log(c2.forward / (c2.predicted_forward * wrong / right))) > MISMATCH_Z * c2.forward_noise
 
 
 class DropPath(nn.Module):

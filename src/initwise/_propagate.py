@@ -123,7 +123,7 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         elif k == "scale":
             out, b = R.scale_forward(x, n.factor)
         elif k == "shift":
-            out, b = R.shift_forward(x, _const_moments(n.const))
+            out, b = R.shift_forward(x, _const_moments(n.const), n.op)
         elif k in ("add", "sub"):
             out, b = J.add_forward(ins, k == "sub")
         elif k == "cat":
@@ -167,12 +167,13 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
     return prop
 
 
-def _const_moments(const) -> tuple[float, float] | None:
-    """(mean, mean square) of a shift's constant (``Node.const``), or None when the trace did not see it."""
+def _const_moments(const) -> tuple[float, float, int] | None:
+    """(mean, mean square, number of values) of a shift's constant (``Node.const``), or None when the trace did
+    not see it."""
     if not const or not const[1]:
         return None
     v = const[1]
-    return sum(v) / len(v), sum(t * t for t in v) / len(v)
+    return sum(v) / len(v), sum(t * t for t in v) / len(v), len(v)
 
 
 def _attention(layers, n):

@@ -223,10 +223,16 @@ def scale_forward(x: Sig, factor: float | None) -> tuple[Sig, float]:
     return x.scaled(factor * factor, factor), 1.0
 
 
-def shift_forward(x: Sig, const: tuple[float, float] | None) -> tuple[Sig, float]:
-    """``x + c`` for a constant ``c`` with (mean, mean square) ``const``: independent of the signal's channels."""
+def shift_forward(x: Sig, const: tuple[float, float, int] | None, op: str = "add") -> tuple[Sig, float]:
+    """``x + c`` (op "add"), ``x - c`` ("sub") or ``c - x`` ("rsub") for a constant ``c`` with (mean, mean
+    square, number of values) ``const``, independent of the signal's channels. A scalar constant is exact:
+    ``E[(x + c)^2] = E[x^2] + 2 c E[x] + c^2``, likewise for the per-channel and per-sample constant parts; a
+    tensor constant pairs its values with the channels' means as if they were unrelated (bound)."""
     if const is None:
         return x, BOUND_UNKNOWN
-    cm, cms = const
-    return Sig(x.q + 2 * x.mean * cm + cms, x.mean + cm, x.dc + 2 * x.mean * cm + cms,
-               x.dcb + 2 * x.mean * cm + cms).clean(), BOUND_AVERAGE
+    cm, cms, count = const
+    if op == "sub":
+        cm = -cm
+    m = -x.mean if op == "rsub" else x.mean
+    return Sig(x.q + 2 * m * cm + cms, m + cm, x.dc + 2 * m * cm + cms, x.dcb + 2 * m * cm + cms,
+               x.spread).clean(), 1.0 if count == 1 else BOUND_AVERAGE

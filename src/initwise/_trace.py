@@ -552,7 +552,7 @@ class Recorder(TorchFunctionMode):
         if n is None:
             return False
         if op in ("add", "sub"):
-            self.emit("shift", "rsub" if reflected or na is None and op == "sub" else op, (n,), outs,
+            self.emit("shift", "rsub" if op == "sub" and (reflected or na is None) else op, (n,), outs,
                       inplace=inplace, const=self._const(other, kwargs.get("alpha", 1)) if na is not None
                       else self._const(other) if kwargs.get("alpha", 1) == 1 else None)
             return True
