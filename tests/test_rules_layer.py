@@ -88,6 +88,50 @@ def test_batch_norm_backward_after_a_depthwise_conv(scheme):
     assert min(bounds) > 1.0  # the spread comes from a model of the rows: approximate, and said so
 
 
+class DepthwiseSE(nn.Module):
+    """EfficientNet's squeeze input: depthwise 3x3 conv - BN - global average pool - linear. The input carries a
+    per-sample, per-channel constant as large as its positional part (smooth images do); each channel keeps
+    ``(sum_j w_j)^2`` of its constant and ``sum_j w_j^2`` of the rest, and the batch norm divides by their sum:
+    what survives the pool is ``E_c[t_c a / (t_c a + b)]``, well below ``a / (a + b)``."""
+
+    def __init__(self, width=64):
+        super().__init__()
+        self.dw = nn.Conv2d(width, width, 3, padding=1, groups=width, padding_mode="circular")
+        self.bn = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, 64)
+
+    def forward(self, x):  # the tanh: the depthwise layer is not the model's constant prefix (evaluated exactly)
+        return self.fc(self.bn(self.dw(torch.tanh(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("scheme", ["kaiming_fan_in", "current"])
+def test_batch_norm_after_a_depthwise_conv_keeps_less_of_the_constant(scheme, monkeypatch):
+    """Mean over 6 draws of ln(measured / predicted) for the pooled signal (fc's forward): within 4 of its
+    standard errors of 0; the ratio-of-means rule (``a / (a + b)``) is off by 0.3-0.4 in ln, outside that."""
+    from initwise import _rules_layer
+
+    def pooled_logs(share):
+        logs = []
+        for seed in range(6):
+            torch.manual_seed(seed)
+            model = DepthwiseSE()
+            g = torch.Generator().manual_seed(100 + seed)
+            x = torch.randn(16, 64, 1, 1, generator=g) + torch.randn(16, 64, 12, 12, generator=g)
+            with monkeypatch.context() as mp:
+                if share is not None:
+                    mp.setattr(_rules_layer, "_dc_share", share)
+                fc = iw.diagnose(model, x, schemes=[scheme],  # drawn: Gaussian rows' t_c; current: the weights'
+                                 generator=torch.Generator().manual_seed(seed)).runs[0]["fc"]
+            logs.append(math.log(fc.forward / fc.predicted_forward))
+        mean = sum(logs) / len(logs)
+        return mean, math.sqrt(sum((t - mean) ** 2 for t in logs) / (len(logs) - 1) / len(logs))
+
+    mean, se = pooled_logs(None)
+    assert abs(mean) <= MISMATCH_Z * se + 0.05, (mean, se)
+    old, old_se = pooled_logs(lambda t, a, b: 1.0)
+    assert abs(old) > MISMATCH_Z * old_se + 0.05, (old, old_se)  # the tolerance the rule passes
+
+
 class StdConv(nn.Conv2d):
     """timm's ``StdConv2d``: each output channel's weight row standardized by its own statistics in the forward."""
 

@@ -93,9 +93,32 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
     spread = _row_spread(w, primary.method, f.fan_in * t_in, transposed)
     centered = role is not None and role.standardized and len(primary.shape) >= 2 and not transposed
     return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms, in_taps=t_in, out_taps=t_out, taps_bound=(b_in, b_out),
-                        row_spread=spread,
+                        row_spread=spread, row_sums=_row_sums(w, primary.method, primary.shape) if per_channel
+                        and not transposed else None,
                         per_channel=per_channel, centered=centered, channels=int(primary.shape[1]),
                         taps=max(int(round(math.prod(primary.shape[2:]) * t_in)), 1))
+
+
+def _row_sums(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) -> tuple[float, ...] | None:
+    """``t_c = (sum_j w_cj)^2 / sum_j w_cj^2`` per output channel of a per-channel (depthwise) layer: from the
+    weights when they are kept, else of 4096 Gaussian rows of the kernel's size (a fixed generator: the caller's
+    RNG untouched); ``t / k`` is then Beta(1/2, (k - 1)/2), mean 1/k. None for a 1-tap kernel (``t = 1``)."""
+    k = math.prod(shape[2:])
+    if k <= 1:
+        return None
+    if method == "keep":
+        if w is None or w.is_meta or not w.is_floating_point():
+            return None
+        rows = w.detach().reshape(w.shape[0], -1).double()
+    elif method in ("orthogonal", "identity", "dirac"):
+        return None
+    else:
+        rows = torch.randn(4096, k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    q = rows.square().sum(1)
+    ok = q > 0
+    if not bool(ok.any()):
+        return None
+    return tuple((rows.sum(1)[ok].square() / q[ok]).tolist())
 
 
 # kurtosis E[w^4] / E[w^2]^2 of the drawn distributions: the squared norm of a row of f entries has relative

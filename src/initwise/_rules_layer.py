@@ -65,6 +65,10 @@ class LayerMoments:
     # each output channel reads one input channel (depthwise: the input's own spread over channels carries over)
     row_spread: float = 1.0
     per_channel: bool = False
+    # a per-channel layer: ``t_c = (sum_j w_cj)^2 / sum_j w_cj^2`` per channel (its weights kept; mean 1 for
+    # independent zero-mean weights), or for drawn weights the same of Gaussian rows (:func:`initwise.
+    # _plan_moments._row_sums`)
+    row_sums: tuple[float, ...] | None = None
     # a standardized weight (each output channel's row has zero mean: NF-Nets' ScaledStdConv2d): the layer sees
     # its input minus the mean over the row's receptive field of ``channels`` input channels and ``taps`` taps
     centered: bool = False
@@ -116,8 +120,17 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...]) -> tu
         n = max(lm.channels * lm.taps, 2)  # E[w_i w_j] = E[w^2] (delta_ij - 1/n) n / (n - 1) for a zero-sum row
         q, dc, dcb = (v * n / (n - 1) for v in (q, dc, dcb))
         bound *= BOUND_CENTERED
-    out = Sig(g * q + lm.bias_ms, 0.0, g * dc + lm.bias_ms, g * dcb + lm.bias_ms, spread)
+    out = Sig(g * q + lm.bias_ms, 0.0, g * dc + lm.bias_ms, g * dcb + lm.bias_ms, spread,
+              _dc_share(lm.row_sums, dc - dcb, q - dc) if lm.per_channel else 1.0)
     return (out.no_positions() if len(shape) <= 2 else out).clean(), bound
+
+
+def _dc_share(t: tuple[float, ...] | None, a: float, b: float) -> float:
+    """``E_c[t_c a / (t_c a + b)] / (a / (a + b))``: the per-sample constant ``a`` of each channel scaled by its
+    row sum's square, the positional part ``b`` by its squared norm (positions taken as independent)."""
+    if not t or a <= 0 or b <= 0:
+        return 1.0
+    return sum(tc * a / (tc * a + b) for tc in t) / len(t) * (a + b) / a
 
 
 def _centered(v: float, x: Sig, lm: LayerMoments) -> float:
@@ -185,7 +198,7 @@ def norm_forward(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, 
     gm, bm = nm.gamma_ms, nm.beta_ms
     q = gm * r + bm
     if nm.kind == "batch":
-        dc = gm * max(x.dc - x.dcb, 0.0) / (var + nm.eps) + bm
+        dc = gm * max(x.dc - x.dcb, 0.0) * x.dc_share / (var + nm.eps) + bm
         out = Sig(q, nm.beta_mean, dc, bm)
     elif nm.kind == "instance":
         out = Sig(q, nm.beta_mean, bm, bm)
@@ -196,6 +209,8 @@ def norm_forward(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, 
         scale = gm / (var + nm.eps)
         out = Sig(q, nm.beta_mean, scale * max(x.dc - shared, 0.0) + bm, scale * max(x.dcb - shared, 0.0) + bm)
     bound = BOUND_GENERIC_NORM if nm.kind == "generic" else BOUND_FUNCTIONAL_NORM if nm.functional else 1.0
+    if nm.kind == "batch" and abs(math.log(x.dc_share)) > math.log(SPREAD_EXACT):
+        bound *= max(x.dc_share, 1.0 / x.dc_share)  # approximate by as much as it moves (tests/test_rules_layer.py)
     return out.clean(), bound
 
 

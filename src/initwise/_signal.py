@@ -37,6 +37,12 @@ class Sig:
     # layer with a small fan-in (a depthwise conv: 9 taps) the channels' variances scatter like the squared
     # norms of its weight rows (chi-square with 9 degrees of freedom for Gaussian weights: ``9 / 7``)
     spread: float = 1.0
+    # ``E_c[a_c / (a_c + b_c)] / (a / (a + b))`` for the channels' per-sample constants ``a_c`` (``dc - dcb``) and
+    # positional variances ``b_c``: what a batch norm that divides each channel by its own variance keeps of the
+    # constant share, over the ratio of the means. After a depthwise layer ``a_c = (sum_j w_cj)^2 a`` and
+    # ``b_c = (sum_j w_cj^2) b`` scatter apart (9 taps: the row sum's square is chi-square with 1 degree of
+    # freedom); 1 elsewhere, and lost by any op but the weight layer that sets it
+    dc_share: float = 1.0
 
     def scaled(self, c2: float, c: float | None = None) -> "Sig":
         """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
@@ -49,7 +55,7 @@ class Sig:
         dc = min(max(self.dc, 0.0), q)
         dcb = min(max(self.dcb, 0.0), dc)
         m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
-        return Sig(q, m, dc, dcb, self.spread)
+        return Sig(q, m, dc, dcb, self.spread, self.dc_share)
 
     def no_positions(self) -> "Sig":
         """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own
@@ -110,4 +116,11 @@ def sig_of(t: torch.Tensor) -> Sig:
     rows = x.reshape(x.shape[0], x.shape[1], -1)  # (N, C, positions)
     q = float(torch.linalg.vector_norm(rows, dim=-1).double().square().sum()) / x.numel()
     per = rows.sum(-1).double() / rows.shape[-1]  # (N, C)
-    return Sig(q, float(per.mean()), float(per.square().mean()), float(per.mean(0).square().mean())).clean()
+    ms_c = torch.linalg.vector_norm(rows, dim=-1).double().square().sum(0) / (rows.shape[0] * rows.shape[-1])
+    a_c = (per.square().mean(0) - per.mean(0).square()).clamp(min=0.0)  # per-sample constants, batch mean removed
+    b_c = (ms_c - per.square().mean(0)).clamp(min=0.0)  # positional part
+    share, a, b = 1.0, float(a_c.sum()), float(b_c.sum())
+    if a > 0 and b > 0 and bool((a_c + b_c > 0).all()):
+        share = float((a_c / (a_c + b_c)).mean()) * (a + b) / a
+    return Sig(q, float(per.mean()), float(per.square().mean()), float(per.mean(0).square().mean()), 1.0,
+               share).clean()
