@@ -12,6 +12,7 @@ from torch import nn
 
 import initwise as iw
 from initwise._diagnose import MISMATCH_Z
+from initwise._signal import Grad
 
 
 class Normalized(nn.Module):
@@ -130,6 +131,47 @@ def test_batch_norm_after_a_depthwise_conv_keeps_less_of_the_constant(scheme, mo
     assert abs(mean) <= MISMATCH_Z * se + 0.05, (mean, se)
     old, old_se = pooled_logs(lambda t, a, b: 1.0)
     assert abs(old) > MISMATCH_Z * old_se + 0.05, (old, old_se)  # the tolerance the rule passes
+
+
+class OneTapBN(nn.Module):
+    """FastViT's ``conv_scale`` branch: a 1x1 depthwise conv (one weight per channel) and a batch norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(8, 128, 1, bias=False)
+        self.dw = nn.Conv2d(128, 128, 1, groups=128)
+        self.bn = nn.BatchNorm2d(128)
+        self.out = nn.Conv2d(128, 8, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.dw(torch.relu(self.a(x))))))
+
+
+@pytest.mark.parametrize("scheme", ["kaiming_fan_in", "current"])
+def test_one_tap_rows_cancel_the_spread_they_made(scheme, monkeypatch):
+    """The batch norm divides channel c's gradient by its variance ``w_c^2 v``; the depthwise layer's backward
+    multiplies it by ``w_c^2``: the spread of one-weight rows (huge: E[1 / w^2] diverges for Gaussian weights)
+    cancels at the layer's input exactly. Mean over 6 draws of ln(measured / predicted) for ``a``'s backward
+    within 4 SE; keeping the spread (the old rule) is outside."""
+    from initwise import _rules_layer
+
+    def logs(cancel):
+        out = []
+        for seed in range(6):
+            torch.manual_seed(seed)
+            with monkeypatch.context() as mp:
+                if not cancel:
+                    mp.setattr(_rules_layer, "Grad", lambda g, dc=0.0, dcb=0.0, spread=1.0: Grad(g, dc, dcb))
+                run = iw.diagnose(OneTapBN(), torch.randn(16, 8, 8, 8), schemes=[scheme],
+                                  generator=torch.Generator().manual_seed(seed)).runs[0]
+            out.append(math.log(run["a"].backward / run["a"].predicted_backward))
+        mean = sum(out) / len(out)
+        return mean, math.sqrt(sum((t - mean) ** 2 for t in out) / (len(out) - 1) / len(out))
+
+    mean, se = logs(True)
+    assert abs(mean) <= MISMATCH_Z * se + 0.05, (mean, se)
+    old, old_se = logs(False)
+    assert abs(old) > MISMATCH_Z * old_se + 0.05, (old, old_se)
 
 
 class StdConv(nn.Conv2d):

@@ -157,8 +157,13 @@ def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int) -> tuple[lis
         return [d] * n_inputs, math.inf
     if lm.kind == "embedding":
         return [Grad(0.0)] * n_inputs, 1.0
-    return [d.scaled(lm.fan_out * lm.out_taps * lm.weight_ms)] + [Grad(0.0)] * (n_inputs - 1), \
-        _border_bound(lm, 1)
+    f = lm.fan_out * lm.out_taps * lm.weight_ms
+    if d.spread > 1.0 and lm.row_spread > 1.0 and lm.per_channel and lm.taps == 1:
+        # the norm after this one-tap per-channel layer (y_c = w_c x_c) divided channel c's gradient by its
+        # variance w_c^2 v_c; this backward multiplies it by w_c^2 again: the rows' share of the spread cancels
+        # exactly (wider rows cancel only for inputs independent over their taps: not applied)
+        f /= min(lm.row_spread, d.spread)
+    return [d.scaled(f)] + [Grad(0.0)] * (n_inputs - 1), _border_bound(lm, 1)
 
 
 def _shared(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[float, float, float]:
@@ -233,7 +238,8 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...]) -> t
         if x.spread > SPREAD_EXACT:
             bound *= x.spread
     removed = d.dcb if level == 2 else d.dc if level == 1 else 0.0
-    out = Grad(f * max(d.g - removed, 0.0), f * max(d.dc - removed, 0.0), f * max(d.dcb - removed, 0.0))
+    out = Grad(f * max(d.g - removed, 0.0), f * max(d.dc - removed, 0.0), f * max(d.dcb - removed, 0.0),
+               x.spread if nm.kind in ("batch", "instance") and x.spread > 1.0 else 1.0)
     return [out], bound
 
 

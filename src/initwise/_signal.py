@@ -71,12 +71,20 @@ class Grad:
     g: float
     dc: float = 0.0
     dcb: float = 0.0
+    # the factor ``E_c[1 / v_c] v`` a batch or instance norm's backward applied for its input channels' uneven
+    # variances (``Sig.spread``); the weight layer whose rows made them cancels its own share of it (its
+    # backward multiplies each channel by the same row norm), and every other op drops it
+    spread: float = 1.0
 
     def scaled(self, c2: float) -> "Grad":
         return Grad(self.g * c2, self.dc * c2, self.dcb * c2)
 
     def __add__(self, other: "Grad") -> "Grad":
-        return Grad(self.g + other.g, self.dc + other.dc, self.dcb + other.dcb)
+        g = self.g + other.g
+        # each part's spread applies to its own share: (g1 + g2) / (g1 / s1 + g2 / s2)
+        base = self.g / self.spread + other.g / other.spread
+        spread = g / base if base > 0 and (self.spread != 1.0 or other.spread != 1.0) else 1.0
+        return Grad(g, self.dc + other.dc, self.dcb + other.dcb, spread)
 
 
 ZERO_GRAD = Grad(0.0)
