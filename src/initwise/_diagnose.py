@@ -21,11 +21,11 @@ from ._plan import Plan, plan as make_plan
 from ._flags import DEAD, EXPLODING, MISMATCH_Z, SATURATED, VANISHING
 from ._flags import flags as _flags
 from ._flags import messages as _messages
-from ._flags import noise as _noise
 from ._probe import Probe, finish, reduce
 from ._profile import LayerProfile, Profile, SchemeProfile, Stats
 from ._profile_table import profile_table, run_table
 from ._nested import check_finite
+from ._noise import noises
 from ._nested import map_tensors as _map
 from ._nested import tensors as _tensors
 
@@ -47,10 +47,14 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
     ``dloss/doutput``). Measurements are relative: ``forward = E[y^2] / E[x^2]`` (the input's), ``backward =
     E[dy^2] / E[c^2]``, as the plan predicts them (He et al., 2015, Eq. 10 and 14).
 
-    Noise: the relative standard error of a layer's forward measurement is the root sum of squares of the standard
-    errors of the realized gains of this layer and the layers before it (each from the spread of its per-channel
-    second moments, floored at the Gaussian-weight value ``sqrt(2 / (fan * channels))``) and of the per-sample
-    spread at this layer; the backward one likewise over the layers after it.
+    Noise: the relative standard error of a measurement is how far ``ln(measured)`` moves when the weights are
+    drawn again (the example and the cotangent fixed), estimated from the pass itself (:mod:`initwise._noise`):
+    each layer's realized gain, from the spread of its channels (forward: its output's; backward: the gradient
+    it alone sends to its input) and of its weight rows, weighted along the graph by how much of the signal goes
+    through it (shares at joins, nothing past a normalization forward, minus the forward's through its backward).
+    Calibrated against the spread over weight draws on small models (tests/test_noise.py); where nothing random
+    lies between a layer and the output (its gradient is the cotangent) it is the sampling floor
+    ``sqrt(2 / count)``, never 0.
 
     Flags (thresholds are the module constants): ``forward_vanishing`` / ``forward_exploding`` (forward below
     ``VANISHING`` = 1e-2 or above ``EXPLODING`` = 1e2), ``backward_vanishing`` / ``backward_exploding``,
@@ -257,7 +261,8 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
     results = probe.results()
     # a layer without a module of its own (one of several functional weights of a module) is not probed
     for i in infos:
-        results.setdefault(i.name, {"output": None, "activation": None, "grad": None, "calls": 0})
+        results.setdefault(i.name, {"output": None, "activation": None, "grad": None, "input_grad": None,
+                                    "calls": 0})
     wgrad = dict(zip((n for n, _ in wanted), (_reduce_flat(g) if g is not None else None for g in grads)))
     wsites = [_reduce_flat(weights[i.name].detach()) if weights[i.name] is not None else None for i in infos]
     extra = finish([*(wgrad.get(i.name) for i in infos), *wsites, *out_sites, *cot_sites])
@@ -271,13 +276,13 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
     observed = sorted((n for n in results if results[n]["calls"]), key=lambda n: probe.order.get(n, 0))
     probed = [i for i in infos if any(i.name == n for n, _, _ in probe.layers)]
     consistent = observed == [i.name for i in probed] and all(results[i.name]["calls"] == i.calls for i in probed)
-    layers = _layers(graph, p, results, wg, ws, cot_ms)
+    layers = _layers(graph, p, results, wg, ws, cot_ms, modules)
     return SchemeProfile(name, desc, layers, p.input_ms, cot_ms, p,
                          out_f / q0 if out_f is not None else None), consistent
 
 
 def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list, ws: list,
-            cot_ms: float) -> list[LayerProfile]:
+            cot_ms: float, modules: dict[str, nn.Module]) -> list[LayerProfile]:
     q0 = p.input_ms or 1.0
     plans = {lp.name: lp for lp in p.layers}
     rows: list[LayerProfile] = []
@@ -299,14 +304,14 @@ def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list,
             backward_removed=lp.backward_removed,
             dead_fraction=act.dead_fraction if act is not None else None,
             saturated_fraction=act.saturated_fraction if act is not None else None))
-    own_f = [_noise(results[i.name]["output"], rows[k].fan_in) for k, i in enumerate(graph.layers)]
-    own_b = [_noise(results[i.name]["grad"], rows[k].fan_out) for k, i in enumerate(graph.layers)]
-    for k, row in enumerate(rows):
-        out, grad = results[row.name]["output"], results[row.name]["grad"]
-        if out is not None:
-            row.forward_noise = math.sqrt(sum(v * v for v in own_f[:k + 1]) + (out.se_sample or 0.0) ** 2)
-        if grad is not None:
-            row.backward_noise = math.sqrt(sum(v * v for v in own_b[k:]) + (grad.se_sample or 0.0) ** 2)
+    fwd, bwd = noises(graph, getattr(p, "_propagation", None), results,
+                      {i.name: ws[k] for k, i in enumerate(graph.layers)},
+                      {r.name: (r.fan_in, r.fan_out) for r in rows}, modules)
+    for row in rows:
+        if row.forward is not None:
+            row.forward_noise = fwd.get(row.name)
+        if row.backward is not None:
+            row.backward_noise = bwd.get(row.name)
         row.flags = _flags(row)
     first, last = (rows[0].name, rows[-1].name) if rows else (None, None)
     for row in rows:

@@ -10,29 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["VANISHING", "EXPLODING", "DEAD", "SATURATED", "MISMATCH_Z", "flags", "messages", "departs", "noise"]
+__all__ = ["VANISHING", "EXPLODING", "DEAD", "SATURATED", "MISMATCH_Z", "flags", "messages", "departs"]
 
 VANISHING = 1e-2  # forward E[y^2] / E[x^2] (or backward E[dy^2] / E[c^2]) below this: vanishing
 EXPLODING = 1e2  # ... above this: exploding (two decades either way: a 20-layer net at 0.8x or 1.25x per layer)
 DEAD = 0.1  # flag when more than a tenth of a ReLU-like layer's channels are never positive over the batch
 SATURATED = 0.1  # flag when more than a tenth of tanh (|z| > 2.5) / sigmoid (|z| > 5) inputs are saturated
 MISMATCH_Z = 4.0  # departs from the prediction by more than 4 standard errors (two-sided p = 6e-5 if normal)
-
-
-def noise(own: Any, fan: float | None) -> float:
-    """Relative standard error of one layer's realized gain: the spread of its per-channel second moments, floored
-    at the Gaussian-weight value ``sqrt((2 / fan + 2 rho^2) / C)``.
-
-    Channel ``c`` of ``y = W x`` has ``E[y_c^2] = sum_i w_ci^2 Var(x_i) + (w_c . mu)^2``: over weight draws the first
-    term has relative variance ``2 / fan``, the second (a chi-square with one degree of freedom) ``2 rho^2`` with
-    ``rho = |mu|^2 / E[|x|^2]``, which the channel means of ``y`` estimate (``E[(w_c . mu)^2] = Var(w) |mu|^2``).
-    A few channels estimate a spread poorly, hence the floor.
-    """
-    if own is None:
-        return 0.0
-    rho = own.mean_ratio or 0.0
-    floor = math.sqrt((2.0 / fan + 2.0 * rho * rho) / own.channels) if fan else 0.0
-    return max(own.se_channel or 0.0, floor)
 
 
 def departs(measured: float | None, predicted: float | None, noise: float | None, bound: float = 1.0) -> bool:

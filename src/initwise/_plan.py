@@ -214,7 +214,7 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
         if pat not in used_patterns:
             warnings.warn(f"exclude pattern {pat!r} matches no layer or parameter of the model", UserWarning,
                           stacklevel=2)
-    q0, out_forward, approximate = propagated(g, layers, layer_ms, norm_ms, example_inputs)
+    q0, out_forward, approximate, prop = propagated(g, layers, layer_ms, norm_ms, example_inputs)
     # modules none of whose parameters the example's forward used (a functional F.linear(x, self.qkv.weight)
     # uses qkv without calling it)
     canonical = {id(p): k for k, p in model.named_parameters()}
@@ -224,7 +224,7 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
     reads_values = scheme == "current" or o.norm == "keep" or o.bias == "keep" or bool(o.exclude) or any(
         pp.method == "keep" for lp in layers for pp in lp.params)
     return Plan(scheme, mode, dict(options), layers, g, q0, out_forward, untouched, approximate, norm_params,
-                kept_params, _moments=(layer_ms, norm_ms, reads_values))
+                kept_params, _moments=(layer_ms, norm_ms, reads_values), _propagation=prop)
 
 
 def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: set[int],

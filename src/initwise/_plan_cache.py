@@ -153,7 +153,8 @@ def lookup(model: nn.Module, example: Any, scheme: Any, mode: Any, options: dict
         layer_ms, norm_ms, _ = hit._moments
         for lp in out.layers:
             lp.forward = lp.backward = None
-        out.input_ms, out.output_forward, out.approximate = propagated(graph, out.layers, layer_ms, norm_ms, example)
+        out.input_ms, out.output_forward, out.approximate, out._propagation = propagated(
+            graph, out.layers, layer_ms, norm_ms, example)
     return key, out
 
 

@@ -30,10 +30,11 @@ _AFFINE = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTrans
 
 
 def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
-               norm_ms: dict[str, tuple[float, float]], example_inputs: Any) -> tuple[float, float | None, list[str]]:
+               norm_ms: dict[str, tuple[float, float]], example_inputs: Any) -> tuple[float, float | None, list[str], Any]:
     """Propagate second moments from the example through ``g``; fills each layer's ``forward``/``backward``
-    (which must be None) and returns the input's second moment, the output's relative forward moment and the
-    ops propagated approximately."""
+    (which must be None) and returns the input's second moment, the output's relative forward moment, the
+    ops propagated approximately and the :class:`initwise._propagate.Propagation` itself (every node's moments:
+    diagnose's noise model reads them)."""
     input_ms = _input_moments(g, example_inputs)
     known = _prefix_moments(g, example_inputs, layers)
     _patch_moments(g, layer_ms, example_inputs)
@@ -44,7 +45,7 @@ def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMomen
     out_forward = (max(v for v in out_f if v is not None) / q0) if any(v is not None for v in out_f) else None
     spectral = [f"{lp.name}:spectral_norm" for lp in layers if any(p.note.startswith("spectral norm") or
                                                                     "; spectral norm" in p.note for p in lp.params)]
-    return q0, out_forward, sorted(set(prop.approximate) | set(spectral))
+    return q0, out_forward, sorted(set(prop.approximate) | set(spectral)), prop
 
 
 def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> LayerMoments:

@@ -116,6 +116,8 @@ class Plan:
     # what the propagation was computed from (layer moments, norm moments, whether parameter values were read):
     # lets init_'s plan cache re-propagate for another example without planning again
     _moments: tuple | None = field(default=None, repr=False, compare=False)
+    # every node's propagated moments (initwise._propagate.Propagation; diagnose's noise model reads them)
+    _propagation: Any = field(default=None, repr=False, compare=False)
 
     def __iter__(self):
         return iter(self.layers)

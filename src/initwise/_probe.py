@@ -62,6 +62,7 @@ class Site:
     dead: torch.Tensor | None = None  # per channel: 1.0 when never positive
     saturated: torch.Tensor | None = None  # number of saturated elements (scalar)
     op: str = ""
+    positive: torch.Tensor | None = None  # per channel: elements > 0 (a ReLU's mask, what its backward passes)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class SiteStats:
     saturated_fraction: float | None = None
     mean_ratio: float | None = None  # sum over channels of mean^2 / sum of second moments
     op: str = ""
+    se_mask: float | None = None  # a ReLU's mask: relative SE of its kept fraction from the channels' spread
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("mean", "variance", "second_moment", "count", "channels", "samples",
@@ -102,6 +104,7 @@ def reduce(t: torch.Tensor, cdim: int, activation: str = "") -> Site:
     site = Site(ms, sums, x.numel(), op=activation)
     if activation in _RELU_LIKE:
         site.dead = (ms.sum(0) == 0).double()
+        site.positive = torch.count_nonzero(x, dim=keep).double()
     elif activation in _SIGN_KEEPING:
         site.dead = (x.amax(dim=keep) <= 0).double()
     elif activation == "tanh":
@@ -127,7 +130,9 @@ def finish(sites: Iterable[Site | None]) -> list[SiteStats | None]:
         dead = s.dead.mean() if s.dead is not None else nan
         sat = s.saturated / s.count if s.saturated is not None else nan
         rho = (s.sums * (c / s.count)).square().sum() / chan.sum() if chan.sum() > 0 else nan
-        rows.append(torch.stack([s.sums.sum() / s.count, second, se_c, se_n, dead, sat, rho]))
+        pos = s.positive
+        se_m = pos.std() / math.sqrt(c) / pos.mean() if pos is not None and c > 1 and pos.sum() > 0 else nan
+        rows.append(torch.stack([s.sums.sum() / s.count, second, se_c, se_n, dead, sat, rho, se_m]))
     values = torch.stack(rows).cpu().tolist() if rows else []
     out: list[SiteStats | None] = []
     it = iter(values)
@@ -135,13 +140,13 @@ def finish(sites: Iterable[Site | None]) -> list[SiteStats | None]:
         if s is None:
             out.append(None)
             continue
-        mean, second, se_c, se_n, dead, sat, rho = (None if v != v else v for v in next(it))
+        mean, second, se_c, se_n, dead, sat, rho, se_m = (None if v != v else v for v in next(it))
         if mean is None or second is None:  # an empty output (a layer with zero output channels): nothing measured
             out.append(None)
             continue
         n, c = s.ms.shape
         out.append(SiteStats(mean, max(second - mean * mean, 0.0), second, s.count, c, n, se_c, se_n, dead, sat,
-                             rho, s.op))
+                             rho, s.op, se_m))
     return out
 
 
@@ -221,6 +226,7 @@ class Probe:
         self.out: dict[str, Site] = {}
         self.act: dict[str, Site] = {}
         self.grad: dict[str, Site] = {}
+        self.input_grad: dict[str, Site] = {}  # the gradient this layer alone sends to its input (W^T dy)
         self.calls: dict[str, int] = {}
         self.order: dict[str, int] = {}  # first-call order
         self.muted = 0
@@ -232,6 +238,7 @@ class Probe:
         stack = contextlib.ExitStack()
         try:
             for name, m, follow in self.layers:
+                stack.enter_context(m.register_forward_pre_hook(self._pre_hook(name)))
                 stack.enter_context(m.register_forward_hook(self._hook(name, follow)))
             if self._tap is not None:
                 stack.enter_context(self._tap)
@@ -251,6 +258,21 @@ class Probe:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop_forward()
+
+    def _pre_hook(self, name: str):
+        cdim = self.cdims[name]
+
+        def hook(module: nn.Module, args: Any) -> Any:
+            # the first call's input, seen through a view of its own: the gradient that reaches the view is this
+            # layer's contribution alone (the input may feed other ops too)
+            if self.calls.get(name, 0) or self.muted or not args or not isinstance(args[0], torch.Tensor) or \
+                    not args[0].requires_grad or not args[0].is_floating_point():
+                return None
+            x = args[0].view_as(args[0])
+            x.register_hook(self._grad_hook(name, cdim, self.input_grad))
+            return (x, *args[1:])
+
+        return hook
 
     def _hook(self, name: str, follow: bool):
         cdim = self.cdims[name]
@@ -275,16 +297,18 @@ class Probe:
 
         return hook
 
-    def _grad_hook(self, name: str, cdim: int):
+    def _grad_hook(self, name: str, cdim: int, into: dict[str, Site] | None = None):
+        into = self.grad if into is None else into
+
         def hook(grad: torch.Tensor) -> None:
-            if name not in self.grad:
-                self.grad[name] = reduce(grad, cdim)
+            if name not in into:
+                into[name] = reduce(grad, cdim)
 
         return hook
 
     def results(self) -> dict[str, dict[str, Any]]:
         names = [name for name, _, _ in self.layers]
-        sites = [d.get(n) for n in names for d in (self.out, self.act, self.grad)]
+        sites = [d.get(n) for n in names for d in (self.out, self.act, self.grad, self.input_grad)]
         stats = finish(sites)
-        return {n: {"output": stats[3 * i], "activation": stats[3 * i + 1], "grad": stats[3 * i + 2],
-                    "calls": self.calls.get(n, 0)} for i, n in enumerate(names)}
+        return {n: {"output": stats[4 * i], "activation": stats[4 * i + 1], "grad": stats[4 * i + 2],
+                    "input_grad": stats[4 * i + 3], "calls": self.calls.get(n, 0)} for i, n in enumerate(names)}
