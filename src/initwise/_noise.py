@@ -79,7 +79,7 @@ def _act_sensitivity(act: Any, x: Any) -> tuple[float, float, float | None]:
     return d(hi.second_moment, lo.second_moment), d(hi.backward, lo.backward), at
 
 
-class Sig_:
+class _Logits:
     """A zero-mean signal of second moment ``q`` (the logits of an attention)."""
 
     def __init__(self, q: float) -> None:
@@ -175,7 +175,7 @@ def noises(graph: Any, prop: Any, results: dict[str, dict[str, Any]], weight_sit
             d, t = (nodes[n.inputs[1]].shape[-1], nodes[n.inputs[1]].shape[-2]) if len(nodes[n.inputs[1]].shape) >= 2 \
                 else (1, 1)
             scale2 = (n.factor if n.factor is not None else 1.0 / math.sqrt(max(d, 1))) ** 2
-            logits = Sig_(d * scale2 * qs.q * ks.q) if qs is not None and ks is not None else None
+            logits = _Logits(d * scale2 * qs.q * ks.q) if qs is not None and ks is not None else None
             kappa[n.id] = _softmax_sensitivity(logits, t)
             out = dict(ins[2])
             _add(out, ins[0], kappa[n.id])
@@ -245,6 +245,7 @@ def noises(graph: Any, prop: Any, results: dict[str, dict[str, Any]], weight_sit
             elif k == "norm" and _normalizes(n, modules):
                 _add(d, fw.get(i, {}), -1.0)
             elif k == "act":
+                w = power * dphi.get(n.id, q.get(n.id, 1.0) / q[i] if q.get(i) else 1.0)
                 _add(d, fw.get(i, {}), sens.get(n.id, 0.0))  # phi' at the realized scale of its input
                 if n.id in acts and acts[n.id].name + ":m" in var:
                     _add(d, {acts[n.id].name + ":m": 1.0})  # which units a ReLU passes the gradient through
@@ -267,8 +268,6 @@ def noises(graph: Any, prop: Any, results: dict[str, dict[str, Any]], weight_sit
                 w = power * r * r  # each input gets 1/window of each output's gradient
             elif k == "pass":
                 w = power * min(math.prod(n.shape) / max(math.prod(nodes[i].shape), 1), 1.0)
-            elif k == "act":
-                w = power * dphi.get(n.id, q.get(n.id, 1.0) / q[i] if q.get(i) else 1.0)
             parts[i].append((w, d))
 
     def se(sens: dict[str, float], site: Any) -> float | None:
