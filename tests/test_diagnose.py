@@ -264,3 +264,47 @@ def test_given_plans_replace_the_trace_and_the_planning_with_the_same_measuremen
     other = iw.plan(net, x, "orthogonal", graph=iw.trace(net, x))
     with pytest.raises(ValueError, match="share one traced graph"):
         iw.diagnose(net, x, schemes=schemes, plans={**plans, "orthogonal": other})
+
+
+def test_functional_weights_are_measured_at_their_op():
+    """A weight a functional op consumes outside its module's forward (swin's ``F.linear(x, self.qkv.weight)``)
+    and a module's several weights (``owner.param`` layers) are measured where the op runs, as a retain_grad
+    pass over the same forward measures them."""
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.proj = nn.Linear(16, 48), nn.Linear(16, 16)
+
+        def forward(self, x):
+            self.z = F.linear(x, self.qkv.weight, self.qkv.bias)
+            q, k, v = self.z.chunk(3, -1)
+            return self.proj(F.scaled_dot_product_attention(q, k, v))
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Parameter(torch.randn(32, 16) / 4)
+            self.w2 = nn.Parameter(torch.randn(16, 32) / 6)
+
+        def forward(self, x):
+            self.z = F.linear(x, self.w1)
+            return F.linear(torch.relu(self.z), self.w2)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), Attn(), nn.ReLU(), Two())
+    x = torch.randn(4, 8, 16)
+    run = iw.diagnose(model, x, generator=torch.Generator().manual_seed(0)).runs[0]
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(0))))
+    y = model(x)  # the same forward, its pre-activations kept by the modules above
+    for z in (model[1].z, model[3].z):
+        z.retain_grad()
+    cot = torch.randn(y.shape, generator=gen)
+    y.backward(cot)
+    for name, z in (("1.qkv", model[1].z), ("3.w1", model[3].z)):
+        lp = run[name]
+        assert lp.calls == 1
+        assert lp.forward == pytest.approx(float(z.detach().pow(2).mean() / x.pow(2).mean()), rel=1e-5)
+        assert lp.backward == pytest.approx(float(z.grad.pow(2).mean() / cot.pow(2).mean()), rel=1e-4)
+        assert lp.forward_noise > 0 and lp.backward_noise > 0
+    assert run["3.w1"].activation_output is not None  # followed to its ReLU

@@ -49,8 +49,8 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
 
     Noise: the relative standard error of a measurement is how far ``ln(measured)`` moves when the weights are
     drawn again (the example and the cotangent fixed), estimated from the pass itself (:mod:`initwise._noise`):
-    each layer's realized gain, from the spread of its channels (forward: its output's; backward: the gradient
-    it alone sends to its input) and of its weight rows, weighted along the graph by how much of the signal goes
+    each layer's realized gain, from the spread of its output channels and of its weight rows (backward: the
+    rank of the gradient its weight meets), a ReLU's mask, weighted along the graph by how much of the signal goes
     through it (shares at joins, nothing past a normalization forward, minus the forward's through its backward).
     Calibrated against the spread over weight draws on small models (tests/test_noise.py); where nothing random
     lies between a layer and the output (its gradient is the cotangent) it is the sampling floor
@@ -198,6 +198,21 @@ def _reduce_flat(t: torch.Tensor) -> Any:
     return reduce(t.reshape(1, t.shape[0] if t.dim() else 1, -1), 1)
 
 
+def _functional(model: nn.Module, graph: Graph) -> dict[str, torch.Tensor]:
+    """Layers whose weight a functional op consumes outside the module that holds it (``F.linear(x,
+    self.qkv.weight)`` in the attention's forward, one of a module's several weights): name -> that weight."""
+    out = {}
+    for info in graph.layers:
+        n = graph.nodes[info.nodes[0]] if info.nodes else None
+        if n is None or n.param is None or n.scope == info.name or n.scope.startswith(info.name + "."):
+            continue
+        try:
+            out[info.name] = model.get_parameter(n.param)
+        except (AttributeError, TypeError):
+            continue
+    return out
+
+
 def _module_output_is_layer(info: Any, graph: Graph) -> bool:
     """The probe hooks the layer's module: right unless the layer's op runs inside that module's own forward with
     more ops after it (an eval-mode re-parameterized block: conv, then its activation, in one forward); such a
@@ -235,7 +250,9 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
     gen = torch.Generator().manual_seed(seed)
     cot_sites = []
     with torch.enable_grad():
-        probe = Probe(model, [(i.name, i.activation_node is not None) for i in infos if _module_output_is_layer(i, graph)])
+        functional = _functional(model, graph)
+        probe = Probe(model, [(i.name, i.activation_node is not None) for i in infos
+                              if i.name in functional or _module_output_is_layer(i, graph)], functional)
         with probe:
             out = model(*args, **kwargs)
         outs = [t for t in _tensors(out) if t.is_floating_point() and t.requires_grad]
@@ -259,10 +276,8 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
         grads = torch.autograd.grad(value, targets, cots, allow_unused=True)
     del out, outs, value
     results = probe.results()
-    # a layer without a module of its own (one of several functional weights of a module) is not probed
-    for i in infos:
-        results.setdefault(i.name, {"output": None, "activation": None, "grad": None, "input_grad": None,
-                                    "calls": 0})
+    for i in infos:  # layers the probe could not see
+        results.setdefault(i.name, {"output": None, "activation": None, "grad": None, "calls": 0})
     wgrad = dict(zip((n for n, _ in wanted), (_reduce_flat(g) if g is not None else None for g in grads)))
     wsites = [_reduce_flat(weights[i.name].detach()) if weights[i.name] is not None else None for i in infos]
     extra = finish([*(wgrad.get(i.name) for i in infos), *wsites, *out_sites, *cot_sites])
@@ -274,7 +289,7 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
     cs = [c for c in cs if c is not None]  # an empty output has no cotangent to measure
     cot_ms = (sum(c.second_moment * c.count for c in cs) / sum(c.count for c in cs)) if cs else float("nan")
     observed = sorted((n for n in results if results[n]["calls"]), key=lambda n: probe.order.get(n, 0))
-    probed = [i for i in infos if any(i.name == n for n, _, _ in probe.layers)]
+    probed = [i for i in infos if i.name in set(probe.names)]
     consistent = observed == [i.name for i in probed] and all(results[i.name]["calls"] == i.calls for i in probed)
     layers = _layers(graph, p, results, wg, ws, cot_ms, modules)
     return SchemeProfile(name, desc, layers, p.input_ms, cot_ms, p,
@@ -287,7 +302,6 @@ def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list,
     plans = {lp.name: lp for lp in p.layers}
     rows: list[LayerProfile] = []
     for k, info in enumerate(graph.layers):
-        # a layer without a module of its own (one of several functional weights of a module) is not probed
         lp, r = plans[info.name], results[info.name]
         out, act, grad = r["output"], r["activation"], r["grad"]
         fans = lp.fans

@@ -12,10 +12,11 @@ walk below carries (``d ln m / d ln gain``), and a variance per source measured 
   (``Var_c / C``, channels are independent given the layer's input), less ``w``; the activation that follows
   adds the spread its own output shows beyond that (a ReLU keeps more or less than half of a channel whose
   mean is not zero);
-- ``b``: the rest of the backward gain ``W^T``: the spread over the input's channels of the gradient the layer
-  alone sends to its input (measured: the probe sees the input through a view of its own);
+- ``b``: the rest of the backward gain ``W^T``: each input channel's gradient is a quadratic form of its weight
+  column in the output gradient's rows, whose Gram matrix has rank ``min(rows, fan_out)`` (few samples and
+  positions: fewer than the fan-out): ``2 / (rank x input channels)``;
 - ``m``: a ReLU's mask, which passes the gradient of a fraction of each channel's units: the spread of the
-  kept fractions over the channels; where the layer's input is another layer's output through pointwise ops
+  kept fractions over the channels (from each channel's output moments, :func:`initwise._probe.finish`); where the layer's input is another layer's output through pointwise ops
   (a chain), the spread of the gradient measured at that output when it is larger (it shows every fresh
   factor between the two: a smooth activation's derivative, a norm's division channel by channel).
 
@@ -40,6 +41,7 @@ from torch import nn
 from . import _rules_reduce as R
 from ._gains import moments
 from ._plan_moments import _norm_kind
+from ._signal import layout
 
 __all__ = ["noises"]
 
@@ -199,7 +201,15 @@ def noises(graph: Any, prop: Any, results: dict[str, dict[str, Any]], weight_sit
 
     # backward: W^T's gain, from the spread over input channels of the gradient this layer alone sends back
     for info in graph.layers:
-        dx = _se2((results.get(info.name) or {}).get("input_grad"))
+        r = results.get(info.name) or {}
+        dx, grad = None, r.get("grad")
+        if grad is not None and info.nodes and nodes[info.nodes[0]].inputs:
+            # each input channel's gradient is a quadratic form of its weight column in the output gradient's
+            # rows, whose Gram matrix has rank min(rows, fan_out): relative variance 2 / (rank x input channels)
+            c_in = layout(nodes[nodes[info.nodes[0]].inputs[0]].shape)[1]
+            fo = fans.get(info.name, (None, None))[1]
+            rank = min(grad.count / max(grad.channels, 1), fo or math.inf)
+            dx = 2.0 / (rank * c_in) if rank > 0 and c_in else None
         var[info.name + ":b"] = max(dx if dx is not None else 0.0, var[info.name + ":w"]) - var[info.name + ":w"]
     for info in graph.layers:
         act = (results.get(info.name) or {}).get("activation")

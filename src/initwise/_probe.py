@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -62,7 +63,6 @@ class Site:
     dead: torch.Tensor | None = None  # per channel: 1.0 when never positive
     saturated: torch.Tensor | None = None  # number of saturated elements (scalar)
     op: str = ""
-    positive: torch.Tensor | None = None  # per channel: elements > 0 (a ReLU's mask, what its backward passes)
 
 
 @dataclass
@@ -90,7 +90,13 @@ class SiteStats:
 
 
 def reduce(t: torch.Tensor, cdim: int, activation: str = "") -> Site:
-    """Reduce ``t`` to a :class:`Site` (two passes over memory; a third for sign-keeping or saturating activations)."""
+    """Reduce ``t`` to a :class:`Site` (two passes over memory; a third for sign-keeping or saturating activations).
+    Its own tensor calls pass no torch-function mode (the guard's copy-on-write, the probe's tap: read-only)."""
+    with torch._C.DisableTorchFunction():
+        return _reduce(t, cdim, activation)
+
+
+def _reduce(t: torch.Tensor, cdim: int, activation: str) -> Site:
     x = t.detach()
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
@@ -100,11 +106,10 @@ def reduce(t: torch.Tensor, cdim: int, activation: str = "") -> Site:
     inner = tuple(range(2, x.dim())) if cdim == 1 else tuple(range(1, x.dim() - 1))  # all but sample and channel
     k = math.prod(x.shape[d] for d in inner)
     ms = (torch.linalg.vector_norm(x, dim=inner) if inner else x.abs()).double().square_().div_(max(k, 1))
-    sums = x.sum(dim=keep).double()
+    sums = (x.sum(dim=inner) if inner else x).double().sum(0)  # per (sample, channel) first: contiguous, fast
     site = Site(ms, sums, x.numel(), op=activation)
     if activation in _RELU_LIKE:
         site.dead = (ms.sum(0) == 0).double()
-        site.positive = torch.count_nonzero(x, dim=keep).double()
     elif activation in _SIGN_KEEPING:
         site.dead = (x.amax(dim=keep) <= 0).double()
     elif activation == "tanh":
@@ -114,39 +119,76 @@ def reduce(t: torch.Tensor, cdim: int, activation: str = "") -> Site:
     return site
 
 
+def _kept_fraction(mean: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Per channel, the fraction of units a ReLU passes, from its output's mean and second moment: for a Gaussian
+    pre-activation ``N(mu, s^2)``, ``t = mu / s`` fixes ``E[relu]^2 / E[relu^2] = (t Phi + phi)^2 / ((t^2 + 1) Phi
+    + t phi)`` (increasing in ``t``) and the fraction is ``Phi(t)`` (no pass over the tensor)."""
+    r = np.clip(np.divide(mean * mean, second, out=np.zeros_like(second), where=second > 0), 0.0, 1.0)
+    return np.where(second > 0, np.interp(r, _RATIO, _CDF), 0.0)
+
+
+_T = np.linspace(-6.0, 6.0, 481)
+_CDF = np.array([0.5 * math.erfc(-t / math.sqrt(2.0)) for t in _T])
+_PDF = np.exp(-0.5 * _T * _T) / math.sqrt(2.0 * math.pi)
+_RATIO = (_T * _CDF + _PDF) ** 2 / ((_T * _T + 1.0) * _CDF + _T * _PDF)
+
+
+def _to_host(sites: list[Site]) -> list[list[np.ndarray]]:
+    """Every site's tensors as float64 numpy arrays, with one transfer per device."""
+    parts: dict[Any, list[torch.Tensor]] = {}
+    for s in sites:
+        for t in (s.ms, s.sums, s.dead, s.saturated):
+            if t is not None:
+                parts.setdefault(t.device, []).append(t.reshape(-1))
+    flat = {d: torch.cat(ts).double().cpu().numpy() for d, ts in parts.items()}
+    at = {d: 0 for d in parts}
+    out = []
+    for s in sites:
+        row = []
+        for t in (s.ms, s.sums, s.dead, s.saturated):
+            if t is None:
+                row.append(None)
+                continue
+            k, d = t.numel(), t.device
+            row.append(flat[d][at[d]:at[d] + k].reshape(t.shape))
+            at[d] += k
+        out.append(row)
+    return out
+
+
 def finish(sites: Iterable[Site | None]) -> list[SiteStats | None]:
-    """Python numbers for many sites with one device-to-host transfer."""
+    """Python numbers for many sites with one device-to-host transfer (per device); the statistics in numpy."""
     sites = list(sites)
-    rows = []
-    for s in sites:
-        if s is None:
-            continue
-        n, c = s.ms.shape
-        second = s.ms.mean()
-        chan, samp = s.ms.mean(0), s.ms.mean(1)
-        nan = second.new_tensor(float("nan"))
-        se_c = chan.std() / math.sqrt(c) / second if c > 1 else nan
-        se_n = samp.std() / math.sqrt(n) / second if n > 1 else nan
-        dead = s.dead.mean() if s.dead is not None else nan
-        sat = s.saturated / s.count if s.saturated is not None else nan
-        rho = (s.sums * (c / s.count)).square().sum() / chan.sum() if chan.sum() > 0 else nan
-        pos = s.positive
-        se_m = pos.std() / math.sqrt(c) / pos.mean() if pos is not None and c > 1 and pos.sum() > 0 else nan
-        rows.append(torch.stack([s.sums.sum() / s.count, second, se_c, se_n, dead, sat, rho, se_m]))
-    values = torch.stack(rows).cpu().tolist() if rows else []
+    live = [s for s in sites if s is not None]
+    with torch._C.DisableTorchFunction():
+        host = iter(_to_host(live))
     out: list[SiteStats | None] = []
-    it = iter(values)
-    for s in sites:
-        if s is None:
-            out.append(None)
-            continue
-        mean, second, se_c, se_n, dead, sat, rho, se_m = (None if v != v else v for v in next(it))
-        if mean is None or second is None:  # an empty output (a layer with zero output channels): nothing measured
-            out.append(None)
-            continue
-        n, c = s.ms.shape
-        out.append(SiteStats(mean, max(second - mean * mean, 0.0), second, s.count, c, n, se_c, se_n, dead, sat,
-                             rho, s.op, se_m))
+    with np.errstate(all="ignore"):
+        for s in sites:
+            if s is None:
+                out.append(None)
+                continue
+            ms, sums, dead, sat = next(host)
+            n, c = ms.shape
+            if ms.size == 0:  # an empty output (a layer with zero output channels): nothing measured
+                out.append(None)
+                continue
+            second, chan, samp = float(ms.mean()), ms.mean(0), ms.mean(1)
+            mean = float(sums.sum()) / s.count
+            ok = second > 0
+
+            def rel_se(v: np.ndarray, k: int) -> float | None:
+                return float(v.std(ddof=1)) / math.sqrt(k) / second if k > 1 and ok else None
+
+            cmean = sums * (c / s.count)
+            rho = float((cmean * cmean).sum() / chan.sum()) if chan.sum() > 0 else None
+            se_m = None
+            if s.op in _RELU_LIKE and c > 1:
+                pos = _kept_fraction(cmean, chan)
+                se_m = float(pos.std(ddof=1)) / math.sqrt(c) / float(pos.mean()) if pos.sum() > 0 else None
+            out.append(SiteStats(mean, max(second - mean * mean, 0.0), second, s.count, c, n, rel_se(chan, c),
+                                 rel_se(samp, n), float(dead.mean()) if dead is not None else None,
+                                 float(sat.sum()) / s.count if sat is not None else None, rho, s.op, se_m))
     return out
 
 
@@ -175,7 +217,15 @@ class _Tap(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        if self.probe.muted or not self.lineage:
+        if self.probe.muted:
+            return result
+        if self.probe.by_param:
+            for a in (*args[1:3], kwargs.get("weight")):  # F.linear(x, w) / F.conv2d(x, w): the weight's position
+                layer = self.probe.by_param.get(id(a)) if isinstance(a, torch.Tensor) else None
+                if layer is not None and self.probe.params[layer] is a and isinstance(result, torch.Tensor):
+                    self.probe.record(layer, result)
+                    break
+        if not self.lineage:
             return result
         name = _op(func)
         a0 = args[0] if args else kwargs.get("input")
@@ -212,33 +262,42 @@ class Probe:
         model: the model whose layers are probed (its hooks dicts are restored on exit, also on errors).
         layers: ``(dotted name, follow_activation)`` per layer; with ``follow_activation`` the activation's output
             is measured too.
+        functional: per layer name, the weight a functional op consumes (the layer is seen at that op, not at a
+            module's forward).
 
     After the backward pass, :meth:`results` gives per layer ``{"output", "activation", "grad"}``
     :class:`SiteStats` (None where not reached) and ``calls`` (how often each layer ran).
     """
 
-    def __init__(self, model: nn.Module, layers: Iterable[tuple[str, bool]]) -> None:
+    def __init__(self, model: nn.Module, layers: Iterable[tuple[str, bool]],
+                 functional: dict[str, torch.Tensor] | None = None) -> None:
         modules = dict(model.named_modules())
-        # a layer that is not a module (one of a module's several functional weights, "owner.param") has no
-        # module hook: its sites stay unmeasured
-        self.layers = [(name, modules[name], follow) for name, follow in layers if name in modules]
+        functional = functional or {}
+        layers = list(layers)
+        # a layer whose weight a functional op consumes (``F.linear(x, self.qkv.weight)``, or one of a module's
+        # several weights, "owner.param") is seen at the op: the tap finds the op by its weight argument
+        self.layers = [(name, modules[name], follow) for name, follow in layers
+                       if name in modules and name not in functional]
+        self.params = {name: functional[name] for name, _ in layers if name in functional}
+        self.by_param = {id(t): name for name, t in self.params.items()}
+        self.follow = dict(layers)
+        self.names = [name for name, _ in layers if name in self.params or any(n == name for n, _, _ in self.layers)]
         self.cdims = {name: channel_dim(m) for name, m, _ in self.layers}
+        self.cdims.update({name: 1 if t.dim() > 2 else -1 for name, t in self.params.items()})  # conv / linear
         self.out: dict[str, Site] = {}
         self.act: dict[str, Site] = {}
         self.grad: dict[str, Site] = {}
-        self.input_grad: dict[str, Site] = {}  # the gradient this layer alone sends to its input (W^T dy)
         self.calls: dict[str, int] = {}
         self.order: dict[str, int] = {}  # first-call order
         self.muted = 0
         self._stack: contextlib.ExitStack | None = None
-        self._tap = _Tap(self) if any(f for _, _, f in self.layers) else None
+        self._tap = _Tap(self) if self.params or any(f for _, _, f in self.layers) else None
         self._tap_on = False
 
     def __enter__(self) -> "Probe":
         stack = contextlib.ExitStack()
         try:
             for name, m, follow in self.layers:
-                stack.enter_context(m.register_forward_pre_hook(self._pre_hook(name)))
                 stack.enter_context(m.register_forward_hook(self._hook(name, follow)))
             if self._tap is not None:
                 stack.enter_context(self._tap)
@@ -259,56 +318,43 @@ class Probe:
     def __exit__(self, *exc: Any) -> None:
         self.stop_forward()
 
-    def _pre_hook(self, name: str):
-        cdim = self.cdims[name]
-
-        def hook(module: nn.Module, args: Any) -> Any:
-            # the first call's input, seen through a view of its own: the gradient that reaches the view is this
-            # layer's contribution alone (the input may feed other ops too)
-            if self.calls.get(name, 0) or self.muted or not args or not isinstance(args[0], torch.Tensor) or \
-                    not args[0].requires_grad or not args[0].is_floating_point():
-                return None
-            x = args[0].view_as(args[0])
-            x.register_hook(self._grad_hook(name, cdim, self.input_grad))
-            return (x, *args[1:])
-
-        return hook
-
     def _hook(self, name: str, follow: bool):
-        cdim = self.cdims[name]
-
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self.calls[name] = self.calls.get(name, 0) + 1
-            self.order.setdefault(name, len(self.order))
-            if self.calls[name] > 1 or self.muted:
-                return
-            t = next((x for x in _tensors(output) if x.is_floating_point()), None)
-            if t is None:
-                return
-            self.muted += 1
-            try:
-                self.out[name] = reduce(t, cdim)
-                if t.requires_grad:
-                    t.register_hook(self._grad_hook(name, cdim))
-            finally:
-                self.muted -= 1
-            if follow and self._tap_on:
-                self._tap.track(t, (name,))
+            self.record(name, output)
 
         return hook
 
-    def _grad_hook(self, name: str, cdim: int, into: dict[str, Site] | None = None):
-        into = self.grad if into is None else into
+    def record(self, name: str, output: Any) -> None:
+        """One call of layer ``name`` produced ``output``: count it; on the first call reduce the output, hook its
+        gradient and follow it to its activation."""
+        self.calls[name] = self.calls.get(name, 0) + 1
+        self.order.setdefault(name, len(self.order))
+        if self.calls[name] > 1 or self.muted:
+            return
+        t = next((x for x in _tensors(output) if x.is_floating_point()), None)
+        if t is None:
+            return
+        cdim = self.cdims[name]
+        self.muted += 1
+        try:
+            self.out[name] = reduce(t, cdim)
+            if t.requires_grad:
+                t.register_hook(self._grad_hook(name, cdim))
+        finally:
+            self.muted -= 1
+        if self.follow.get(name) and self._tap_on:
+            self._tap.track(t, (name,))
 
+    def _grad_hook(self, name: str, cdim: int):
         def hook(grad: torch.Tensor) -> None:
-            if name not in into:
-                into[name] = reduce(grad, cdim)
+            if name not in self.grad:
+                self.grad[name] = reduce(grad, cdim)
 
         return hook
 
     def results(self) -> dict[str, dict[str, Any]]:
-        names = [name for name, _, _ in self.layers]
-        sites = [d.get(n) for n in names for d in (self.out, self.act, self.grad, self.input_grad)]
+        names = self.names
+        sites = [d.get(n) for n in names for d in (self.out, self.act, self.grad)]
         stats = finish(sites)
-        return {n: {"output": stats[4 * i], "activation": stats[4 * i + 1], "grad": stats[4 * i + 2],
-                    "input_grad": stats[4 * i + 3], "calls": self.calls.get(n, 0)} for i, n in enumerate(names)}
+        return {n: {"output": stats[3 * i], "activation": stats[3 * i + 1], "grad": stats[3 * i + 2],
+                    "calls": self.calls.get(n, 0)} for i, n in enumerate(names)}
