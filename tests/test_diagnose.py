@@ -308,3 +308,54 @@ def test_functional_weights_are_measured_at_their_op():
         assert lp.backward == pytest.approx(float(z.grad.pow(2).mean() / cot.pow(2).mean()), rel=1e-4)
         assert lp.forward_noise > 0 and lp.backward_noise > 0
     assert run["3.w1"].activation_output is not None  # followed to its ReLU
+
+
+class _Pooled(nn.Module):
+    """conv - norm - ReLU - conv - norm, global average pooling over 16 x 16, a linear head."""
+
+    def __init__(self, norm, depth: int = 2):
+        super().__init__()
+        layers = []
+        for i in range(depth):
+            layers += [nn.Conv2d(3 if i == 0 else 32, 32, 3, padding=1), norm(32)] + ([nn.ReLU()] if i < depth - 1
+                                                                                    else [])
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(F.adaptive_avg_pool2d(self.body(x), 1).flatten(1))
+
+
+def test_global_pooling_is_not_reported_as_a_vanishing_gradient():
+    """Per element, a global average pooling over k = 256 positions leaves each value 1/k^2 of the gradient:
+    the measure's and the architecture's. A gradient the init really makes vanish is still flagged."""
+    torch.manual_seed(0)
+    run = iw.diagnose(_Pooled(lambda c: nn.GroupNorm(4, c)), torch.randn(4, 3, 16, 16), schemes=["kaiming_fan_in"],
+                      generator=torch.Generator().manual_seed(0)).runs[0]
+    for name in ("body.0", "body.3"):
+        lp = run[name]
+        assert lp.backward < iw._diagnose.VANISHING  # per element
+        assert lp.backward_pooled == pytest.approx(1 / 256**2)
+        assert "backward_pooled" in lp.flags and "backward_vanishing" not in lp.flags
+        assert any("1/k^2 per element" in m and "not a vanishing gradient" in m for m in lp.messages)
+    assert run["head"].backward_pooled == 1.0 and "backward_pooled" not in run["head"].flags
+    # the same architecture with weights 20x too small: what is left after the pooling's factor still vanishes
+    deep = _Pooled(lambda c: nn.Identity(), depth=4)
+    bad = iw.diagnose(deep, torch.randn(4, 3, 16, 16), schemes=["kaiming_fan_in:gain=0.05"],
+                      generator=torch.Generator().manual_seed(0)).runs[0]
+    first = bad.layers[0]
+    assert first.backward / first.backward_pooled < iw._diagnose.VANISHING
+    assert "backward_vanishing" in first.flags and "backward_pooled" not in first.flags
+
+
+def test_instance_norm_before_global_pooling_removes_the_gradient_at_any_batch():
+    """An instance norm removes each sample's per-channel mean of the gradient, which is all a global pooling
+    leaves: the gradient before it is 0 (a rounding residue measured), predicted 0, at batch 4 too; said to be
+    the architecture's, and not a departure from the prediction."""
+    torch.manual_seed(0)
+    run = iw.diagnose(_Pooled(lambda c: nn.InstanceNorm2d(c, affine=True)), torch.randn(4, 3, 16, 16),
+                      schemes=["kaiming_fan_in"], generator=torch.Generator().manual_seed(0)).runs[0]
+    lp = run["body.3"]
+    assert lp.predicted_backward == 0.0 and lp.backward < iw._flags.ZERO
+    assert lp.flags == ["backward_batch_statistics"]
+    assert any("an instance norm at any" in m for m in lp.messages)

@@ -21,11 +21,12 @@ from ._plan import Plan, plan as make_plan
 from ._flags import DEAD, EXPLODING, MISMATCH_Z, SATURATED, VANISHING
 from ._flags import flags as _flags
 from ._flags import messages as _messages
-from ._probe import Probe, finish, reduce
+from ._probe import Probe, Site, finish, reduce
 from ._profile import LayerProfile, Profile, SchemeProfile, Stats
 from ._profile_table import profile_table, run_table
 from ._nested import check_finite
 from ._noise import noises
+from ._pooled import pooling_factors
 from ._nested import map_tensors as _map
 from ._nested import tensors as _tensors
 
@@ -61,7 +62,11 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
     ``dead`` (more than ``DEAD`` of a ReLU-like activation's channels never positive over the batch),
     ``saturated`` (more than ``SATURATED`` of tanh inputs beyond +-2.5, sigmoid beyond +-5, read from the output),
     ``forward_mismatch`` / ``backward_mismatch`` (``|ln(measured / predicted)|`` above ``MISMATCH_Z`` standard
-    errors). Zero padding at image borders is not modelled: small images show it as a departure.
+    errors beyond the prediction's bound), and instead of ``backward_vanishing`` where the architecture explains
+    it: ``backward_batch_statistics`` (normalizations remove the gradient's mean over what they normalize:
+    after global pooling, all of it for a batch norm at batch 1 or an instance norm) and ``backward_pooled``
+    (averages hand each value ``1/k`` of a gradient: per element ``1/k^2`` after a global pooling over ``k``
+    positions). Every flag also comes as a sentence (``LayerProfile.messages``).
 
     The model is never changed: parameters, buffers (BatchNorm running stats), ``.grad`` (gradients come from
     ``torch.autograd.grad``), train/eval mode, ``requires_grad``, the global and CUDA RNG states and hooks are as
@@ -191,11 +196,22 @@ def _weight(module: nn.Module) -> torch.Tensor | None:
 
 
 def _reduce_flat(t: torch.Tensor) -> Any:
-    """Moments of a whole tensor (a weight or its gradient): one row per output unit, the fast contiguous path;
-    None for an empty one (a layer with zero elements: nothing to measure)."""
+    """Moments of a whole tensor (a weight's gradient): one row per output unit, the fast contiguous path; None
+    for an empty one (a layer with zero elements: nothing to measure)."""
     if t.numel() == 0:
         return None
     return reduce(t.reshape(1, t.shape[0] if t.dim() else 1, -1), 1)
+
+
+def _rows(w: torch.Tensor) -> Any:
+    """A weight's rows' second moments (its RMS, and their spread for the noise model) in one pass."""
+    if w.numel() == 0:
+        return None
+    with torch._C.DisableTorchFunction():
+        rows = w.detach().reshape(1, w.shape[0] if w.dim() else 1, -1)
+        ms = torch.linalg.vector_norm(rows.float() if rows.dtype not in (torch.float32, torch.float64) else rows,
+                                      dim=2).double().square_().div_(rows.shape[2])
+        return Site(ms, ms.new_zeros(ms.shape[1]), w.numel())
 
 
 def _functional(model: nn.Module, graph: Graph) -> dict[str, torch.Tensor]:
@@ -279,7 +295,7 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
     for i in infos:  # layers the probe could not see
         results.setdefault(i.name, {"output": None, "activation": None, "grad": None, "calls": 0})
     wgrad = dict(zip((n for n, _ in wanted), (_reduce_flat(g) if g is not None else None for g in grads)))
-    wsites = [_reduce_flat(weights[i.name].detach()) if weights[i.name] is not None else None for i in infos]
+    wsites = [_rows(weights[i.name]) if weights[i.name] is not None else None for i in infos]
     extra = finish([*(wgrad.get(i.name) for i in infos), *wsites, *out_sites, *cot_sites])
     k = len(infos)
     wg, ws = extra[:k], extra[k:2 * k]
@@ -321,7 +337,9 @@ def _layers(graph: Graph, p: Plan, results: dict[str, dict[str, Any]], wg: list,
     fwd, bwd = noises(graph, getattr(p, "_propagation", None), results,
                       {i.name: ws[k] for k, i in enumerate(graph.layers)},
                       {r.name: (r.fan_in, r.fan_out) for r in rows}, modules)
+    pooled = pooling_factors(graph, getattr(p, "_propagation", None))
     for row in rows:
+        row.backward_pooled = pooled.get(row.name, 1.0)
         if row.forward is not None:
             row.forward_noise = fwd.get(row.name)
         if row.backward is not None:

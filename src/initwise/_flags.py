@@ -19,23 +19,45 @@ SATURATED = 0.1  # flag when more than a tenth of tanh (|z| > 2.5) / sigmoid (|z
 MISMATCH_Z = 4.0  # departs from the prediction by more than 4 standard errors (two-sided p = 6e-5 if normal)
 
 
+ZERO = 1e-12  # a measured ratio below this is a rounding residue of an exact zero (float32 sums of products)
+
+
 def departs(measured: float | None, predicted: float | None, noise: float | None, bound: float = 1.0) -> bool:
     """Is ``|ln(measured / predicted)|`` beyond the prediction's error bound plus ``MISMATCH_Z`` standard errors?
-    (A prediction the rules know to be approximate within ``bound`` is not flagged for departing by less.)"""
-    if measured is None or predicted is None or noise is None or not (measured > 0 and predicted > 0):
-        return bool(measured is not None and predicted is not None and (measured > 0) != (predicted > 0))
+    (A prediction the rules know to be approximate within ``bound`` is not flagged for departing by less; a
+    prediction of exactly 0 agrees with a measurement below ``ZERO``.)"""
+    if measured is None or predicted is None or noise is None or not (measured > ZERO and predicted > 0):
+        return bool(measured is not None and predicted is not None and (measured > ZERO) != (predicted > 0))
     if not math.isfinite(bound):
         return False  # an op the rules do not know is on the path: no claim to depart from
     return abs(math.log(measured / predicted)) > math.log(max(bound, 1.0)) + MISMATCH_Z * noise
 
 
-def _batch_statistics(r: Any) -> bool:
-    """The backward vanishes only because training-mode batch norms remove the gradient's per-channel mean (all
-    of it after global pooling at batch 1, about 1/N of it at batch N): a property of the batch, not of the init."""
+def _explained(r: Any) -> tuple[float, float]:
+    """The factors of the backward that are the architecture's and the batch's, not the init's: removed by
+    normalizations (their mean over what they normalize), and the averages' 1/k per element."""
     removed = getattr(r, "backward_removed", 1.0)
-    if r.backward is None or removed is None or not r.backward < VANISHING or not removed < 1.0:
+    pooled = getattr(r, "backward_pooled", 1.0)
+    return (1.0 if removed is None else removed), (1.0 if pooled is None else pooled)
+
+
+def _batch_statistics(r: Any) -> bool:
+    """The backward vanishes only because normalizations remove the gradient's mean over what they normalize
+    (after global pooling the gradient is constant over positions: a batch norm at batch 1 removes all of it, at
+    batch N about 1/N; an instance norm all of it at any batch) and the averages hand each value 1/k of it."""
+    removed, pooled = _explained(r)
+    if r.backward is None or not r.backward < VANISHING or not removed < 1.0 or _pooling(r):
         return False
-    return removed <= 0.0 or r.backward / removed >= VANISHING
+    return removed <= 0.0 or r.backward / (removed * pooled) >= VANISHING
+
+
+def _pooling(r: Any) -> bool:
+    """The backward is below the threshold per element only because averages spread each gradient over many
+    values (a global pooling over k positions: 1/k^2 per element); takes precedence over the normalizations'
+    removal when it explains the whole of it."""
+    _, pooled = _explained(r)
+    return r.backward is not None and r.backward < VANISHING and 0.0 < pooled < 1.0 and \
+        r.backward / pooled >= VANISHING
 
 
 def flags(r: Any) -> list[str]:
@@ -43,6 +65,8 @@ def flags(r: Any) -> list[str]:
     for direction, v in (("forward", r.forward), ("backward", r.backward)):
         if direction == "backward" and _batch_statistics(r):
             f.append("backward_batch_statistics")
+        elif direction == "backward" and _pooling(r):
+            f.append("backward_pooled")
         elif v is not None and v < VANISHING:
             f.append(f"{direction}_vanishing")
         elif v is not None and v > EXPLODING:
@@ -78,10 +102,18 @@ def messages(r: Any, first: str | None = None, last: str | None = None) -> list[
         elif flag == "backward_exploding":
             out.append(f"backward {_g(r.backward)} of the output's {at}: the gradient grows on its way back here")
         elif flag == "backward_batch_statistics":
+            pooled = getattr(r, "backward_pooled", 1.0)
+            also = f" and a factor {_g(pooled)} the averages spreading it over their inputs" if pooled < 1.0 else ""
             out.append(f"backward {_g(r.backward)} of the output's {at}, of which a factor "
-                       f"{_g(r.backward_removed)} is the batch norms removing the gradient's per-channel mean "
-                       "(global pooling makes it constant over positions; a small batch keeps little else): "
-                       "a property of the batch size, not of the init")
+                       f"{_g(r.backward_removed)} is the normalizations removing the gradient's mean over what "
+                       f"they normalize{also} (global pooling makes it constant over positions; a batch norm at "
+                       "a small batch, an instance norm at any, keeps little else): a property of the "
+                       "architecture and batch size, not of the init")
+        elif flag == "backward_pooled":
+            out.append(f"backward {_g(r.backward)} of the output's {at} per element, of which a factor "
+                       f"{_g(r.backward_pooled)} is the averages between here and the output handing each value "
+                       "1/k of a gradient (a global pooling over k positions: 1/k^2 per element): the measure's "
+                       "and the architecture's, not a vanishing gradient")
         elif flag == "dead":
             out.append(f"{100 * r.dead_fraction:.0f}% of the channels after {r.name} are never positive on this "
                        "batch: dead units")

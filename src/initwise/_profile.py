@@ -65,6 +65,9 @@ class LayerProfile:
     backward_bound: float = 1.0
     backward_removed: float = 1.0
     messages: list[str] = field(default_factory=list)
+    # the averages between this layer and the output hand each value 1/k of a gradient: per element, this factor
+    # of the backward is theirs (see initwise._pooled), not the init's
+    backward_pooled: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}

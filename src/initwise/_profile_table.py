@@ -13,7 +13,7 @@ __all__ = ["run_table", "profile_table"]
 
 _CODES = {"forward_vanishing": "f-", "forward_exploding": "f+", "backward_vanishing": "b-",
           "backward_exploding": "b+", "forward_mismatch": "f?", "backward_mismatch": "b?",
-          "backward_batch_statistics": "bB"}
+          "backward_batch_statistics": "bB", "backward_pooled": "bP"}
 _ACT_SHORT = {"linear": "-", "leaky_relu": "lrelu", "hardswish": "hswish", "hardsigmoid": "hsigm", "sigmoid": "sigm",
               "gelu_tanh": "gelu_t", "softplus": "splus", "hardtanh": "htanh"}
 
@@ -95,7 +95,8 @@ def profile_table(profile: Any) -> str:
         f"there, c = cotangent at the output ({profile.cotangent}); pred: plan's, ~ approx.",
         f"flags: f-/f+ b-/b+ vanishing (<{VANISHING:g}) / exploding (>{EXPLODING:g}); f?/b? measured departs",
         f"from pred by >{MISMATCH_Z:g} std errors beyond its bound; bB backward small only through",
-        "batch norm statistics (the batch size, not the init); dN% dead ReLU channels;",
-        "sN% saturated units.",
+        "normalizations removing its mean (the batch size, not the init); bP backward",
+        "small per element only through averages (global pooling: 1/k^2 per element);",
+        "dN% dead ReLU channels; sN% saturated units.",
     ]
     return "\n\n".join([*(run_table(r) for r in profile.runs), "\n".join(legend)])
