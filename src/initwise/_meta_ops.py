@@ -227,8 +227,9 @@ def call(func: Callable, args: tuple, kwargs: dict) -> Any:
     if pos is _NO or kwargs.get("out") is not None or kwargs.get("inplace") or \
             (pos is not None and len(args) > pos and args[pos]):
         return func(*args, **kwargs)
-    k = _key(args)
-    kk = _key(tuple(sorted(kwargs.items()))) if kwargs else ()
+    with torch._C.DisableTorchFunction():  # its own metadata reads pass no mode
+        k = _key(args)
+        kk = _key(tuple(sorted(kwargs.items()))) if kwargs else ()
     if k is _NO or kk is _NO:
         return func(*args, **kwargs)
     key = (func, k, kk, torch.is_grad_enabled(), torch.get_default_dtype())
@@ -246,7 +247,8 @@ def call(func: Callable, args: tuple, kwargs: dict) -> Any:
             result = func(*args, **kwargs)
         if len(_MEMO) >= _LIMIT:
             _MEMO.clear()
-        _MEMO[key] = _spec(result, args, kwargs)
+        with torch._C.DisableTorchFunction():
+            _MEMO[key] = _spec(result, args, kwargs)
         return result
     if spec is None:  # the op's result is not memoizable (a view, an argument)
         return func(*args, **kwargs)

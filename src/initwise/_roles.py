@@ -315,19 +315,37 @@ class RoleTracker:
                 self._pending.append(p)
 
 
-def _replace(r: ParamRole, node: int) -> ParamRole:
-    import dataclasses
-
-    return dataclasses.replace(r, node=node)
+def _replace(r: ParamRole, node: int | None) -> ParamRole:
+    """``dataclasses.replace(r, node=node)`` without its per-call signature work (ParamRole has no
+    ``__post_init__``: a copy of the fields is the same object)."""
+    c = object.__new__(ParamRole)
+    c.__dict__.update(r.__dict__)
+    object.__setattr__(c, "node", node)
+    return c
 
 
 def _numel(t: Any) -> int:
     return t.numel() if isinstance(t, torch.Tensor) else 1
 
 
+_FANS: dict[tuple, Fans | None] = {}  # (op, weight shape, groups, stride, transposed) -> its fans (frozen)
+
+
 def _op_fans(name: str, w: torch.Tensor, groups: int, stride: tuple[int, ...], transposed: bool) -> Fans | None:
     """Fans of the weight as the op reads it (torch layouts: conv ``(out, in/g, *k)``, transposed conv
-    ``(in, out/g, *k)``, linear ``(out, in)``, embedding ``(num, dim)``: one row per output)."""
+    ``(in, out/g, *k)``, linear ``(out, in)``, embedding ``(num, dim)``: one row per output). They depend on the
+    shape and the op's arguments alone: computed once per distinct combination."""
+    key = (name, tuple(w.shape), groups, stride, transposed)
+    f = _FANS.get(key, _FANS)
+    if f is _FANS:
+        f = _FANS[key] = _shape_fans(name, w, groups, stride, transposed)
+        if len(_FANS) > 4096:
+            _FANS.clear()
+    return f
+
+
+def _shape_fans(name: str, w: torch.Tensor, groups: int, stride: tuple[int, ...], transposed: bool) -> Fans | None:
+    """:func:`_op_fans` computed (None where the layout has no fans)."""
     try:
         if name.startswith("embedding"):
             f = tensor_fans(w)

@@ -323,19 +323,24 @@ class Recorder(TorchFunctionMode):
             return
         _, name, role, inputs, muted, (start, in_ids) = frame
         err = sys.exc_info()[1]
-        self._mute += 1  # the code below uses tensor methods: keep it out of the record
+        self._mute += 1  # the code below uses tensor methods: keep it out of the record (and out of every mode)
         self._hook += 1
         try:
-            if err is not None and output is None:
-                self.failures.setdefault(id(err), f"'{name}' ({type(module).__name__}, input {shapes_str(inputs)})")
-            elif not muted and role.startswith("through:") and (
-                    as_ := self._collapse(start, output, in_ids, role[len("through:"):])):
-                self._module_node(module, name, as_, inputs, output, in_ids)
-            elif not muted and not role.startswith("through"):
-                self._module_node(module, name, role, inputs, output)
+            with torch._C.DisableTorchFunction():
+                self._post(module, name, role, inputs, output, muted, start, in_ids, err)
         finally:
             self._mute -= 1
             self._hook -= 1
+
+    def _post(self, module: nn.Module, name: str, role: str, inputs: Any, output: Any, muted: bool, start: int,
+              in_ids: tuple[int, ...], err: BaseException | None) -> None:
+        if err is not None and output is None:
+            self.failures.setdefault(id(err), f"'{name}' ({type(module).__name__}, input {shapes_str(inputs)})")
+        elif not muted and role.startswith("through:") and (
+                as_ := self._collapse(start, output, in_ids, role[len("through:"):])):
+            self._module_node(module, name, as_, inputs, output, in_ids)
+        elif not muted and not role.startswith("through"):
+            self._module_node(module, name, role, inputs, output)
 
     def _collapse(self, start: int, output: Any, in_ids: tuple[int, ...], role: str) -> str | None:
         """A module traced through whose ops were not all understood (or whose output no op produced) becomes one
@@ -382,6 +387,12 @@ class Recorder(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         result = _meta_ops.call(func, args, kwargs) if self.meta else func(*args, **kwargs)
+        # the recorder's own bookkeeping (shape reads, roles, nodes) passes no mode: the guard's copy-on-write mode
+        # sees only the model's ops
+        with torch._C.DisableTorchFunction():
+            return self._bookkeep(func, args, kwargs, result)
+
+    def _bookkeep(self, func: Any, args: tuple, kwargs: dict, result: Any) -> Any:
         owner = None
         if not self._hook and self.params.params and (self.params.touches(args, kwargs)
                                                       or getattr(func, "__name__", None) in FACTORY):
