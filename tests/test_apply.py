@@ -193,6 +193,41 @@ def test_the_cache_keeps_no_model_alive_and_skips_value_dependent_plans() -> Non
     assert _cached_plan_count() == 0
 
 
+def test_init_never_propagates_and_a_plan_read_later_is_what_an_eager_one_gives(monkeypatch) -> None:
+    import copy
+
+    import initwise._plan_types as types_mod
+    from initwise._plan_moments import propagated
+
+    _plan_cache.clear()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
+                          nn.Tanh(), nn.Flatten(), nn.Linear(8 * 7 * 7, 4))
+    x = torch.randn(2, 3, 16, 16) * 2.0
+
+    def eager() -> dict:  # what plan() gave when it propagated at once: the layers filled by propagated() itself
+        p = iw.plan(model, x, "kaiming", "fan_out")
+        p._resolve()  # (the deferred run) then propagate again, eagerly, onto the same layers
+        for lp in p.layers:
+            lp.forward = lp.backward = None
+        layer_ms, norm_ms, _ = p._moments
+        p.input_ms, p.output_forward, p.approximate = propagated(p.graph, p.layers, dict(layer_ms), norm_ms, x)
+        return p.to_dict()
+
+    want = eager()
+    runs = []
+    real = types_mod.Plan._resolve
+    monkeypatch.setattr(types_mod.Plan, "_resolve", lambda self: (runs.append(1) if "_lazy" in self.__dict__
+                                                                  else None, real(self))[1])
+    p = iw.init_(model, x, "kaiming", "fan_out", seed=0)
+    again = iw.init_(model, x * 3.0, "kaiming", "fan_out", seed=0)  # a cache hit for another second moment
+    assert runs == []  # neither init_ propagated
+    layer = copy.copy(p.layers[1])  # a copy of a layer still waiting: reads the figures of the layer it copies
+    assert layer.forward == want["layers"][1]["forward"] and runs == [1]
+    assert p.to_dict() == want
+    assert again.to_dict() == iw.plan(model, x * 3.0, "kaiming", "fan_out").to_dict()
+    assert again.to_dict() != want  # (its own example's moments)
+
+
 def test_cache_false_always_traces() -> None:
     _plan_cache.clear()
     model, x = mlp()

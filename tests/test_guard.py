@@ -633,3 +633,31 @@ def test_cli_leaves_the_model_untouched_and_repeats(command, user_module, capsys
         reports.append(_run_cli([command[0], "guard_user_models:build", *command[1:]], capsys))
         assert_untouched(user_module.MODEL, before)
     assert reports[0] == reports[1]
+
+
+def test_numpy_random_is_not_imported_by_init_and_one_imported_in_a_guard_is_not_left_seeded() -> None:
+    """The guard reads NumPy's global RNG only once ``numpy.random`` is imported (reading it would import it, ~3 MiB
+    in a process that never used it); where a guarded run imports it (seed_all does), it is left as a fresh
+    import leaves it: seeded from the OS's entropy, not with the guard's seed. Checked in a fresh interpreter."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import sys, torch, numpy, initwise as iw
+        from initwise._guard import preserved
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 36, 2))
+        x = torch.randn(1, 3, 8, 8)
+        iw.init_(net, x, seed=0); iw.plan(net, x).to_dict()
+        print('numpy.random' in sys.modules)
+        with preserved(net) as snap:
+            snap.seed(0)  # imports numpy.random and seeds it with 0
+            assert 'numpy.random' in sys.modules
+        import numpy.random as npr
+        print(npr.get_state()[1][:4].tolist() == npr.RandomState(0).get_state()[1][:4].tolist())
+        """)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False"]

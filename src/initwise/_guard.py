@@ -12,8 +12,9 @@ initwise step around it) can change, and :meth:`Snapshot.restore` puts it back:
   (a ``param.data = new`` swap, what :meth:`initwise.Plan.apply` does, is swapped back), its values,
   ``requires_grad``, ``.grad`` (held aside during the run: nothing can accumulate into it) and its version
   counter (set back after a restore, so autograd graphs that saved the tensor before the call stay valid);
-- the global CPU and CUDA RNG states, Python's ``random`` and NumPy's global RNG (when NumPy is imported), grad
-  mode and the default dtype.
+- the global CPU and CUDA RNG states, Python's ``random`` and NumPy's global RNG (when ``numpy.random`` is
+  imported; one imported during the run is left seeded from the OS's entropy, as a fresh import is), grad mode
+  and the default dtype.
 
 Values without copying the model: buffers and plain tensor attributes (small: running statistics, constants) are
 cloned; parameters and the example tensors are copied on write. While the guard is active a ``TorchFunctionMode``
@@ -96,9 +97,9 @@ def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"cpu": torch.get_rng_state(), "random": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    np = sys.modules.get("numpy")
-    if np is not None:
-        state["numpy"] = np.random.get_state()
+    npr = sys.modules.get("numpy.random")  # only once imported: reading it would import it (~3 MiB)
+    if npr is not None:
+        state["numpy"] = npr.get_state()
     return state
 
 
@@ -107,9 +108,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["random"])
     if "cuda" in state:
         torch.cuda.set_rng_state_all(state["cuda"])
-    np = sys.modules.get("numpy")
-    if "numpy" in state and np is not None:
-        np.random.set_state(state["numpy"])
+    npr = sys.modules.get("numpy.random")
+    if "numpy" in state and npr is not None:
+        npr.set_state(state["numpy"])
+    elif npr is not None:  # imported since the state was saved (by seed_all, or the run): as a fresh import is,
+        npr.seed()  # seeded from the OS's entropy (no state of the caller's to put back)
 
 
 def seed_all(seed: int) -> None:

@@ -21,7 +21,8 @@ from torch import nn
 from ._activations import Activation, resolve_activation
 from ._fans import fans as layer_fans
 from ._graph import _TORCH_NORMS, Graph, LayerInfo, trace
-from ._plan_moments import _input_moments, _moments_of, _norm_kind, _norm_modules, _norm_ms, propagated
+from ._plan_moments import (_input_moments, _moments_of, _norm_kind, _norm_modules, _norm_ms, attach_propagation,
+                            propagated, propagation_inputs)  # noqa: F401 - propagated: importable from here
 from ._plan_options import SCHEMES, _DISTRIBUTIONS, _Options, _check_options, _fan_of, _gain_for, parse_scheme
 from ._plan_types import LayerPlan, ParamPlan, Plan
 from ._propagate import LayerMoments
@@ -214,7 +215,9 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
         if pat not in used_patterns:
             warnings.warn(f"exclude pattern {pat!r} matches no layer or parameter of the model", UserWarning,
                           stacklevel=2)
-    q0, out_forward, approximate, prop = propagated(g, layers, layer_ms, norm_ms, example_inputs)
+    # what the propagation reads from the example and the model is read now; the propagation itself runs when a
+    # prediction is first read (init_ never reads one)
+    inputs = propagation_inputs(g, layers, layer_ms, example_inputs)
     # modules none of whose parameters the example's forward used (a functional F.linear(x, self.qkv.weight)
     # uses qkv without calling it)
     canonical = {id(p): k for k, p in model.named_parameters()}
@@ -223,8 +226,10 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
                  and not any(canonical[id(p)] in g.params for p in m.parameters(recurse=False))]
     reads_values = scheme == "current" or o.norm == "keep" or o.bias == "keep" or bool(o.exclude) or any(
         pp.method == "keep" for lp in layers for pp in lp.params)
-    return Plan(scheme, mode, dict(options), layers, g, q0, out_forward, untouched, approximate, norm_params,
-                kept_params, _moments=(layer_ms, norm_ms, reads_values), _propagation=prop)
+    p = Plan(scheme, mode, dict(options), layers, g, 1.0, None, untouched, [], norm_params, kept_params,
+             _moments=(layer_ms, norm_ms, reads_values))
+    p._defer((layer_ms, norm_ms, inputs))
+    return p
 
 
 def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: set[int],

@@ -4,8 +4,8 @@ The key is everything a plan is computed from except values: the module tree (do
 attribute such as stride, groups, padding, slopes, flags, the training mode, the forward hooks), every parameter's
 and buffer's name, shape, dtype, device and ties, the example's structure (shapes, dtypes, devices, non-tensor
 arguments) and the scheme, mode and options. A hit is copied (the caller may change it) and bound to the model
-passed in, and its moments are propagated again when the example's second moment differs (~1 ms), so a cached
-plan is what ``plan`` would return. Plans that read parameter values (``exclude``, tied or kept parameters,
+passed in, and its moments are propagated again (when its predictions are first read, as for every plan) when
+the example's second moment differs, so a cached plan is what ``plan`` would return. Plans that read parameter values (``exclude``, tied or kept parameters,
 ``bias``/``norm="keep"``, ``"current"``) are never cached. The cache holds no reference to any model; it keeps the
 :data:`MAX_ENTRIES` most recently used plans.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._plan import Plan, _input_moments, propagated
+from ._plan import Plan, _input_moments, attach_propagation, propagation_inputs
 
 __all__ = ["lookup", "store", "clear", "MAX_ENTRIES"]
 
@@ -126,6 +126,9 @@ def _copy(plan: Plan, graph: Any) -> Plan:
     for lp in out.layers:
         lp.params = [_shallow(pp) for pp in lp.params]
     out.norm_params = [_shallow(pp) for pp in plan.norm_params]
+    if "_lazy" in out.__dict__:  # propagation deferred: the copy's layers wait for the copy's own
+        for lp in out.layers:
+            lp.__dict__["_plan"] = out
     return out
 
 
@@ -149,12 +152,11 @@ def lookup(model: nn.Module, example: Any, scheme: Any, mode: Any, options: dict
     modules = dict(model.named_modules())
     graph = _bound(hit.graph, modules.__getitem__)
     out = _copy(hit, graph)
-    if _input_moments(graph, example) != input_ms:  # another example's second moment: propagate again (~1 ms)
+    if _input_moments(graph, example) != input_ms:  # another example's second moment: propagate again (when read)
         layer_ms, norm_ms, _ = hit._moments
-        for lp in out.layers:
-            lp.forward = lp.backward = None
-        out.input_ms, out.output_forward, out.approximate, out._propagation = propagated(
-            graph, out.layers, layer_ms, norm_ms, example)
+        layer_ms = dict(layer_ms)  # patched for this example: the cached plan's own stay
+        inputs = propagation_inputs(graph, out.layers, layer_ms, example)
+        out._defer((layer_ms, norm_ms, inputs))
     return key, out
 
 

@@ -22,7 +22,7 @@ from ._reparam import effective_ms, reparams
 from ._signal import Sig, sig_of
 from ._taps import chain_depths, tap_factors
 
-__all__ = ["propagated"]
+__all__ = ["propagated", "propagation_inputs", "attach_propagation"]
 
 
 _AFFINE = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -35,10 +35,24 @@ def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMomen
     (which must be None) and returns the input's second moment, the output's relative forward moment, the
     ops propagated approximately and the :class:`initwise._propagate.Propagation` itself (every node's moments:
     diagnose's noise model reads them)."""
+    return attach_propagation(g, layers, layer_ms, norm_ms, propagation_inputs(g, layers, layer_ms, example_inputs))
+
+
+def propagation_inputs(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
+                       example_inputs: Any) -> tuple:
+    """What :func:`propagated` reads from the example and the model's values (the example's moments, the exact
+    prefix, patch moments: filled into ``layer_ms``), so that :func:`attach_propagation` can run later."""
     input_ms = _input_moments(g, example_inputs)
     known = _prefix_moments(g, example_inputs, layers)
     _patch_moments(g, layer_ms, example_inputs)
-    prop = propagate(g, layer_ms, norm_ms, input_ms, _batch(example_inputs), known)
+    return input_ms, known, _batch(example_inputs)
+
+
+def attach_propagation(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
+                       norm_ms: dict[str, tuple[float, float]], inputs: tuple) -> tuple[float, float | None, list[str], Any]:
+    """The second half of :func:`propagated`, from :func:`propagation_inputs`' result."""
+    input_ms, known, batch = inputs
+    prop = propagate(g, layer_ms, norm_ms, input_ms, batch, known)
     q0 = next((v.q for v in input_ms.values() if v is not None and v.q > 0), 1.0)
     _attach(g, layers, prop, q0)
     out_f = [prop.forward.get(i) for i in g.output_ids]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -86,6 +87,18 @@ class LayerPlan:
     backward_bound: float = 1.0
     backward_removed: float = 1.0
 
+    def __getattr__(self, name: str) -> Any:
+        # the propagated figures of a plan whose propagation has not run yet (see Plan._defer): run it now
+        plan = self.__dict__.get("_plan") if name in _LAZY_LAYER else None
+        if plan is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        plan._resolve()
+        if name not in self.__dict__:  # a copy of one of the plan's layers: the figures of the layer it copies
+            src = next(lp for lp in plan.layers if lp.name == self.name)
+            self.__dict__.update({k: src.__dict__[k] for k in _LAZY_LAYER})
+        self.__dict__.pop("_plan", None)
+        return self.__dict__[name]
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("name", "type", "activation", "gain", "mode", "method", "std", "norm",
                                            "residual_end", "pixel_shuffle", "is_output", "forward_gain",
@@ -118,6 +131,41 @@ class Plan:
     _moments: tuple | None = field(default=None, repr=False, compare=False)
     # every node's propagated moments (initwise._propagate.Propagation; diagnose's noise model reads them)
     _propagation: Any = field(default=None, repr=False, compare=False)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _LAZY_PLAN and "_lazy" in self.__dict__:
+            self._resolve()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _defer(self, compute: Callable[["Plan"], tuple[float, float | None, list[str]]]) -> None:
+        """Leave the propagated figures (``input_ms``, ``output_forward``, ``approximate`` and every layer's
+        ``forward``, ``backward``, ``*_bound``, ``backward_removed``) to ``compute(plan)``, run when one of them is
+        first read (``init_`` never reads them: applying a plan does not need its predictions). ``compute`` fills
+        the layers and returns the plan's three figures; it must hold no model."""
+        for k in _LAZY_PLAN:
+            self.__dict__.pop(k, None)
+        for lp in self.layers:
+            for k in _LAZY_LAYER:
+                lp.__dict__.pop(k, None)
+            lp.__dict__["_plan"] = self
+        self.__dict__["_lazy"] = compute
+
+    def _resolve(self) -> None:
+        """Run a deferred propagation (see :meth:`_defer`); nothing when there is none."""
+        compute = self.__dict__.pop("_lazy", None)
+        if compute is None:
+            return
+        for lp in self.layers:
+            lp.__dict__.update(forward=None, backward=None, forward_bound=1.0, backward_bound=1.0,
+                               backward_removed=1.0)
+        try:
+            self.input_ms, self.output_forward, self.approximate = compute(self)
+        except AttributeError as e:  # raised inside __getattr__ it would read as "no such attribute"
+            raise RuntimeError(f"the plan's propagation failed: {type(e).__name__}: {e}") from e
+        finally:
+            for lp in self.layers:
+                lp.__dict__.pop("_plan", None)
 
     def __iter__(self):
         return iter(self.layers)
@@ -162,6 +210,16 @@ class Plan:
         from ._report import plan_table
 
         return plan_table(self)
+
+
+# the figures a deferred propagation fills (Plan._defer): no class attribute, so that __getattr__ sees them missing
+_LAZY_LAYER = ("forward", "backward", "forward_bound", "backward_bound", "backward_removed")
+_LAZY_PLAN = ("input_ms", "output_forward", "approximate")
+for _k in _LAZY_LAYER:
+    delattr(LayerPlan, _k)
+for _k in _LAZY_PLAN[:2]:  # approximate has a default factory: no class attribute
+    delattr(Plan, _k)
+del _k
 
 
 def _jsonable(v: Any) -> Any:
