@@ -226,6 +226,9 @@ def test_init_never_propagates_and_a_plan_read_later_is_what_an_eager_one_gives(
     assert p.to_dict() == want
     assert again.to_dict() == iw.plan(model, x * 3.0, "kaiming", "fan_out").to_dict()
     assert again.to_dict() != want  # (its own example's moments)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(iw.plan(model, x, "kaiming", "fan_out"))).to_dict() == want  # plain data waits
 
 
 def test_cache_false_always_traces() -> None:

@@ -21,8 +21,8 @@ from torch import nn
 from ._activations import Activation, resolve_activation
 from ._fans import fans as layer_fans
 from ._graph import _TORCH_NORMS, Graph, LayerInfo, trace
-from ._plan_moments import (_input_moments, _moments_of, _norm_kind, _norm_modules, _norm_ms, attach_propagation,
-                            propagated, propagation_inputs)  # noqa: F401 - propagated: importable from here
+from ._plan_moments import (_input_moments, _moments_of, _norm_kind, _norm_modules, _norm_ms,  # noqa: F401
+                            propagated, propagation_inputs)  # (propagated: importable from here)
 from ._plan_options import SCHEMES, _DISTRIBUTIONS, _Options, _check_options, _fan_of, _gain_for, parse_scheme
 from ._plan_types import LayerPlan, ParamPlan, Plan
 from ._propagate import LayerMoments

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._plan import Plan, _input_moments, attach_propagation, propagation_inputs
+from ._plan import Plan, _input_moments, propagation_inputs
 
 __all__ = ["lookup", "store", "clear", "MAX_ENTRIES"]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -138,29 +137,32 @@ class Plan:
             return self.__dict__[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def _defer(self, compute: Callable[["Plan"], tuple[float, float | None, list[str]]]) -> None:
+    def _defer(self, inputs: tuple) -> None:
         """Leave the propagated figures (``input_ms``, ``output_forward``, ``approximate`` and every layer's
-        ``forward``, ``backward``, ``*_bound``, ``backward_removed``) to ``compute(plan)``, run when one of them is
-        first read (``init_`` never reads them: applying a plan does not need its predictions). ``compute`` fills
-        the layers and returns the plan's three figures; it must hold no model."""
+        ``forward``, ``backward``, ``*_bound``, ``backward_removed``) to the propagation, run when one of them is
+        first read (``init_`` never reads them: applying a plan does not need its predictions). ``inputs``:
+        ``(layer moments, norm moments, what the propagation reads from the example)``, plain data (the plan
+        stays picklable); see :func:`initwise._plan_moments.attach_propagation`."""
         for k in _LAZY_PLAN:
             self.__dict__.pop(k, None)
         for lp in self.layers:
             for k in _LAZY_LAYER:
                 lp.__dict__.pop(k, None)
             lp.__dict__["_plan"] = self
-        self.__dict__["_lazy"] = compute
+        self.__dict__["_lazy"] = inputs
 
     def _resolve(self) -> None:
         """Run a deferred propagation (see :meth:`_defer`); nothing when there is none."""
-        compute = self.__dict__.pop("_lazy", None)
-        if compute is None:
+        lazy = self.__dict__.pop("_lazy", None)
+        if lazy is None:
             return
+        from ._plan_moments import attach_propagation  # (it builds on this module's LayerPlan)
+
         for lp in self.layers:
             lp.__dict__.update(forward=None, backward=None, forward_bound=1.0, backward_bound=1.0,
                                backward_removed=1.0)
         try:
-            self.input_ms, self.output_forward, self.approximate = compute(self)
+            self.input_ms, self.output_forward, self.approximate = attach_propagation(self.graph, self.layers, *lazy)
         except AttributeError as e:  # raised inside __getattr__ it would read as "no such attribute"
             raise RuntimeError(f"the plan's propagation failed: {type(e).__name__}: {e}") from e
         finally:
