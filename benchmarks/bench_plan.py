@@ -10,6 +10,8 @@ Models: a ResNet-50 (25.6M parameters, example 1x3x224x224) and a 374M-parameter
   reference), ``init_`` with an empty plan cache and an empty meta-op memo (trace + plan + draw: the first call
   for this architecture in a process that has run initwise before), ``init_`` again (the same architecture a
   second time: the cached plan), and ``Plan.apply`` alone. Targets: init_ <= 1.1x normal_.
+- the first ``init_`` taken apart (CPU time, medians): trace (and the guard's record + restore around its
+  forward, timed alone), plan after the trace, validation of the plan, draws.
 - the very first ``init_`` of a fresh process (``--fresh`` processes, median): everything cold, including the
   one-time loading of torch's Python meta kernels and initwise's per-activation caches; ``normal_`` measured
   in the same process right after, as its reference.
@@ -36,7 +38,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import initwise as iw  # noqa: E402
-from initwise import _meta_ops, _plan_cache  # noqa: E402
+from initwise import _graph, _meta_ops, _plan_cache  # noqa: E402
+from initwise._apply import prepare, run_steps  # noqa: E402
+from initwise._guard import Snapshot  # noqa: E402
 
 
 def build(name: str, fast: bool = False) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -147,6 +151,25 @@ def speed(model_name: str, repeats: int) -> dict[str, float]:
     t = {"normal_": [], "init_ first": [], "init_ again": [], "apply": []}
     p = iw.plan(model, x)
     cpu = {k: [] for k in t}
+    parts: dict[str, list[float]] = {k: [] for k in ("trace", "guard", "plan", "prepare", "draw")}
+
+    def phases() -> None:  # the first init_ taken apart (CPU time): what each step costs, memo and cache empty
+        _plan_cache.clear()
+        _meta_ops._MEMO.clear()
+        c = [time.process_time()]
+        g = _graph.trace(model, x)
+        c.append(time.process_time())
+        q = iw.plan(model, x, "kaiming", "fan_in", graph=g)
+        c.append(time.process_time())
+        steps, gen = prepare(q, model, seed=0)
+        c.append(time.process_time())
+        run_steps(steps, gen)
+        c.append(time.process_time())
+        snap = Snapshot(model, (x,))  # the guard around the trace's forward: record + restore
+        snap.close()
+        c.append(time.process_time())
+        for k, a, b in (("trace", 0, 1), ("plan", 1, 2), ("prepare", 2, 3), ("draw", 3, 4), ("guard", 4, 5)):
+            parts[k].append(c[b] - c[a])
     for _ in range(repeats):  # interleaved, so that every variant sees the same machine state
         runs = (lambda: _normal(written),
                 lambda: (_plan_cache.clear(), _meta_ops._MEMO.clear(), iw.init_(model, x, "kaiming", "fan_in", seed=0)),
@@ -157,7 +180,10 @@ def speed(model_name: str, repeats: int) -> dict[str, float]:
             run()
             t[k].append(time.perf_counter() - w0)
             cpu[k].append(time.process_time() - c0)
+        gc.collect()
+        phases()
     out = {k: statistics.median(v) for k, v in t.items()}
+    out.update({"part " + k: statistics.median(v) for k, v in parts.items()})
     out.update({"cpu " + k: statistics.median(v) for k, v in cpu.items()})
     return out
 
@@ -206,6 +232,10 @@ def main() -> None:
             extra = f"{mem[k] * m['param_bytes'] / 2**20:8.1f} MiB {mem[k]:8.1%}" if k in mem else ""
             print(f"  {label:28s} {s[k] * 1e3:7.0f} ms {s[k] / ref:9.2f}x {s['cpu ' + k] * 1e3:7.0f} ms "
                   f"{s['cpu ' + k] / cref:9.2f}x   {extra}")
+        print(f"  {'first init_, taken apart':28s} trace {s['part trace'] * 1e3:.0f} ms (of which the guard's "
+              f"record + restore {s['part guard'] * 1e3:.0f} ms) + plan {s['part plan'] * 1e3:.0f} ms + validation "
+              f"{s['part prepare'] * 1e3:.0f} ms + draws {s['part draw'] * 1e3:.0f} ms (CPU; normal_ "
+              f"{cref * 1e3:.0f} ms)")
         if args.fresh:
             f = fresh(name, args.fresh)
             print(f"  {'first init_ of a process [2]':28s} {'':20s} {f['first'] * 1e3:7.0f} ms {f['ratio']:9.2f}x"
