@@ -138,9 +138,9 @@ class Plan:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _defer(self, inputs: tuple) -> None:
-        """Leave the propagated figures (``input_ms``, ``output_forward``, ``approximate`` and every layer's
-        ``forward``, ``backward``, ``*_bound``, ``backward_removed``) to the propagation, run when one of them is
-        first read (``init_`` never reads them: applying a plan does not need its predictions). ``inputs``:
+        """Leave the propagated figures (``input_ms``, ``output_forward``, ``approximate``, ``_propagation`` and
+        every layer's ``forward``, ``backward``, ``*_bound``, ``backward_removed``) to the propagation, run when one
+        of them is first read (``init_`` never reads them: applying a plan does not need its predictions). ``inputs``:
         ``(layer moments, norm moments, what the propagation reads from the example)``, plain data (the plan
         stays picklable); see :func:`initwise._plan_moments.attach_propagation`."""
         for k in _LAZY_PLAN:
@@ -162,7 +162,8 @@ class Plan:
             lp.__dict__.update(forward=None, backward=None, forward_bound=1.0, backward_bound=1.0,
                                backward_removed=1.0)
         try:
-            self.input_ms, self.output_forward, self.approximate = attach_propagation(self.graph, self.layers, *lazy)
+            self.input_ms, self.output_forward, self.approximate, self._propagation = attach_propagation(
+                self.graph, self.layers, *lazy)
         except AttributeError as e:  # raised inside __getattr__ it would read as "no such attribute"
             raise RuntimeError(f"the plan's propagation failed: {type(e).__name__}: {e}") from e
         finally:
@@ -216,10 +217,10 @@ class Plan:
 
 # the figures a deferred propagation fills (Plan._defer): no class attribute, so that __getattr__ sees them missing
 _LAZY_LAYER = ("forward", "backward", "forward_bound", "backward_bound", "backward_removed")
-_LAZY_PLAN = ("input_ms", "output_forward", "approximate")
+_LAZY_PLAN = ("input_ms", "output_forward", "approximate", "_propagation")
 for _k in _LAZY_LAYER:
     delattr(LayerPlan, _k)
-for _k in _LAZY_PLAN[:2]:  # approximate has a default factory: no class attribute
+for _k in ("input_ms", "output_forward", "_propagation"):  # approximate has a default factory: no class attribute
     delattr(Plan, _k)
 del _k
 
