@@ -111,6 +111,17 @@ def test_chain_share_rises_from_the_mean_to_the_settled_share():
         v = w
 
 
+@pytest.mark.parametrize("n,k,p,d", [(1, 3, 1, 1), (2, 3, 1, 1), (7, 3, 1, 1), (56, 3, 1, 1), (9, 3, 2, 2),
+                                     (10, 3, 2, 2), (31, 3, 3, 3), (16, 5, 2, 1), (20, 7, 3, 1), (12, 5, 4, 2)])
+def test_chain_share_settled_share_is_the_band_operators_top_eigenvalue(n, k, p, d):
+    # B built column by column by a real convolution of ones applied to one-hot inputs: (B e_j) = conv(e_j)
+    eye = torch.eye(n, dtype=torch.float64).unsqueeze(1)
+    b = F.conv1d(eye, torch.ones(1, 1, k, dtype=torch.float64), padding=p, dilation=d).squeeze(1).T
+    top = float(torch.linalg.eigvalsh(b)[-1])
+    assert chain_share(n, k, p, d, 2)[-1] == pytest.approx(max(min(top / k, 1.0), *chain_share(n, k, p, d, 2)[:2]),
+                                                          rel=1e-12, abs=1e-15)
+
+
 class Chain(nn.Module):
     """Stride-1 padded 3x3 convolutions on an 8x8 map, optionally as residual blocks (a skip adds the profile
     of a shorter path)."""

@@ -130,6 +130,11 @@ def chain_share(n: int, k: int, pad: int, dilation: int, depth: int) -> tuple[fl
         w = band(v)
         out.append(min(float(w.sum() / v.sum()) / k, 1.0))
         v = w / w.max()
+    if k == 3 and pad == dilation:  # offsets -d, 0, d: d independent paths, B = I + a path's adjacency on each;
+        # the longest path's top eigenvalue in closed form (no LAPACK call: its first use loads ~3 MiB of code
+        # into a process whose init_ needs none of the predictions)
+        lam = min((1.0 + 2.0 * math.cos(math.pi / (-(-n // dilation) + 1))) / k, 1.0)
+        return (*out, max(lam, *out))
     b = torch.zeros(n, n, dtype=torch.float64)
     idx = torch.arange(n)
     for j in range(k):
