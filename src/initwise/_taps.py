@@ -61,8 +61,9 @@ def _pad_transposed(n_in: int, n_out: int, s: int, k: int, d: int) -> int:
 def tap_factors(module: nn.Module | None, kernel: tuple[int, ...], in_shape: tuple[int, ...],
                 out_shape: tuple[int, ...], stride: tuple[int, ...] = (), dilation: tuple[int, ...] = (),
                 transposed: bool = False, depth: tuple[int, int] = (0, 0)) -> tuple[float, float, float, float]:
-    """``(t_in / nominal, t_out / nominal, bound)`` for a convolution with ``kernel`` from ``in_shape`` to ``out_shape``
-    (``(N, C, *spatial)``): the fraction of the fans' taps that read real input values, forward and backward.
+    """``(t_in / nominal, t_out / nominal, forward bound, backward bound)`` for a convolution with ``kernel``
+    from ``in_shape`` to ``out_shape`` (``(N, C, *spatial)``): the fraction of the fans' taps that read real
+    input values, forward and backward.
 
     The nominal tap counts are those of :func:`initwise.fans`: ``prod(k)`` forward and ``prod(k / s)`` backward
     for a convolution, ``prod(k / s)`` forward and ``prod(k)`` backward for a transposed one. The padding comes
@@ -112,7 +113,7 @@ def chain_share(n: int, k: int, pad: int, dilation: int, depth: int) -> tuple[fl
     """``r(0), ..., r(depth - 1)`` and last the settled share: the share of the taps of a stride-1 same-size
     convolution (``n`` positions, kernel ``k``, zero padding ``pad``) that read real values, for an input whose
     variance profile is ``B^d 1`` (``d`` such convolutions after an even input; module doc). ``r(0)`` is the
-    mean share; the settled one is ``B``'s principal eigenvalue over ``k`` (power iteration)."""
+    mean share; the settled one is ``B``'s principal eigenvalue over ``k`` (:func:`_top_eigenvalue`)."""
     import torch
 
     def band(v: torch.Tensor) -> torch.Tensor:  # (B v)[o] = sum_j v[o - pad + j * dilation], in range
@@ -130,11 +131,18 @@ def chain_share(n: int, k: int, pad: int, dilation: int, depth: int) -> tuple[fl
         w = band(v)
         out.append(min(float(w.sum() / v.sum()) / k, 1.0))
         v = w / w.max()
+    lam = min(_top_eigenvalue(n, k, pad, dilation) / k, 1.0)
+    return (*out, max(lam, *out))
+
+
+def _top_eigenvalue(n: int, k: int, pad: int, dilation: int) -> float:
+    """The principal eigenvalue of the band operator ``B`` (``n`` positions, ``k`` taps)."""
     if k == 3 and pad == dilation:  # offsets -d, 0, d: d independent paths, B = I + a path's adjacency on each;
         # the longest path's top eigenvalue in closed form (no LAPACK call: its first use loads ~3 MiB of code
         # into a process whose init_ needs none of the predictions)
-        lam = min((1.0 + 2.0 * math.cos(math.pi / (-(-n // dilation) + 1))) / k, 1.0)
-        return (*out, max(lam, *out))
+        return 1.0 + 2.0 * math.cos(math.pi / (-(-n // dilation) + 1))
+    import torch
+
     b = torch.zeros(n, n, dtype=torch.float64)
     idx = torch.arange(n)
     for j in range(k):
@@ -142,11 +150,8 @@ def chain_share(n: int, k: int, pad: int, dilation: int, depth: int) -> tuple[fl
         ok = (src >= 0) & (src < n)
         b[idx[ok], src[ok]] = 1.0
     if 2 * pad == (k - 1) * dilation:  # centred: symmetric
-        top = float(torch.linalg.eigvalsh(b)[-1])
-    else:  # the Perron root is real and the largest
-        top = float(torch.linalg.eigvals(b).real.max())
-    lam = min(top / k, 1.0)
-    return (*out, max(lam, *out))
+        return float(torch.linalg.eigvalsh(b)[-1])
+    return float(torch.linalg.eigvals(b).real.max())  # the Perron root is real and the largest
 
 
 def chain_depths(nodes: list, convs: dict[str, nn.Module]) -> tuple[dict[int, int], dict[int, int]]:
