@@ -5,9 +5,9 @@ attribute such as stride, groups, padding, slopes, flags, the training mode, the
 and buffer's name, shape, dtype, device and ties, the example's structure (shapes, dtypes, devices, non-tensor
 arguments) and the scheme, mode and options. A hit is copied (the caller may change it) and bound to the model
 passed in, and its moments are propagated again (when its predictions are first read, as for every plan) when
-the example's second moment differs, so a cached plan is what ``plan`` would return. Plans that read parameter values (``exclude``, tied or kept parameters,
-``bias``/``norm="keep"``, ``"current"``) are never cached. The cache holds no reference to any model; it keeps the
-:data:`MAX_ENTRIES` most recently used plans.
+the example's second moment differs, so a cached plan is what ``plan`` would return. Plans that read parameter
+values (``exclude``, tied or kept parameters, ``bias``/``norm="keep"``, ``"current"``) are never cached. The cache
+holds no reference to any model; it keeps the :data:`MAX_ENTRIES` most recently used plans.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ layers. :func:`initwise.plan` decides per parameter; this module turns those dec
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -30,7 +31,8 @@ _AFFINE = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTrans
 
 
 def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
-               norm_ms: dict[str, tuple[float, float]], example_inputs: Any) -> tuple[float, float | None, list[str], Any]:
+               norm_ms: dict[str, tuple[float, float]],
+               example_inputs: Any) -> tuple[float, float | None, list[str], Any]:
     """Propagate second moments from the example through ``g``; fills each layer's ``forward``/``backward``
     (which must be None) and returns the input's second moment, the output's relative forward moment, the
     ops propagated approximately and the :class:`initwise._propagate.Propagation` itself (every node's moments:
@@ -49,7 +51,8 @@ def propagation_inputs(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, La
 
 
 def attach_propagation(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
-                       norm_ms: dict[str, tuple[float, float]], inputs: tuple) -> tuple[float, float | None, list[str], Any]:
+                       norm_ms: dict[str, tuple[float, float]],
+                       inputs: tuple) -> tuple[float, float | None, list[str], Any]:
     """The second half of :func:`propagated`, from :func:`propagation_inputs`' result."""
     input_ms, known, batch = inputs
     prop = propagate(g, layer_ms, norm_ms, input_ms, batch, known)
@@ -124,11 +127,20 @@ def _row_sums(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) -> tu
     if method == "keep":
         if w is None or w.is_meta or not w.is_floating_point():
             return None
-        rows = w.detach().reshape(w.shape[0], -1).double()
-    elif method in ("orthogonal", "identity", "dirac"):
+        return _sums_of(w.detach().reshape(w.shape[0], -1).double())
+    if method in ("orthogonal", "identity", "dirac"):
         return None
-    else:
-        rows = torch.randn(4096, k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return _gaussian_row_sums(k)
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_row_sums(k: int) -> tuple[float, ...] | None:
+    """:func:`_row_sums` of 4096 Gaussian rows of ``k`` taps (a fixed generator): the same for every drawn layer
+    of that kernel size, made once."""
+    return _sums_of(torch.randn(4096, k, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+
+
+def _sums_of(rows: torch.Tensor) -> tuple[float, ...] | None:
     q = rows.square().sum(1)
     ok = q > 0
     if not bool(ok.any()):
