@@ -54,8 +54,31 @@ def test_edsr_advice_is_healthy_and_ranked_by_the_probe(edsr_advice) -> None:
     assert "head (27 in, 72 out" in text and "PixelShuffle" in text and "residual branch" in text
     assert "initwise advise --explain" in text
     assert adv.answers["code"] in text and adv.answers["current_init"]["candidate"] == "default"
+    assert "for the weights it holds now" in adv.answers["current_init"]["text"]  # not the scheme's average
     fan = adv.answers["fan_mode"]
     assert {d["layer"] for d in fan["layers"]} >= {"head", "tail.1"} and fan["safer"] in ("fan_in", "fan_out")
+
+
+def test_fan_answer_claims_seed_noise_only_from_the_draws(edsr_advice) -> None:
+    """The fan_in/fan_out sentence says "beyond seed noise" only when a Welch test on the draws (scipy's, not ours)
+    finds it, and never calls a difference that the draws cannot resolve "within seed noise"."""
+    from scipy import stats
+
+    _, _, _, adv = edsr_advice
+    text = adv.answers["fan_mode"]["text"]
+    by = {r.name: r for r in adv.results}
+    fi, fo = by["kaiming_fan_in"], by["kaiming_fan_out"]
+    assert fi.healthy == fo.healthy  # otherwise the answer is the health check's, tested elsewhere
+    probe = adv.score == "probe" and fi.probe_loss is not None and fo.probe_loss is not None
+    a, b = (list(r.probe) if probe else list(r.losses) for r in (fi, fo))
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    assert f"{ma:.3g} under fan_in and {mb:.3g} under fan_out" in text
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    close = max(ma, mb) <= 1.05 * min(ma, mb)
+    assert ("beyond seed noise (" in text) == (p < 0.05 and not close)
+    assert "within seed noise" not in text
+    if not close and p >= 0.05:
+        assert f"Welch p = {p:.2g}" in text and "not established" in text and not adv.answers["fan_mode"]["matters"]
 
 
 def test_advice_json_round_trip(edsr_advice) -> None:

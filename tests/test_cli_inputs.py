@@ -317,3 +317,15 @@ def test_any_error_of_a_users_forward_is_one_line(model_file, capsys, command):
     assert "AssertionError: Picky wants 32 pixels" in _one_line_error(capsys, command)
     assert main([command, f"{model_file.name}:wordy", "--input", "1x3x8x8"]) == 2
     assert "first line; second line" in _one_line_error(capsys, command)
+
+
+def test_python_dash_m_initwise_is_the_same_command_line(tmp_path):
+    """``python -m initwise`` runs the CLI (a usage error: exit 2, one line on stderr naming the bad choice)."""
+    env = {**os.environ, "PYTHONPATH": SRC, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "initwise", "fans", "no_such_model_xyz"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "no_such_model_xyz" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    ok = subprocess.run([sys.executable, "-m", "initwise", "fans", "srcnn"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and "fan_in" in ok.stdout.splitlines()[0] and "Conv2d" in ok.stdout

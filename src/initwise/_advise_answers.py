@@ -155,12 +155,21 @@ def _fan_answer(model: nn.Module, base: Plan, adv: Any) -> dict[str, Any]:
             (a, da), (b, db) = _score(fi, rule), _score(fo, rule)
             if a is not None and b is not None:
                 p = welch_p(da, db)
-                matters = bool(p is not None and p < 0.05 and max(a, b) > 1.05 * min(a, b))
+                close = max(a, b) <= 1.05 * min(a, b)
+                matters = bool(p is not None and p < 0.05 and not close)
                 safer = "fan_out" if matters and b < a else "fan_in"
                 what = "loss after the probe" if rule == "probe" else "initial loss"
-                text += (f"On your batch the {what} is {a:.3g} under fan_in and {b:.3g} under fan_out: "
-                         + ("a difference beyond seed noise. " if matters else "within seed noise: it hardly "
-                            "matters here. "))
+                n = min(len(da), len(db))
+                if close:
+                    said = "within 5% of each other: it hardly matters here. "
+                elif p is None:
+                    said = "one weight draw each, so seed noise cannot be told apart from the difference. "
+                elif matters:
+                    said = f"a difference beyond seed noise ({n} weight draws each, Welch p = {p:.2g}). "
+                else:
+                    said = (f"not beyond seed noise over {n} weight draws each (Welch p = {p:.2g}), so whether it "
+                            "matters is not established here. ")
+                text += f"On your batch the {what} is {a:.3g} under fan_in and {b:.3g} under fan_out: " + said
     if matters is None:
         far = fwd_out is not None and abs(math.log10(max(fwd_out, 1e-30))) > 1
         matters = bool(far)
@@ -281,7 +290,7 @@ def _current_answer(model: nn.Module, example: Any, base: Plan, adv: Any) -> dic
                                              f"(the fixed order prefers {picked})")
     text = f"Your model's current init is {what}"
     if pred is not None:
-        text += f"; predicted output mean square {pred:.3g}x the input's"
+        text += f"; predicted output mean square {pred:.3g}x the input's for the weights it holds now"
     text += f". Verdict: {verdict} ({why})."
     return {"differs_from_default": differs, "candidate": name, "predicted_output_forward": pred,
             "verdict": verdict, "why": why, "text": text}

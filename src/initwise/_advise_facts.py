@@ -40,7 +40,7 @@ def _default_facts(profile: Profile) -> list[str]:
     line = ("PyTorch's default (kaiming_uniform_(a=sqrt(5))) draws Var = 1/(3 fan_in): a third of LeCun's, a sixth of "
             "He's for ReLU")
     if pred is not None:
-        line += f"; predicted output second moment {pred:.3g}x the input's"
+        line += f"; predicted output second moment {pred:.3g}x the input's on average over fresh draws"
     if "kaiming_fan_in" in profile.schemes and profile["kaiming_fan_in"].plan.output_forward is not None:
         line += f" (Kaiming fan_in: {profile['kaiming_fan_in'].plan.output_forward:.3g}x)"
     return [line]
