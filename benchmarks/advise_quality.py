@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import initwise as iw  # noqa: E402
 from initwise._advise_evidence import CandidateResult, kind, probe_curves  # noqa: E402
 from initwise._advise_rule import INIT_DRAWS, PROBE_DRAWS, PROBE_STEPS, PRIOR, REJECT, SCORE, SCREEN  # noqa: E402
+from initwise._advise_rule import TIE_PRIOR  # noqa: E402
 from initwise._advise_rule import confidence, equivalent, rank, screened  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
 import _jsonl  # noqa: E402
@@ -193,7 +194,7 @@ def parse(rule: str) -> dict:
     ``library``: the library's constants."""
     if rule == "library":
         return {"score": SCORE, "k": PROBE_STEPS if SCORE == "probe" else None, "screen": SCREEN,
-                "init": INIT_DRAWS, "draws": PROBE_DRAWS, "reject": REJECT}
+                "init": INIT_DRAWS, "draws": PROBE_DRAWS, "reject": REJECT, "tie_prior": TIE_PRIOR}
     head, *opts = rule.split("/")
     out = {"score": "probe" if head.startswith("probe@") else head, "k": int(head.split("@")[1])
            if head.startswith("probe@") else None, "screen": 99, "init": SEEDS, "draws": PROBE_SEEDS,
@@ -407,8 +408,8 @@ def _complete(f: dict) -> bool:
 def library_rule() -> str:
     """The library's constants as a rule name of :func:`parse`."""
     return (f"probe@{PROBE_STEPS}/K{SCREEN}/d{PROBE_DRAWS}/i{INIT_DRAWS}"
-            + ("/soft" if not (SOFT & REJECT) else "/novanish" if "vanishes" not in REJECT else "")) \
-        if SCORE == "probe" else SCORE
+            + ("/soft" if not (SOFT & REJECT) else "/novanish" if "vanishes" not in REJECT else "")
+            + ("/tp" if TIE_PRIOR else "")) if SCORE == "probe" else SCORE + ("/tp" if TIE_PRIOR else "")
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ from torch import nn
 
 import initwise as iw
 from initwise import zoo
-from initwise._advise_rule import SCREEN
+from initwise._advise_rule import PRIOR, SCREEN, TIE
 from initwise._cli.main import main
 from initwise.bench.data import get_task
 
@@ -34,7 +34,11 @@ def test_edsr_advice_is_healthy_and_ranked_by_the_probe(edsr_advice) -> None:
     best = adv.result(adv.recommended.name)
     assert best.healthy and best.rank == 1 and adv.score == "probe"
     probed = [r for r in adv.results if r.probe]
-    assert best.probe_loss == min(r.probe_loss for r in probed)
+    low = min(probed, key=lambda r: r.probe_loss)
+    if low.name != best.name:  # the tie-break: equivalent to the lowest, and first in PRIOR among them
+        assert best.probe_loss <= low.probe_loss * (1 + TIE) and low.name in adv.equivalent
+        assert PRIOR.index(best.name) < (PRIOR.index(low.name) if low.name in PRIOR else len(PRIOR))
+        assert f"{low.name} had the lowest" in " ".join(adv.reasons)
     # the screen: the probe ran on the `screen` healthy candidates with the lowest initial loss, no others
     healthy = sorted((r for r in adv.results if r.healthy), key=lambda r: r.init_loss)
     assert adv.screen == SCREEN and {r.name for r in probed} == {r.name for r in healthy[:adv.screen]}
@@ -351,3 +355,36 @@ def test_probe_adam_matches_torch_adam_step_for_step():
         for a, b in zip(nets[0].parameters(), nets[1].parameters()):
             assert torch.equal(a, b), step
     assert torch.equal(unused[0], unused[1])
+
+
+def test_prefer_prior_picks_the_first_in_prior_among_equivalents_and_says_so() -> None:
+    """Candidates the probe cannot tell apart (within TIE): the one first in PRIOR's order is the pick, the
+    score's best becomes an equivalent, ranks follow, and the reasons name the candidate with the lowest loss."""
+    from initwise._advise_answers import reasons
+    from initwise._advise_evidence import CandidateResult
+    from initwise._advise_rule import equivalent, prefer_prior, rank
+
+    def res(name: str, probe: float) -> CandidateResult:
+        r = CandidateResult(name, "", 0.5, 0.0, None, None, 0.5, 2.0, 1.0, 1.0, True, probe=[probe])
+        r.probe_loss = probe
+        return r
+
+    first, later = PRIOR[0], "xavier"
+    assert PRIOR.index(first) < PRIOR.index(later)
+    rs = [res("default", 0.2), res(first, 0.1 * (1 + TIE / 2)), res(later, 0.1)]
+    rank(rs, "probe")
+    eq = equivalent(rs, "probe")
+    assert rs[0].name == later and eq == [first]
+    eq2, scored_first = prefer_prior(rs, eq)
+    assert [r.name for r in rs] == [first, later, "default"] and [r.rank for r in rs] == [1, 2, 3]
+    assert eq2 == [later] and scored_first == later
+    why = reasons(rs, eq2, "given target", "probe", 5, 1e-3, scored_first)
+    assert why[0].startswith(f"{later} had the lowest held-out loss after the probe (0.1)")
+    assert why[1].startswith("its loss on held-out patches after 5 Adam steps")
+    # beyond the tie band nothing moves; the score's best first in PRIOR stays the pick
+    rs = [res(later, 0.1), res(first, 0.1 * (1 + 2 * TIE))]
+    rank(rs, "probe")
+    assert equivalent(rs, "probe") == [] and prefer_prior(rs, []) == ([], None) and rs[0].name == later
+    rs = [res(first, 0.1), res(later, 0.1)]
+    rank(rs, "probe")
+    assert prefer_prior(rs, equivalent(rs, "probe")) == ([later], None) and rs[0].name == first

@@ -28,8 +28,8 @@ from torch import nn
 
 from ._advise_evidence import HEALTH, CandidateResult, Drawer, health, initial_losses, kept_zeros, no_gradient
 from ._advise_evidence import outputs, probe_losses
-from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_STEPS, SCORE, SCREEN, TIE, WALK, mean_std, rejects
-from ._advise_rule import screened
+from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_STEPS, SCORE, SCREEN, TIE, TIE_PRIOR, WALK, mean_std
+from ._advise_rule import prefer_prior, rejects, screened
 from ._advise_rule import confidence as _confidence, equivalent as _equivalent, rank as _rank
 from ._candidate_set import generate_candidates
 from ._candidates import Candidate, candidate
@@ -384,10 +384,13 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     _rank(results, rule)
     equivalent = _equivalent(results, rule)
     confidence = _confidence(results, equivalent, rule)
+    scored_first = None
+    if TIE_PRIOR:
+        equivalent, scored_first = prefer_prior(results, equivalent)
     chosen = next(c for c in cands if c.name == results[0].name)
     from ._advise_answers import answers, facts, reasons
 
-    why = reasons(results, equivalent, target_kind, rule, steps, lr)
+    why = reasons(results, equivalent, target_kind, rule, steps, lr, scored_first)
     if trial is not None:
         from ._advise_trial import run_trial
 

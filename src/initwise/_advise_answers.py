@@ -56,7 +56,9 @@ GLOSSARY: dict[str, str] = {
                     "several weight draws).",
     "probe": "a few Adam steps (your learning rate) on half of your batch, then the loss on the other half: which "
              "init gets off the ground fastest with the optimizer you use (as GradInit and MetaInit do). It runs on "
-             "the 2 healthy candidates with the lowest initial loss (the screen), one weight draw each.",
+             "the 2 healthy candidates with the lowest initial loss (the screen), one weight draw each. Among the "
+             "best and the candidates equivalent to it, the pick is the first in the fixed order that did best on "
+             "the design set (the score cannot tell them apart).",
     "seed noise": "the spread of a result over weight draws (or training seeds); two candidates are 'equivalent' "
                   "when their difference is within it (Welch's t-test p > 0.05) or below 5%.",
     "confidence": "high: the pick beat every other scored candidate beyond seed noise and by more than 1.5x; "
@@ -303,20 +305,30 @@ def answers(model: nn.Module, example: Any, base: Plan, adv: Any) -> dict[str, A
 
 
 def reasons(results: list, equivalent: list[str], target_kind: str, rule: str | None, steps: int,
-            lr: float) -> list[str]:
-    """Why the pick: the score it won on (or that there was none), health, rejections, equivalents."""
+            lr: float, scored_first: str | None = None) -> list[str]:
+    """Why the pick: the score it won on (or that there was none), health, rejections, equivalents;
+    ``scored_first``: the candidate the score ranked first when the tie-break (PRIOR's order among candidates
+    within seed noise) picked another."""
     best = results[0]
     out = []
+    if scored_first is not None and rule is not None:
+        top = next(r for r in results if r.name == scored_first)
+        what = "held-out loss after the probe" if rule == "probe" else "initial loss"
+        value = top.probe_loss if rule == "probe" else top.init_loss
+        out.append(f"{scored_first} had the lowest {what} ({value:.3g}); the pick is within seed noise of it and "
+                   "comes first among them in the order that did best on the design set (docs/evidence.md)")
     if rule is None:
         out.append("no target given: nothing measures the output, so the pick is the first healthy candidate in "
                    "the order that did best on the design set (docs/evidence.md); give a target (--task, or "
                    "target=) for a pick based on your data")
     elif rule == "probe":
-        out.append(f"lowest loss on held-out patches after {steps} Adam steps (lr {lr:g}) on the others: "
+        out.append(f"{'its' if scored_first else 'lowest'} loss on held-out patches after {steps} Adam steps "
+                   f"(lr {lr:g}) on the others: "
                    f"{best.probe_loss:.3g}" + (f" +- {best.probe_loss_std or 0:.2g}" if len(best.probe) > 1 else
                                                " (one weight draw)") + f" [{target_kind}]")
     else:
-        out.append(f"lowest initial loss among healthy candidates: {best.init_loss:.3g} +- "
+        out.append(f"{'its' if scored_first else 'lowest'} initial loss among healthy candidates: "
+                   f"{best.init_loss:.3g} +- "
                    f"{best.init_loss_std or 0:.2g} [{target_kind}]")
     if best.output_rms is not None and best.target_rms is not None:
         out.append(f"output rms at init {best.output_rms:.3g} (target rms {best.target_rms:.3g})")
