@@ -51,6 +51,9 @@ from initwise.bench.summary import psnr_at  # noqa: E402
 DESIGN = ["docs/evidence/study.jsonl", "docs/evidence/long/results.jsonl", "docs/evidence/more/results.jsonl"]
 DESIGN_EXTRA = "docs/evidence/design-extra/results.jsonl"  # deep plain nets (benchmarks/design_models.py)
 VALIDATION = "docs/evidence/validation/results.jsonl"
+VALIDATION_V2 = "docs/evidence/validation-v2/results.jsonl"  # the second validation set (validation_v2_models.py)
+VALIDATED = "probe@5/K2/d1/i2/novanish"  # the rule the first validation set checked (frozen at 493454c); the
+# library's rule since 0676d1b adds /tp, chosen on the design set after that set's misses were known: "seen" there
 FEATURES = "docs/evidence/advise_features.jsonl"
 CHECKPOINTS = (5, 10, 20)
 SEEDS, PROBE_SEEDS = 4, 2  # draws stored per candidate; a rule uses the first INIT_DRAWS / PROBE_DRAWS of them
@@ -82,7 +85,8 @@ def design_cells() -> list[dict]:
 
 
 def validation_cells(path: str = VALIDATION, which: str = "validation") -> list[dict]:
-    """Cells of a study_validation.py store: the validation set, or (``which="design"``) the design additions."""
+    """Cells of a study_validation.py store: the validation set, (``which="design"``) the design additions, or
+    (``which="v2"``) the second validation set."""
     if not Path(path).exists():
         return []
     import study_validation as sv
@@ -366,10 +370,11 @@ def print_set(title: str, cells: list[dict], feats: dict, chosen: str, rules: li
     for rule, rows in sorted(table.items(), key=lambda kv: _summary(kv[1])[0]):
         m, n, w, wd, total = _summary(rows)
         if n:
-            mark = " **(library's rule)**" if rule == chosen else ""
+            mark = (" **(library's rule)**" if rule == library_rule() else " **(this table's rule)**") \
+                if rule == chosen else ""
             print(f"| {rule}{mark} | {m:.2f} | {n}/{total} | {w}/{n} | {wd}/{n} | {_runs(cells, feats, rule)} | "
                   f"{_cost(cells, feats, rule):.0f} |")
-    print(f"\n### {title}: the library's rule ({chosen}) per cell\n")
+    print(f"\n### {title}: {'the library' if chosen == library_rule() else 'the'} rule {chosen} per cell\n")
     print("| cell | seeds | pick | confidence | pick PSNR | best | best PSNR | regret [95% CI] | p vs best | "
           "default PSNR | p vs default | within noise | worse than default |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -399,6 +404,20 @@ def calibration(rows: list) -> None:
             print(f"| {word} | {len(sel)} | {sum(r[3]['within'] for r in sel)}/{len(sel)} |")
 
 
+def done_when(title: str, rows: list, feats: dict, cells: list[dict], rule: str) -> None:
+    """The confidence calibration and the issue's Done-when line of one validation table."""
+    calibration(rows)
+    m, n, w, wd, _ = _summary(rows)
+    table = evaluate(cells, feats, [f"always {x}" for x in sorted({k for c in cells for k in c["outcomes"]})])
+    fixed = {r: _summary(v)[0] for r, v in table.items() if _summary(v)[1] == n}
+    beaten = [r for r, v in fixed.items() if v <= m]
+    print(f"\nDone-when, {title} ({n} cells): within noise on every cell: {w == n} ({w}/{n}); never worse than "
+          f"default: {wd == 0}; mean regret {m:.2f} dB lower than every fixed choice trained on all cells: "
+          f"{not beaten}" + (f" (not lower than: {', '.join(beaten)})" if beaten else "")
+          + "; fixed choices on all cells: " + ", ".join(f"{r[7:]} {v:.2f}" for r, v in
+                                                         sorted(fixed.items(), key=lambda kv: kv[1])))
+
+
 def _complete(f: dict) -> bool:
     """A stored feature record has every probe a rule may need (version 1 stored them for healthy ones only)."""
     return f.get("version") == VERSION or not any(c["problems"] and all(kind(p) in SOFT for p in c["problems"])
@@ -415,13 +434,14 @@ def library_rule() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", action="store_true", help="compute missing features (slow) before the tables")
-    ap.add_argument("--only", choices=("design", "validation"), help="with --features: only this set")
-    ap.add_argument("--live", action="store_true", help="rerun initwise.advise on the validation cells")
+    ap.add_argument("--only", choices=("design", "validation", "v2"), help="with --features: only this set")
+    ap.add_argument("--live", action="store_true", help="rerun initwise.advise on the validation cells (both sets)")
     ap.add_argument("--variants", action="store_true", help="also the design set's table of every variant")
     ap.add_argument("--design-only", action="store_true", help="no validation table (while a rule is being chosen)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells()
+    cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells() + \
+        validation_cells(VALIDATION_V2, "v2")
     feats = {}
     for r in _jsonl.read(FEATURES, every=True):
         if r.get("version") in (1, VERSION) and _complete(r):
@@ -437,8 +457,9 @@ def main() -> int:
             print(f"features {key}: {f['advise_s']:.1f}s", flush=True)
     design = [c for c in cells if c["set"] == "design"]
     validation = [c for c in cells if c["set"] == "validation" and len(c["seeds"]) >= 2]
+    v2 = [c for c in cells if c["set"] == "v2" and len(c["seeds"]) >= 2]
     for c in cells:
-        if c["set"] == "validation" and (len(c["seeds"]) < 2 or c["partial"]):
+        if c["set"] in ("validation", "v2") and (len(c["seeds"]) < 2 or c["partial"]):
             print(f"validation cell {c['cell']}: {len(c['seeds'])} seed(s) finished by every candidate"
                   + (f", {c['partial']} run(s) of unfinished seeds left out" if c["partial"] else "")
                   + (" -> not in the table (fewer than 2 seeds)" if len(c["seeds"]) < 2 else ""))
@@ -469,21 +490,21 @@ def main() -> int:
           f"{adopt[0] if adopt else 'none'}")
     print_set("Design set", design, feats, library, RULES + (VARIANTS if args.variants else []))
     calibration(evaluate(design, feats, [library])[library])
-    if validation and not args.design_only:
-        v_table = print_set("Validation set", validation, feats, library, RULES)
-        calibration(v_table[library])
-        m, n, w, wd, _ = _summary(v_table[library])
-        fixed = {r: _summary(v)[0] for r, v in v_table.items() if r.startswith("always ") and _summary(v)[1] == n}
-        beaten = [r for r, v in fixed.items() if v <= m]
-        print(f"\nDone-when on the validation set ({n} cells): within noise on every cell: {w == n} ({w}/{n}); "
-              f"never worse than default: {wd == 0}; mean regret {m:.2f} dB lower than every fixed choice trained "
-              f"on all cells: {not beaten}" + (f" (not lower than: {', '.join(beaten)})" if beaten else ""))
+    if not args.design_only:
+        sets = [(f"Validation set (the rule it checked, {VALIDATED})", validation, VALIDATED)]
+        if library != VALIDATED:
+            sets.append((f"Validation set, seen (the library's rule, {library})", validation, library))
+        sets.append((f"Validation set v2 (the library's rule, {library})", v2, library))
+        for title, vcells, rule in sets:
+            if vcells:
+                done_when(title, print_set(title, vcells, feats, rule, RULES)[rule], feats, vcells, rule)
     if args.live:
-        for cell in validation:
+        for cell in validation + v2:
             net, x, y = _validation_model(cell)
             adv = iw.advise(net, x, target=y, lr=cell["lr"])
-            want = pick(feats[f"validation|{cell['cell']}"], library)[0]
-            print(f"live {cell['cell']}: advise picks {adv.recommended.name} ({adv.confidence}); table: {want}")
+            want = pick(feats[f"{cell['set']}|{cell['cell']}"], library)[0]
+            print(f"live {cell['set']} {cell['cell']}: advise picks {adv.recommended.name} ({adv.confidence}); "
+                  f"table: {want}")
     return 0
 
 

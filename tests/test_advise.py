@@ -388,3 +388,42 @@ def test_prefer_prior_picks_the_first_in_prior_among_equivalents_and_says_so() -
     rs = [res(first, 0.1), res(later, 0.1)]
     rank(rs, "probe")
     assert prefer_prior(rs, equivalent(rs, "probe")) == ([later], None) and rs[0].name == first
+
+
+class _Scaled(nn.Module):
+    """RCAN/EDSR-style: the input multiplied by rgb_range = 255 before a MeanShift-like 1x1 conv whose
+    ``requires_grad = False`` is set on the module (which freezes nothing), divided back at the end."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.sub = nn.Conv2d(1, 1, 1)
+        self.sub.requires_grad = False
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 1, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.sub(x * self.scale)) / self.scale
+
+
+def test_a_fixed_input_scale_is_not_an_exploding_init_and_the_report_says_so() -> None:
+    from initwise._advise_evidence import health, lead_scale
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 12, 12)
+    model = _Scaled(255.0)
+    name, lead = lead_scale(model, x, iw.trace(model, x))
+    assert name == "sub" and lead == pytest.approx(255.0**2, rel=1e-6)  # x * 255 (float32) enters the first layer
+    adv = iw.advise(model, x)
+    measured = [r for r in adv.results if r.checked]
+    assert adv.result(adv.recommended.name).healthy
+    assert not any("explodes" in p for r in measured for p in r.problems)
+    # judged against the model's input, the same measurements explode: the model's own factor, not the init
+    runs = adv.profile.runs
+    assert any(p.startswith("forward explodes: ") for r in runs for p in health(r)[3])
+    assert not any("explodes" in p for r in runs for p in health(r, lead=(name, lead))[3])
+    text = "\n".join(adv.facts)
+    assert "'sub' receives 6.5e+04x the input's mean square" in text
+    assert "sub set `requires_grad = False` on the module, which freezes none of its parameters" in text
+    plain = iw.advise(_Scaled(1.0), x)
+    assert not any("receives" in f for f in plain.facts)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._advise_evidence import HEALTH, CandidateResult, Drawer, health, initial_losses, kept_zeros, no_gradient
-from ._advise_evidence import outputs, probe_losses
+from ._advise_evidence import LEAD, lead_scale, outputs, probe_losses
 from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_STEPS, SCORE, SCREEN, TIE, TIE_PRIOR, WALK, mean_std
 from ._advise_rule import prefer_prior, rejects, screened
 from ._advise_rule import confidence as _confidence, equivalent as _equivalent, rank as _rank
@@ -166,8 +166,9 @@ class _Health:
     time where possible (one diagnose call), and never twice."""
 
     def __init__(self, model: nn.Module, example: Any, seed: int, drawers: dict[str, Drawer],
-                 plans: dict[str, Plan]) -> None:
+                 plans: dict[str, Plan], lead: tuple[str, float] | None = None) -> None:
         self.model, self.example, self.seed, self.drawers, self.plans = model, example, seed, drawers, plans
+        self.lead = lead
         self.runs: dict[str, Any] = {}
         self.meta: Profile | None = None
         self.silent: set[str] | None = None
@@ -186,7 +187,7 @@ class _Health:
             zeros = kept_zeros(self.model, prof.runs)
             self.silent = set.intersection(*(no_gradient(r) for r in prof.runs)) if zeros else set()
         for c in todo:
-            self.verdict[c.name] = health(self.runs[c.name], self.silent)
+            self.verdict[c.name] = health(self.runs[c.name], self.silent, self.lead)
 
     def healthy(self, c: Candidate) -> bool:
         self.measure([c])
@@ -325,7 +326,8 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     loss_fn = loss or (_default_loss(target) if target is not None else None)
     target_kind = "none" if target is None else ("labels" if not target.is_floating_point() else "given target")
     trms = float(target.double().pow(2).mean().sqrt()) if target is not None and target.is_floating_point() else None
-    hc = _Health(model, example, seed, drawers, plans)
+    lead = lead_scale(model, example, base.graph)
+    hc = _Health(model, example, seed, drawers, plans, lead)
     need = _needed(cands, model, example, base)
     init: dict[str, tuple[list[float], list[float]]] = {}
     if trial is not None or candidates is not None:
@@ -397,8 +399,13 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         chosen, confidence, why, equivalent = run_trial(model, example, cands, results, equivalent, trial,
                                                         trial_seeds, finalists, seed, chosen, confidence, why,
                                                         trial_steps, {n: d.plan for n, d in drawers.items()})
-    adv = Advice(chosen, confidence, equivalent, why, facts(model, base, profile), results, profile, target_kind,
+    found = facts(model, base, profile)
+    if lead is not None and abs(math.log10(lead[1])) > LEAD:
+        found.insert(0, f"the model scales its input before its first layer: '{lead[0]}' receives "
+                        f"{lead[1]:.3g}x the input's mean square (a fixed factor in the forward, e.g. rgb_range); "
+                        "the health limits on the forward are taken relative to what it receives")
+    adv = Advice(chosen, confidence, equivalent, why, found, results, profile, target_kind,
                  seed, trial_steps, example, {}, rule, steps if rule == "probe" else None, lr,
                  screen if rule == "probe" else None)
-    adv.answers = answers(model, example, base, adv)
+    adv.answers = answers(model, example, base, adv, cands)
     return adv

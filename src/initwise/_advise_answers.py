@@ -61,7 +61,8 @@ GLOSSARY: dict[str, str] = {
              "the design set (the score cannot tell them apart).",
     "seed noise": "the spread of a result over weight draws (or training seeds); two candidates are 'equivalent' "
                   "when their difference is within it (Welch's t-test p > 0.05) or below 5%.",
-    "confidence": "high: the pick beat every other scored candidate beyond seed noise and by more than 1.5x; "
+    "confidence": "high: no other scored candidate is equivalent to the pick and the runner-up's score is more "
+                  "than 1.5x the pick's; "
                   "medium: others are within noise, or the margin is small; low: no target (no output criterion) or "
                   "nothing healthy. Measured (docs/evidence.md): 'high' picks were within seed noise of the best "
                   "after training in 2 of 3 design cells and 0 of 1 validation cell, 'medium' in 7 of 10 design and "
@@ -144,7 +145,7 @@ def _fan_answer(model: nn.Module, base: Plan, adv: Any) -> dict[str, Any]:
                     "Adam rescales each parameter's step, so this matters less)")
     if pred:
         text += _cap("; ".join(pred)) + ". "
-    matters, safer = None, "fan_in"
+    matters, safer, measured = None, "fan_in", False
     if fi is not None and fo is not None:
         if fi.healthy != fo.healthy:
             matters, safer = True, "fan_in" if fi.healthy else "fan_out"
@@ -158,7 +159,7 @@ def _fan_answer(model: nn.Module, base: Plan, adv: Any) -> dict[str, Any]:
             if a is not None and b is not None:
                 p = welch_p(da, db)
                 close = max(a, b) <= 1.05 * min(a, b)
-                matters = bool(p is not None and p < 0.05 and not close)
+                matters = measured = bool(p is not None and p < 0.05 and not close)
                 safer = "fan_out" if matters and b < a else "fan_in"
                 what = "loss after the probe" if rule == "probe" else "initial loss"
                 n = min(len(da), len(db))
@@ -177,10 +178,10 @@ def _fan_answer(model: nn.Module, base: Plan, adv: Any) -> dict[str, Any]:
         matters = bool(far)
         text += ("The predicted mismatch exceeds 10x: it can matter. " if far else
                  "The predicted mismatch stays within 10x: it matters little. ")
-    if matters and safer == "fan_out":
-        text += "Safer here: fan_out (it did better on your batch, beyond seed noise)."
-    elif matters:
-        text += "Safer here: fan_in (it did better on your batch, beyond seed noise)."
+    if measured:
+        text += f"Safer here: {safer} (it did better on your batch, beyond seed noise)."
+    elif matters and fi is not None and fo is not None and fi.healthy != fo.healthy:
+        text += f"Safer here: {safer} (the other fails the health check)."
     else:
         text += "Safer: fan_in (it keeps the forward pass, what your loss sees, at its intended size)."
     return {"matters": matters, "safer": safer, "layers": layers, "text": text}
@@ -229,7 +230,29 @@ def _act_of(base: Plan, name: str) -> Any:
     return name
 
 
-def _residual_answer(base: Plan, adv: Any) -> dict[str, Any]:
+def _scaled_compared(adv: Any, cands: list) -> str:
+    """What the candidates with scaled or zeroed branch ends were compared on, in words (only what was done)."""
+    opts = {c.name: c.options for c in cands}
+    scaled = [r for r in adv.results if opts.get(r.name, {}).get("zero_init_residual")
+              or opts.get(r.name, {}).get("residual_scale") is not None]
+    if not scaled:
+        return "no candidate with scaled or zeroed branch ends was compared"
+    names = ", ".join(r.name for r in scaled[:3]) + (", ..." if len(scaled) > 3 else "")
+    same = [r.name for r in scaled if r.name in adv.equivalent]
+    if same:
+        return f"{', '.join(same)} (scaled branch ends) within seed noise of the pick"
+    if adv.score is None:
+        return (f"the candidates with scaled branch ends ({names}) come after the pick in the fixed order (no "
+                "target: nothing compared them on your data)")
+    if any(r.probe for r in scaled):
+        return f"the candidates with scaled branch ends ({names}) ranked below the pick on the probe"
+    if any(r.init_loss is not None for r in scaled):
+        return (f"the candidates with scaled branch ends ({names}) ranked below the pick on the initial loss (the "
+                "probe did not run on them)")
+    return f"the candidates with scaled branch ends ({names}) were not measured"
+
+
+def _residual_answer(base: Plan, adv: Any, cands: list | None = None) -> dict[str, Any]:
     ends = branch_ends(base)
     infos = {i.name: i for i in base.graph.layers}
     global_res = [lp.name for lp in base.layers if lp.is_output and infos[lp.name].residual_end]
@@ -252,7 +275,7 @@ def _residual_answer(base: Plan, adv: Any) -> dict[str, Any]:
     if ends or out_scale:
         bits.append(f"recommended branch-end handling: {how}" + (f", output layer x{out_scale:g}" if out_scale else ""))
         if ends and how == "none":
-            bits.append("plain branch ends did as well as or better than scaled ones here")
+            bits.append(_scaled_compared(adv, cands or []))
     return {"branch_ends": ends, "global_residual_output": global_res, "code_scales": scales,
             "recommended": how, "output_scale": out_scale, "text": _cap("; ".join(bits)) + "."}
 
@@ -298,9 +321,10 @@ def _current_answer(model: nn.Module, example: Any, base: Plan, adv: Any) -> dic
             "verdict": verdict, "why": why, "text": text}
 
 
-def answers(model: nn.Module, example: Any, base: Plan, adv: Any) -> dict[str, Any]:
-    """The five answers (a)-(e) as a JSON-able dict."""
-    return {"fan_mode": _fan_answer(model, base, adv), "gain": _gain_answer(base), "residual": _residual_answer(base, adv),
+def answers(model: nn.Module, example: Any, base: Plan, adv: Any, cands: list | None = None) -> dict[str, Any]:
+    """The five answers (a)-(e) as a JSON-able dict (``cands``: the candidates compared, for their options)."""
+    return {"fan_mode": _fan_answer(model, base, adv), "gain": _gain_answer(base),
+            "residual": _residual_answer(base, adv, cands),
             "code": code_line(adv.recommended), "current_init": _current_answer(model, example, base, adv)}
 
 

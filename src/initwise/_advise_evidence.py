@@ -37,7 +37,8 @@ from ._diagnose import SchemeProfile
 from ._guard import fresh, seed_all
 from ._nested import call
 
-__all__ = ["CandidateResult", "HEALTH", "Z", "health", "kind", "outputs", "Drawer", "initial_losses", "probe_losses"]
+__all__ = ["CandidateResult", "HEALTH", "Z", "LEAD", "health", "lead_scale", "kind", "outputs", "Drawer",
+           "initial_losses", "probe_losses"]
 
 HEALTH = 3.0  # decades: forward below 1e-3 / above 1e3 of the input's, backward above 1e3 of the output's
 Z = 3.0  # standard errors beyond a threshold before a layer fails it (two-sided p = 0.003 if normal)
@@ -131,12 +132,52 @@ def kept_zeros(model: nn.Module, runs: Sequence[SchemeProfile]) -> list[str]:
     return [n for n in kept if n in params and params[n].numel() and not bool(params[n].detach().ne(0).any())]
 
 
-def health(run: SchemeProfile, model_design: set[str] | frozenset[str] = frozenset()
+LEAD = 1.0  # decades: a first layer receiving more than 10x (or less than 1/10) the input's mean square means the
+# model scales its input itself before any drawn weight (RCAN/EDSR's x rgb_range = 255: 6.5e4); forward limits are
+# then judged against what that layer receives. Every design and validation net is within it (none moves)
+
+
+def lead_scale(model: nn.Module, example: Any, graph: Any) -> tuple[str, float] | None:
+    """``(first layer, E[its input^2] / E[model input^2])`` on one forward of a copy of ``model`` (the first layer
+    in execution order that is a module with a tensor input), or None when it cannot be measured."""
+    layers = sorted(graph.layers, key=lambda i: i.order)
+    if not layers or not isinstance(layers[0].module, nn.Module):
+        return None
+    first = layers[0]
+    m = copy.deepcopy(model)
+    mod = dict(m.named_modules()).get(first.name)
+    x = fresh(example)
+    flat = [x] if isinstance(x, torch.Tensor) else list(x.values()) if isinstance(x, dict) else \
+        list(x) if isinstance(x, (tuple, list)) else []
+    xs = next((t for t in flat if isinstance(t, torch.Tensor)), None)
+    if mod is None or xs is None or not xs.is_floating_point():
+        return None
+    ref = float(xs.detach().double().pow(2).mean())
+    seen: list[float] = []
+
+    def hook(_m: nn.Module, args: tuple) -> None:
+        if not seen and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            seen.append(float(args[0].detach().double().pow(2).mean()))
+
+    h = mod.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            call(m, x)
+    finally:
+        h.remove()
+    if not seen or not ref > 0 or not math.isfinite(seen[0]):
+        return None
+    return first.name, seen[0] / ref
+
+
+def health(run: SchemeProfile, model_design: set[str] | frozenset[str] = frozenset(),
+           lead: tuple[str, float] | None = None
            ) -> tuple[float | None, float | None, float | None, list[str], int, int, list[str]]:
     """``(min_backward, max_backward, max_forward, problems, grads_live, grads_total, zero_by_design)``.
 
     ``model_design``: layers silenced by the model's own zero parameters (see :func:`kept_zeros`); they count as
-    zero by design, like the layers this run's plan zeroes."""
+    zero by design, like the layers this run's plan zeroes. ``lead``: :func:`lead_scale`; beyond ``LEAD`` decades
+    the forward limits are relative to what the first layer receives, not to the model's input."""
     design = _zero_by_design(run) | set(model_design)
     layers = run.layers
     weighted = [lp for lp in layers if lp.weight_grad is not None]
@@ -152,13 +193,17 @@ def health(run: SchemeProfile, model_design: set[str] | frozenset[str] = frozens
     fwd = [lp for lp in keep if lp.forward is not None and math.isfinite(lp.forward) and lp.forward > 0]
     bwd = [lp for lp in keep if lp.backward is not None and math.isfinite(lp.backward) and lp.backward > 0]
     outs = {lp.name for lp in run.plan.layers if lp.is_output}
-    vanish = [lp for lp in fwd if lp.name not in outs and _beyond(lp.forward, lp.forward_noise, 10 ** -HEALTH, False)]
+    ref, of = 1.0, "of the input's"
+    if lead is not None and abs(math.log10(lead[1])) > LEAD:
+        ref, of = lead[1], f"of what the first layer '{lead[0]}' receives ({lead[1]:.2g}x the input's)"
+    vanish = [lp for lp in fwd if lp.name not in outs and
+              _beyond(lp.forward, lp.forward_noise, ref * 10 ** -HEALTH, False)]
     if vanish:
         w = min(vanish, key=lambda lp: lp.forward)
-        problems.append(f"forward vanishes: {w.forward:.2g} of the input's at '{w.name}' (a hidden layer)")
-    boom = [lp for lp in fwd if _beyond(lp.forward, lp.forward_noise, 10**HEALTH, True)]
+        problems.append(f"forward vanishes: {w.forward / ref:.2g} {of} at '{w.name}' (a hidden layer)")
+    boom = [lp for lp in fwd if _beyond(lp.forward, lp.forward_noise, ref * 10**HEALTH, True)]
     if boom:
-        problems.append(f"forward explodes: {max(lp.forward for lp in boom):.2g} of the input's")
+        problems.append(f"forward explodes: {max(lp.forward for lp in boom) / ref:.2g} {of}")
     if any(_beyond(lp.backward, lp.backward_noise, 10**HEALTH, True) for lp in bwd):
         problems.append(f"backward explodes: {max(lp.backward for lp in bwd):.2g} of the output's")
     if len(bwd) > 1:

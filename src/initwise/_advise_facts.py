@@ -74,6 +74,21 @@ def _structure_facts(base: Plan) -> list[str]:
     return out
 
 
+def _unfrozen_facts(model: nn.Module, base: Plan) -> list[str]:
+    """Modules that set ``requires_grad = False`` on themselves (an attribute that freezes nothing: EDSR/RCAN's
+    MeanShift) while the plan draws their parameters."""
+    drawn = {lp.name for lp in base.layers}
+    names = [n for n, m in model.named_modules() if n in drawn and m.__dict__.get("requires_grad") is False
+             and any(p.requires_grad for p in m.parameters(recurse=False))]
+    if not names:
+        return []
+    return [f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''} set `requires_grad = False` on the module, "
+            "which freezes none of its parameters: every candidate redraws them (and training updates them); to "
+            "keep them fixed, call `p.requires_grad_(False)` on their parameters (initwise leaves frozen "
+            "parameters as they are)"]
+
+
 def facts(model: nn.Module, example: Any, base: Plan, profile: Profile, results: list) -> list[str]:
     """Everything about this model that bears on the choice, most decisive first."""
-    return [*_structure_facts(base), *_product_facts(base, profile), *_default_facts(profile)]
+    return [*_unfrozen_facts(model, base), *_structure_facts(base), *_product_facts(base, profile),
+            *_default_facts(profile)]
