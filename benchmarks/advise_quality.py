@@ -53,7 +53,7 @@ DESIGN_EXTRA = "docs/evidence/design-extra/results.jsonl"  # deep plain nets (be
 VALIDATION = "docs/evidence/validation/results.jsonl"
 VALIDATION_V2 = "docs/evidence/validation-v2/results.jsonl"  # the second validation set (validation_v2_models.py)
 VALIDATED = "probe@5/K2/d1/i2/novanish"  # the rule the first validation set checked (frozen at 493454c); the
-# library's rule since 0676d1b adds /tp, chosen on the design set after that set's misses were known: "seen" there
+# library's rule since 9c41665 adds /tp, chosen on the design set after that set's misses were known: "seen" there
 FEATURES = "docs/evidence/advise_features.jsonl"
 CHECKPOINTS = (5, 10, 20)
 SEEDS, PROBE_SEEDS = 4, 2  # draws stored per candidate; a rule uses the first INIT_DRAWS / PROBE_DRAWS of them
