@@ -27,6 +27,8 @@ from ._profile_table import profile_table, run_table
 from ._nested import check_finite
 from ._noise import noises
 from ._pooled import pooling_factors
+from ._row_norms import row_ms, sharable
+from ._row_norms import shared as shared_rows
 from ._nested import map_tensors as _map
 from ._nested import tensors as _tensors
 
@@ -123,17 +125,18 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
             runs = []
             for i, cand in enumerate(cands or [None]):
                 snap.seed(seed)  # the same dropout masks for every scheme, drawn from the seed, not the caller's RNG
-                if cand is None:
-                    p, name, desc = make_plan(model, inputs, "current", graph=graph), "current", \
-                        "the model's weights as they are"
-                else:
-                    p = given.get(cand.name) or make_plan(model, inputs, graph=graph, **cand.plan_kwargs())
-                    name, desc = cand.name, cand.description
-                    p.apply(model, generator=torch.Generator().manual_seed(seed + 1 + i))
-                try:
-                    run, consistent = _measure(model, graph, p, args, kwargs, loss, seed, name, desc)
-                finally:
-                    snap.restore()
+                with shared_rows():  # the plan's and the measurement's weight rows read once (per scheme)
+                    if cand is None:
+                        p, name, desc = make_plan(model, inputs, "current", graph=graph), "current", \
+                            "the model's weights as they are"
+                    else:
+                        p = given.get(cand.name) or make_plan(model, inputs, graph=graph, **cand.plan_kwargs())
+                        name, desc = cand.name, cand.description
+                        p.apply(model, generator=torch.Generator().manual_seed(seed + 1 + i))
+                    try:
+                        run, consistent = _measure(model, graph, p, args, kwargs, loss, seed, name, desc)
+                    finally:
+                        snap.restore()
                 if not consistent and sliced and attempt == 0:
                     break  # the one-sample trace took another path: trace the whole batch and start again
                 runs.append(run)
@@ -208,6 +211,9 @@ def _rows(w: torch.Tensor) -> Any:
     if w.numel() == 0:
         return None
     with torch._C.DisableTorchFunction():
+        if sharable(w):  # the "current" plan read the same rows: computed once (see _row_norms)
+            ms = row_ms(w).div(w.numel() // w.shape[0]).reshape(1, -1)
+            return Site(ms, ms.new_zeros(ms.shape[1]), w.numel())
         rows = w.detach().reshape(1, w.shape[0] if w.dim() else 1, -1)
         ms = torch.linalg.vector_norm(rows.float() if rows.dtype not in (torch.float32, torch.float64) else rows,
                                       dim=2).double().square_().div_(rows.shape[2])

@@ -21,6 +21,7 @@ from torch import nn
 from ._activations import Activation, resolve_activation
 from ._fans import fans as layer_fans
 from ._graph import _TORCH_NORMS, Graph, LayerInfo, trace
+from ._row_norms import row_ms, sharable
 from ._plan_moments import (_input_moments, _moments_of, _norm_kind, _norm_modules, _norm_ms,  # noqa: F401
                             propagated, propagation_inputs)  # (propagated: importable from here)
 from ._plan_options import SCHEMES, _DISTRIBUTIONS, _Options, _check_options, _fan_of, _gain_for, parse_scheme
@@ -189,6 +190,15 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
     if scheme == "current":
         o = dataclasses.replace(o, norm="keep", bias="keep")
     g = graph if graph is not None else trace(model, example_inputs)
+    # the planning itself reads shapes and weights only: no torch-function mode needs to see those calls (under a
+    # guard, as in diagnose and advise, each would pass the guard's copy-on-write mode: ~4000 calls for a ResNet-50)
+    with torch._C.DisableTorchFunction():
+        return _plan_graph(model, example_inputs, scheme, mode, o, options, g)
+
+
+def _plan_graph(model: nn.Module, example_inputs: Any, scheme: str, mode: str, o: _Options, options: dict,
+                g: Graph) -> Plan:
+    """:func:`plan` after the trace."""
     layers: list[LayerPlan] = []
     seen: set[int] = set()
     touched: set[str] = set()
@@ -214,7 +224,7 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
     for pat in o.exclude:
         if pat not in used_patterns:
             warnings.warn(f"exclude pattern {pat!r} matches no layer or parameter of the model", UserWarning,
-                          stacklevel=2)
+                          stacklevel=3)
     # what the propagation reads from the example and the model is read now; the propagation itself runs when a
     # prediction is first read (init_ never reads one)
     inputs = propagation_inputs(g, layers, layer_ms, example_inputs)
@@ -399,8 +409,11 @@ def _current_param(info: LayerInfo, local: str, owner: nn.Module, attr: str, w: 
     # per-row float32 norms summed in float64: the RMS to ~1e-8, without a float64 copy of the weight (18x faster)
     d = w.detach()
     d = d if d.is_floating_point() or d.is_complex() else d.double()  # integer weights: measured, never drawn
-    rms = float(torch.linalg.vector_norm(d.reshape(d.shape[0] if d.dim() and d.numel() else 1, -1), dim=1).double().square().sum()
-                .div(max(d.numel(), 1)).sqrt()) if not w.is_meta else None
+    if sharable(w):  # the rows' norms are read again for their spread (and by diagnose): computed once
+        rms = float(row_ms(w).sum().div(w.numel()).sqrt())
+    else:
+        rms = float(torch.linalg.vector_norm(d.reshape(d.shape[0] if d.dim() and d.numel() else 1, -1), dim=1)
+                    .double().square().sum().div(max(d.numel(), 1)).sqrt()) if not w.is_meta else None
     return ParamPlan(full, info.name, tuple(w.shape), "keep", f, None, None, 1.0, rms, "current weights")
 
 

@@ -20,6 +20,7 @@ from ._plan_options import _Options
 from ._plan_types import LayerPlan
 from ._propagate import LayerMoments, NormMoments, propagate
 from ._reparam import effective_ms, reparams
+from ._row_norms import row_ms, sharable
 from ._signal import Sig, sig_of
 from ._taps import chain_depths, tap_factors
 
@@ -161,9 +162,12 @@ def _row_spread(w: torch.Tensor | None, method: str, fan: float, transposed: boo
     if method == "keep":
         if w is None or w.is_meta or not w.is_floating_point() or w.dim() < 2 or w.numel() == 0:
             return 1.0
-        d = w.detach()
-        rows = (d.transpose(0, 1) if transposed else d).reshape(d.shape[1] if transposed else d.shape[0], -1)
-        s = torch.linalg.vector_norm(rows, dim=1).double().square()  # float32 rows: no float64 copy of the weight
+        if sharable(w):  # float32 rows: no float64 copy of the weight (and read once: see _row_norms)
+            s = row_ms(w, transposed)
+        else:
+            d = w.detach()
+            rows = (d.transpose(0, 1) if transposed else d).reshape(d.shape[1] if transposed else d.shape[0], -1)
+            s = torch.linalg.vector_norm(rows, dim=1).double().square()
         if not bool((s > 0).all()):
             return 1.0  # zero rows (a zero-init branch end): their channels carry no variance to spread
         return float(s.mean() * (1.0 / s).mean())
