@@ -506,6 +506,38 @@ def test_copy_on_write_sees_every_python_write(write: str) -> None:
     assert torch.equal(w.detach(), value) and w._version == version
 
 
+class _AliasedBuffer(nn.Module):
+    """Writes its buffer through a plain list: past the meta stand-ins the trace's meta pass puts in ``_buffers``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("count", torch.zeros(3))
+        self.aliases = [self.count]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.aliases[0].add_(1.0)
+        return self.lin(x)
+
+
+def test_meta_trace_copies_buffers_on_write() -> None:
+    """The meta pass does not clone buffers up front (Snapshot(clone=False)): a Python write is still undone."""
+    m = _AliasedBuffer()
+    value, version = m.count.clone(), m.count._version
+    iw.trace(m, torch.randn(2, 4))
+    iw.init_(m, torch.randn(2, 4), seed=0)
+    assert torch.equal(m.count, value) and m.count._version == version
+    with preserved(m, clone=False) as snap:
+        assert all(e.clone is None for e in snap._tensors.values())
+        m(torch.randn(2, 4))
+        assert not torch.equal(m.count, value)
+    assert torch.equal(m.count, value) and m.count._version == version
+    with pytest.raises(GuardError, match="count"):  # a write no Python call shows: reported, not silently kept
+        with preserved(m, clone=False):
+            with torch._C.DisableTorchFunction():
+                m.count.add_(1.0)
+
+
 def test_snapshot_restores_global_hooks_and_switches() -> None:
     lin = nn.Linear(4, 4)
     dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()

@@ -312,8 +312,9 @@ def _run(model: nn.Module, named: list, all_params: list, rec: Recorder, args: t
                and not _own_forward(m, _NORM_MODULES)]
     # the guard puts back every module's __dict__ (the patched forwards, attributes the forward reassigns: on the
     # meta device ``self.mean = self.mean.type_as(x)`` would leave a meta tensor), hooks, buffers, parameters,
-    # train flags, RNG states and the inputs
-    with preserved(model, args, kwargs), contextlib.ExitStack() as hooks, torch.no_grad():
+    # train flags, RNG states and the inputs; on the meta device the forward sees meta stand-ins of the parameters
+    # and buffers, so buffers are copied on write as parameters are (not cloned up front)
+    with preserved(model, args, kwargs, clone=not meta), contextlib.ExitStack() as hooks, torch.no_grad():
         for _, m in named:
             hooks.enter_context(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
             hooks.enter_context(m.register_forward_hook(rec.post_hook, with_kwargs=True, always_call=True))

@@ -254,20 +254,23 @@ class Snapshot:
     Args:
         model: the module whose every submodule is recorded.
         examples: tensors or nested tuples/lists/dicts of tensors (the caller's inputs, targets).
+        clone: False: buffers and plain tensor attributes are copied on write too, as parameters are (for a run
+            that reaches them only through stand-ins, as the meta-device trace does: a write that bypasses Python
+            is then reported, not undone).
 
     Creating it starts the copy-on-write mode; :meth:`restore` can be called many times (after each scheme or
     draw); :meth:`close` restores and ends (also the mode: create and close it around the block, as
     :func:`preserved` does).
     """
 
-    def __init__(self, model: nn.Module, examples: tuple = ()) -> None:
+    def __init__(self, model: nn.Module, examples: tuple = (), *, clone: bool = True) -> None:
         with torch._C.DisableTorchFunction():  # its own tensor calls pass no mode (an outer guard's included)
-            self._record(model, examples)
+            self._record(model, examples, clone)
         self._mode: _CopyOnWrite | None = _CopyOnWrite(self._watched)
         self._mode.__enter__()
         _ACTIVE.append(self)
 
-    def _record(self, model: nn.Module, examples: tuple) -> None:
+    def _record(self, model: nn.Module, examples: tuple, clone: bool) -> None:
         self._modules: list[tuple[nn.Module, type, dict[str, Any], dict[str, Any]]] = []
         self._tensors: dict[int, _Tensor] = {}
         found = self._tensors
@@ -278,7 +281,7 @@ class Snapshot:
             for k, v in saved.items():
                 if isinstance(v, torch.Tensor):
                     if id(v) not in found:
-                        found[id(v)] = _Tensor(v, f"{name}.{k}" if name else k, True)
+                        found[id(v)] = _Tensor(v, f"{name}.{k}" if name else k, clone)
                     continue
                 if not isinstance(v, _CONTAINERS):
                     continue
@@ -290,7 +293,7 @@ class Snapshot:
                     if isinstance(t, torch.Tensor) and id(t) not in found:
                         where = key if own else f"{k}[{key!r}]"
                         # buffers and plain tensors: cloned now (small); parameters: copied on write
-                        found[id(t)] = _Tensor(t, f"{name}.{where}" if name else where, k != "_parameters")
+                        found[id(t)] = _Tensor(t, f"{name}.{where}" if name else where, clone and k != "_parameters")
         for i, t in enumerate(tensors(list(examples))):
             if id(t) not in self._tensors:
                 self._tensors[id(t)] = _Tensor(t, f"example tensor {i}", False)
@@ -393,8 +396,9 @@ class Snapshot:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module, *examples: Any) -> Iterator[Snapshot]:
+def preserved(model: nn.Module, *examples: Any, clone: bool = True) -> Iterator[Snapshot]:
     """Run the block, then put ``model``, ``examples`` and the global state back exactly (also on errors).
+    ``clone``: see :class:`Snapshot`.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
@@ -405,7 +409,7 @@ def preserved(model: nn.Module, *examples: Any) -> Iterator[Snapshot]:
         >>> torch.equal(torch.get_rng_state(), state)
         True
     """
-    snap = Snapshot(model, examples)
+    snap = Snapshot(model, examples, clone=clone)
     try:
         yield snap
     finally:

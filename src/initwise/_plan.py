@@ -22,6 +22,7 @@ from ._activations import Activation, resolve_activation
 from ._fans import fans as layer_fans
 from ._graph import _TORCH_NORMS, Graph, LayerInfo, trace
 from ._row_norms import row_ms, sharable
+from ._row_norms import shared as shared_rows
 from ._plan_moments import (_input_moments, _moments_of, _norm_kind, _norm_modules, _norm_ms,  # noqa: F401
                             propagated, propagation_inputs)  # (propagated: importable from here)
 from ._plan_options import SCHEMES, _DISTRIBUTIONS, _Options, _check_options, _fan_of, _gain_for, parse_scheme
@@ -192,7 +193,7 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
     g = graph if graph is not None else trace(model, example_inputs)
     # the planning itself reads shapes and weights only: no torch-function mode needs to see those calls (under a
     # guard, as in diagnose and advise, each would pass the guard's copy-on-write mode: ~4000 calls for a ResNet-50)
-    with torch._C.DisableTorchFunction():
+    with torch._C.DisableTorchFunction(), shared_rows():
         return _plan_graph(model, example_inputs, scheme, mode, o, options, g)
 
 

@@ -4,7 +4,7 @@ A "current" plan reads each weight's row norms twice (its RMS, and the rows' spr
 diagnose's measurement reads them a third time (the weight's row moments): on a ResNet-50 each pass over the
 weights costs ~12 ms, a tenth of diagnose's fixed cost at batch 1. Inside :func:`shared` the rows of a weight are
 computed once and answered from a memo while the weight is the same tensor object at the same storage and version
-counter; outside it nothing is kept. The memo lives for one scope only (diagnose opens one per measured scheme),
+counter; outside it nothing is kept. :func:`initwise.plan` opens one around its planning. The memo lives for one scope only (diagnose opens one per measured scheme),
 because a guard's restore sets version counters back: across scopes the same version can hold other values.
 
 Only float32 and float64 weights are shared (``vector_norm`` in their own precision, then float64: the callers'
@@ -25,7 +25,11 @@ _SCOPES: list[dict[tuple[int, bool], tuple[torch.Tensor, int, int, torch.Tensor]
 
 @contextlib.contextmanager
 def shared() -> Iterator[None]:
-    """Within the block, :func:`row_ms` of the same weight (unchanged) is computed once."""
+    """Within the block, :func:`row_ms` of the same weight (unchanged) is computed once (a block inside another
+    one shares the outer one's memo)."""
+    if _SCOPES:
+        yield
+        return
     _SCOPES.append({})
     try:
         yield
