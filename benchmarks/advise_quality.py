@@ -495,6 +495,8 @@ def main() -> int:
         if library != VALIDATED:
             sets.append((f"Validation set, seen (the library's rule, {library})", validation, library))
         sets.append((f"Validation set v2 (the library's rule, {library})", v2, library))
+        if library != VALIDATED:  # for comparison: the rule before the revision, on the same new nets
+            sets.append((f"Validation set v2 (the previous rule, {VALIDATED})", v2, VALIDATED))
         for title, vcells, rule in sets:
             if vcells:
                 done_when(title, print_set(title, vcells, feats, rule, RULES)[rule], feats, vcells, rule)

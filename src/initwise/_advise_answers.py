@@ -183,7 +183,12 @@ def _fan_answer(model: nn.Module, base: Plan, adv: Any) -> dict[str, Any]:
     elif matters and fi is not None and fo is not None and fi.healthy != fo.healthy:
         text += f"Safer here: {safer} (the other fails the health check)."
     else:
-        text += "Safer: fan_in (it keeps the forward pass, what your loss sees, at its intended size)."
+        fwd_in = runs["kaiming_fan_in"].plan.output_forward if "kaiming_fan_in" in runs else None
+        text += "Safer: fan_in (it keeps each layer's forward at the size of that layer's input"
+        if fwd_in is not None and fwd_out is not None:  # what that means for this model's output, both ways
+            text += (f"; this model's output is predicted at {fwd_in:.3g}x the input's mean square under fan_in, "
+                     f"{fwd_out:.3g}x under fan_out")
+        text += ")."
     return {"matters": matters, "safer": safer, "layers": layers, "text": text}
 
 
