@@ -6,10 +6,13 @@ import os
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from initwise import _meta_ops
@@ -185,15 +188,113 @@ def test_rules_decline_other_strides_integers_and_extra_arguments() -> None:
 
 
 def test_a_meta_trace_of_a_resnet_runs_no_python_reference_kernel() -> None:
-    """ResNet's ops on the meta device need no Python reference kernel (whose first call imports torch._dynamo),
-    checked in a fresh interpreter."""
+    """ResNet's ops on the meta device need no Python reference kernel (whose first call imports torch._dynamo)
+    nor torch's symbolic-shape checks (~500 modules), checked in a fresh interpreter."""
     code = (
         "import sys; sys.path.insert(0, 'benchmarks'); import torch, initwise as iw\n"
         "from resnet50 import resnet50\n"
         "m = resnet50(); iw.plan(m, torch.randn(1, 3, 64, 64)); iw.plan(m.eval(), torch.randn(1, 3, 64, 64))\n"
-        "print('torch._dynamo' in sys.modules)\n")
+        "print('torch._dynamo' in sys.modules, 'torch.fx.experimental.symbolic_shapes' in sys.modules)\n")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "False"
+    assert r.stdout.strip().splitlines()[-1] == "False False"
+
+
+_SPATIAL = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+
+
+@st.composite
+def _conv_case(draw):
+    """A convolution around the rule's case: ints or per-dim tuples, "same"/"valid", dilation, groups, kernels
+    larger than the padded input, channel counts that do not divide, bias or none, other dtypes and strides."""
+    func = draw(st.sampled_from(list(_SPATIAL)))
+    n = _SPATIAL[func]
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    c_in = groups * draw(st.integers(1, 3)) + draw(st.sampled_from([0, 0, 0, 1]))
+    c_out = groups * draw(st.integers(1, 3)) + draw(st.sampled_from([0, 0, 0, 1]))
+    kernel = tuple(draw(st.integers(1, 4)) for _ in range(n))
+    size = tuple(draw(st.integers(1, 9 if n < 3 else 6)) for _ in range(n))
+
+    def per_dim(values):
+        return st.one_of(st.sampled_from(values), st.tuples(*(st.sampled_from(values) for _ in range(n))))
+
+    stride, dilation = draw(per_dim([1, 1, 2, 3])), draw(per_dim([1, 1, 2]))
+    padding = draw(st.one_of(per_dim([0, 1, 2]), st.sampled_from(["same", "valid"])))
+    dtype = draw(st.sampled_from([torch.float32, torch.float32, torch.float64, torch.float16]))
+    bias = draw(st.booleans())
+    channels_last = n == 2 and draw(st.sampled_from([False, False, True]))
+    return func, (draw(st.integers(1, 3)), c_in, *size), (c_out, c_in // groups or 1, *kernel), bias, dtype, \
+        dict(stride=stride, padding=padding, dilation=dilation, groups=groups), channels_last
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_conv_case())
+def test_the_conv_rule_gives_the_shape_of_the_real_convolution(case) -> None:
+    """Whatever the rule accepts is exactly what the meta kernel returns (shape, strides, dtype), and the shape
+    the real convolution computes on real tensors; what either rejects, the rule declines."""
+    func, xs, ws, bias, dtype, kw, channels_last = case
+    x, w = _meta(*xs, dtype=dtype), _meta(*ws, dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    args = (x, w, _meta(ws[0], dtype=dtype) if bias else None)
+    with torch._C.DisableTorchFunction():
+        try:
+            got = _meta_ops._RULES[func](func, args, kw)
+        except Exception:  # noqa: BLE001 - raising is declining too
+            got = None
+    try:
+        with warnings.catch_warnings():  # torch warns of its extra input copy for an asymmetric "same"
+            warnings.filterwarnings("ignore", "Using padding='same'", UserWarning)
+            want = func(*args, **kw)
+            real = func(*(torch.zeros(t.shape, dtype=torch.float64) if t is not None else None for t in args),
+                        **kw).shape
+    except RuntimeError:
+        assert got is None, case
+        return
+    if got is not None:
+        _same(got, want)
+        assert got.shape == real
+
+
+@st.composite
+def _pool_case(draw):
+    """A max pooling around the rule's case: kernels, strides (None: the kernel), paddings up to and past half the
+    kernel, dilation, ceil_mode, one channel or position, channels_last, 3-d inputs, indices."""
+    k = draw(st.one_of(st.integers(1, 4), st.tuples(st.integers(1, 4), st.integers(1, 4))))
+    stride = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    pad = draw(st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2))))
+    dil = draw(st.one_of(st.just(1), st.integers(1, 2)))
+    shape = (draw(st.integers(1, 2)), draw(st.sampled_from([1, 2, 3])), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    if draw(st.integers(0, 9)) == 0:
+        shape = shape[1:]
+    kw = {"stride": stride, "padding": pad, "dilation": dil, "ceil_mode": draw(st.booleans())}
+    if draw(st.integers(0, 5)) == 0:
+        kw["return_indices"] = True
+    return shape, k, kw, draw(st.sampled_from([torch.float32, torch.float64, torch.float16])), \
+        len(shape) == 4 and draw(st.integers(0, 4)) == 0
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_pool_case())
+def test_the_max_pool_rule_gives_the_shape_of_the_real_pooling(case) -> None:
+    """As for the convolution: the rule's answers are the meta kernel's and the real op's; rejections decline."""
+    shape, k, kw, dtype, channels_last = case
+    x = _meta(*shape, dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    with torch._C.DisableTorchFunction():
+        try:
+            got = _meta_ops._RULES[F.max_pool2d](F.max_pool2d, (x, k), kw)
+        except Exception:  # noqa: BLE001 - raising is declining too
+            got = None
+    try:
+        want = F.max_pool2d(x, k, **kw)
+        real = F.max_pool2d(torch.zeros(shape, dtype=torch.float64), k, **kw)
+    except RuntimeError:
+        assert got is None, case
+        return
+    if got is not None:
+        _same(got, want)
+        assert got.shape == real.shape

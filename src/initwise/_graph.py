@@ -23,7 +23,7 @@ from ._activations import Activation, resolve_activation
 from ._sharded import has_sharded, is_sharded, no_fsdp_hooks
 from ._guard import GuardError, preserved
 from ._roles import ParamRole
-from ._trace import _NORM_MODULES, Node, Recorder, _own_forward, _tensors, module_role
+from ._trace import _ACT_MODULES, _NORM_MODULES, Node, Recorder, _own_forward, _tensors, module_role
 
 __all__ = ["Graph", "LayerInfo", "Node", "trace"]
 
@@ -293,23 +293,55 @@ def _swap_to_meta(named: list) -> tuple[list[tuple[dict, str, torch.Tensor]], di
 
 def _to_meta(v: torch.Tensor) -> torch.Tensor:
     # a sharded (DTensor) parameter becomes a plain meta tensor of its global shape
-    return torch.empty(v.shape, dtype=v.dtype, device="meta") if is_sharded(v) else torch.empty_like(v, device="meta")
+    if is_sharded(v):
+        return torch.empty(v.shape, dtype=v.dtype, device="meta")
+    if v.is_meta and v.layout == torch.strided and (v.is_contiguous() or v.dim() == 4 and v.is_contiguous(
+            memory_format=torch.channels_last)):
+        # what empty_like gives a dense tensor; torch's empty_like of a meta tensor is a Python reference whose
+        # first call in a process loads ~500 modules (0.7 s)
+        return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
+    return torch.empty_like(v, device="meta")
 
 
 _TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
                 *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
 
 
-def _shape_only(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    """A torch norm layer's forward on the meta device: same shape; spares torch's slow Python meta kernels.
-    (A clone, not ``empty_like``: the role tracker takes a factory's result for a constant, this is the signal.)"""
-    return input.clone()
+# torch's elementwise activation modules whose forward is one same-shape op (PReLU: a parameter, RReLU: draws)
+_ELEMENTWISE_ACTS = tuple(c for c in _ACT_MODULES if c not in (nn.PReLU, nn.RReLU))
+
+
+def _shape_only(m: nn.Module, rec: Recorder) -> Any:
+    """The meta-device forward of a torch norm layer (:data:`_TORCH_NORMS`) or elementwise activation
+    (:data:`_ELEMENTWISE_ACTS`): a tensor of the input's shape and strides (the input itself for an in-place
+    activation), made past every torch-function mode. It spares torch's Python meta kernels, the recorder's and the
+    guard's per-op work: inside a leaf module the recorder records none of its ops (the module's node comes from
+    its hooks, which map the output to it) and the op writes nothing the guard must see. The module's own forward
+    runs for anything else (a norm: its input's clone, through the modes): an input other than one dense floating
+    meta tensor, or one computed from parameters (the role tracker follows what parameters become)."""
+    act = isinstance(m, _ELEMENTWISE_ACTS)
+    forward = type(m).forward if act else lambda m, input, *args, **kwargs: input.clone()
+    inplace = act and bool(getattr(m, "inplace", False))
+
+    def shape_only(input: Any, *args: Any, **kwargs: Any) -> Any:
+        with torch._C.DisableTorchFunction():
+            if not args and not kwargs and type(input) is torch.Tensor and input.is_meta and \
+                    input.is_floating_point() and (input.is_contiguous() or input.dim() == 4 and
+                                                   input.is_contiguous(memory_format=torch.channels_last)) and \
+                    not rec.params.touches((input,), {}):
+                # (empty_strided: torch's empty_like of a meta tensor is a Python reference, ~10x slower)
+                return input if inplace else torch.empty_strided(input.shape, input.stride(), dtype=input.dtype,
+                                                                 device="meta")
+        return forward(m, input, *args, **kwargs)
+
+    return shape_only
 
 
 def _run(model: nn.Module, named: list, all_params: list, rec: Recorder, args: tuple, kwargs: dict,
          meta: bool = False) -> Any:
-    patched = [m for _, m in named if meta and isinstance(m, _TORCH_NORMS) and "forward" not in m.__dict__
-               and not _own_forward(m, _NORM_MODULES)]
+    patched = [m for _, m in named if meta and "forward" not in m.__dict__ and (
+        isinstance(m, _TORCH_NORMS) and not _own_forward(m, _NORM_MODULES)
+        or isinstance(m, _ELEMENTWISE_ACTS) and not _own_forward(m, _ACT_MODULES))]
     # the guard puts back every module's __dict__ (the patched forwards, attributes the forward reassigns: on the
     # meta device ``self.mean = self.mean.type_as(x)`` would leave a meta tensor), hooks, buffers, parameters,
     # train flags, RNG states and the inputs; on the meta device the forward sees meta stand-ins of the parameters
@@ -319,7 +351,7 @@ def _run(model: nn.Module, named: list, all_params: list, rec: Recorder, args: t
             hooks.enter_context(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
             hooks.enter_context(m.register_forward_hook(rec.post_hook, with_kwargs=True, always_call=True))
         for m in patched:
-            m.__dict__["forward"] = _shape_only
+            m.__dict__["forward"] = _shape_only(m, rec)
         move = (lambda t: t.to("meta")) if meta else (lambda t: t.clone())
         args = tuple(move(a) if isinstance(a, torch.Tensor) else a for a in args)
         kwargs = {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}

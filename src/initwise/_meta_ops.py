@@ -7,14 +7,16 @@ cost 0.1-5 ms a call, which is most of the meta pass on a ResNet or a transforme
 shapes. :func:`call` runs a listed op once per distinct argument metadata and afterwards answers with a fresh
 meta tensor of the recorded shape and strides.
 
-A few ops are not run on the meta device at all (:data:`_RULES`): linear, elementwise add/sub/mul/div,
-relu/hardswish/gelu/tanh/neg, mean/sum, cat and adaptive average pooling of floating tensors with standard
-contiguous strides. Their meta kernels
-are torch's Python reference implementations, whose first call in a process imports ``torch._dynamo`` (about 800
-modules: 1-2 s of CPU and ~70 MiB, once); their result there is a contiguous tensor of the broadcast (reduced,
-concatenated, pooled) shape and the promoted dtype, which the rule makes directly. Anything outside a rule's
-narrow case (other strides, integer or bool operands, extra keyword arguments, a shape the op would reject) runs
-the op itself. ``tests/test_meta_ops.py`` checks the rules against the meta kernels on random shapes.
+A few ops are not run on the meta device at all (:data:`_RULES`): linear, convolution, 2-d max pooling,
+elementwise add/sub/mul/div, relu/hardswish/gelu/tanh/neg, mean/sum, cat and adaptive average pooling of floating
+tensors with standard contiguous strides. Their meta kernels are Python: torch's reference implementations, whose
+first call in a process imports ``torch._dynamo`` (about 800 modules: 1-2 s of CPU and ~70 MiB, once), and shape
+checks through ``torch._check`` / ``torch.broadcast_shapes``, whose first call imports
+``torch.fx.experimental.symbolic_shapes`` (~500 modules, 0.5 s); their result there is a contiguous tensor of the
+broadcast (reduced, concatenated, pooled, convolved) shape and the promoted dtype, which the rule makes directly.
+Anything outside a rule's narrow case (other strides, integer or bool operands, extra keyword arguments, a shape
+the op would reject) runs the op itself. ``tests/test_meta_ops.py`` checks the rules against the meta kernels (and
+the convolution and pooling rules against the real ops' shapes) on random shapes.
 
 Only where this is provably the same as calling the op:
 
@@ -136,7 +138,21 @@ def _binary(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
     dtype = torch.result_type(*args)
     if not dtype.is_floating_point:
         return None
-    return _new(torch.broadcast_shapes(*(t.shape for t in ts)), dtype)
+    shape = _broadcast([tuple(t.shape) for t in ts])
+    return None if shape is None else _new(shape, dtype)
+
+
+def _broadcast(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """``torch.broadcast_shapes`` of shapes without a zero-size dim, None where they do not broadcast (in Python:
+    torch's is a Python reference whose first call imports ``torch.fx.experimental.symbolic_shapes``, ~500
+    modules)."""
+    out: list[int] = []
+    for dims in zip(*(((1,) * (max(map(len, shapes)) - len(sh)) + sh) for sh in shapes)):
+        big = max(dims)
+        if any(d != 1 and d != big for d in dims):
+            return None
+        out.append(big)
+    return tuple(out)
 
 
 def _unary(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -209,6 +225,86 @@ def _linear(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _new((*x.shape[:-1], w.shape[0]), x.dtype)
 
 
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV_DIMS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+
+
+def _per_dim(v: Any, n: int, low: int) -> tuple[int, ...] | None:
+    """An int or a sequence of ``n`` ints, each >= ``low``, as ``n`` ints (None otherwise)."""
+    vs = (v,) * n if type(v) is int else tuple(v) if isinstance(v, (tuple, list)) and len(v) == n else None
+    return vs if vs is not None and all(type(x) is int and x >= low for x in vs) else None
+
+
+def _conv(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """A batched convolution (``torch.conv1d/2d/3d``, what ``nn.Conv*d`` calls for ``padding_mode="zeros"``):
+    ``out = (L + 2 p - d (k - 1) - 1) // s + 1`` per spatial dim (padding ``"valid"``: 0; ``"same"``, stride 1:
+    ``out = L``), ``C_out = weight.shape[0]``; contiguous, as the meta kernel answers (``new_empty``)."""
+    if len(args) > len(_CONV_ARGS) or set(kwargs) - set(_CONV_ARGS[len(args):]):
+        return None
+    a = dict(zip(_CONV_ARGS, args), **kwargs)
+    x, w, b = a.get("input"), a.get("weight"), a.get("bias")
+    n = _CONV_DIMS[func]
+    if not (_plain(x) and _plain(w) and (b is None or _plain(b))) or x.dim() != n + 2 or w.dim() != n + 2 \
+            or w.dtype != x.dtype or b is not None and (b.dim() != 1 or b.shape[0] != w.shape[0] or b.dtype != x.dtype):
+        return None
+    groups = a.get("groups", 1)
+    stride, dilation = _per_dim(a.get("stride", 1), n, 1), _per_dim(a.get("dilation", 1), n, 1)
+    if type(groups) is not int or groups < 1 or stride is None or dilation is None \
+            or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+        return None
+    pad = a.get("padding", 0)
+    spatial, kernel = tuple(x.shape[2:]), tuple(w.shape[2:])
+    reach = tuple(d * (k - 1) for d, k in zip(dilation, kernel))  # the dilated kernel's extent - 1
+    if pad == "same":  # stride 1 only (torch rejects others); an odd total padding takes another path in torch
+        if any(s != 1 for s in stride) or any(r % 2 for r in reach):
+            return None
+        out = spatial
+    else:
+        p = (0,) * n if pad == "valid" else _per_dim(pad, n, 0)
+        if p is None or any(L + 2 * q < r + 1 for L, q, r in zip(spatial, p, reach)):
+            return None  # the op rejects a kernel larger than the padded input
+        out = tuple((L + 2 * q - r - 1) // s + 1 for L, q, r, s in zip(spatial, p, reach, stride))
+    return _new((x.shape[0], w.shape[0], *out), x.dtype)
+
+
+_POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+
+
+def _max_pool2d(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``F.max_pool2d`` of a batched input without indices: per spatial dim ``(L + 2 p - d (k - 1) - 1) / s + 1``
+    rounded down (up with ``ceil_mode``, less a last window that would start in the padding); contiguous, as the
+    meta kernel answers for a contiguous input with several channels and positions (its kernel checks call
+    ``torch._check``, whose first call in a process imports ``torch.fx.experimental.symbolic_shapes``: ~500
+    modules, 0.5 s)."""
+    if len(args) > len(_POOL_ARGS) or set(kwargs) - set(_POOL_ARGS[len(args):]):
+        return None
+    a = dict(zip(_POOL_ARGS, args), **kwargs)
+    x = a.get("input")
+    if not _plain(x) or x.dim() != 4 or x.shape[1] < 2 or x.shape[2] * x.shape[3] < 2 \
+            or a.get("return_indices", False) is not False or type(a.get("ceil_mode", False)) is not bool:
+        return None
+    k = _per_dim(a.get("kernel_size"), 2, 1)
+    s = a.get("stride")
+    s = k if s is None or isinstance(s, (tuple, list)) and len(s) == 0 else _per_dim(s, 2, 1)
+    p, d = _per_dim(a.get("padding", 0), 2, 0), _per_dim(a.get("dilation", 1), 2, 1)
+    if k is None or s is None or p is None or d is None:
+        return None
+    out = []
+    for L, kk, ss, pp, dd in zip(x.shape[2:], k, s, p, d):
+        if pp > kk // 2:  # torch: the padding at most half the kernel
+            return None
+        span = L + 2 * pp - dd * (kk - 1) - 1
+        if span < 0:
+            return None
+        o = (span + (ss - 1 if a.get("ceil_mode", False) else 0)) // ss + 1
+        if a.get("ceil_mode", False) and (o - 1) * ss >= L + pp:
+            o -= 1
+        if o < 1:
+            return None
+        out.append(o)
+    return _new((*x.shape[:2], *out), x.dtype)
+
+
 _RULES: dict[Any, Callable[[Any, tuple, dict], torch.Tensor | None]] = {
     **dict.fromkeys((T.__add__, T.__radd__, T.add, torch.add, T.__sub__, T.__rsub__, T.sub, torch.sub,
                      T.__mul__, T.__rmul__, T.mul, torch.mul, T.__truediv__, T.div, torch.div), _binary),
@@ -218,6 +314,8 @@ _RULES: dict[Any, Callable[[Any, tuple, dict], torch.Tensor | None]] = {
     **dict.fromkeys((torch.cat, torch.concat), _cat),
     F.adaptive_avg_pool2d: _adaptive_avg_pool2d,
     _nn.linear: _linear,
+    **dict.fromkeys(_CONV_DIMS, _conv),
+    F.max_pool2d: _max_pool2d,
 }
 
 
