@@ -90,11 +90,12 @@ def test_an_integer_parameter_is_named() -> None:
 # ---------------------------------------------------------------- interrupts while drawing
 
 class _FailOnCall:
-    """Wraps variance_scaling_ so that its n-th real (non-meta) call raises ``exc`` instead of drawing."""
+    """Wraps the draw of a normal weight (``_apply._draw``: the one torch call after prepare's checks) so that its
+    n-th real (non-meta) call raises ``exc`` instead of drawing."""
 
     def __init__(self, n: int, exc: BaseException) -> None:
         self.n, self.exc, self.calls = n, exc, 0
-        self.inner = apply_mod.variance_scaling_
+        self.inner = apply_mod._draw
 
     def __call__(self, t, *a, **k):
         if not t.is_meta:
@@ -112,7 +113,7 @@ def test_an_interrupt_while_drawing_says_which_parameters_were_drawn(monkeypatch
     ref, _ = mlp()
     ref.load_state_dict(snap)
     iw.init_(ref, x, seed=3)  # what an uninterrupted init_ gives
-    monkeypatch.setattr(apply_mod, "variance_scaling_", _FailOnCall(3, exc))  # the third weight
+    monkeypatch.setattr(apply_mod, "_draw", _FailOnCall(3, exc))  # the third weight
     with pytest.raises(kind) as info:
         iw.init_(model, x, seed=3)
     err = info.value

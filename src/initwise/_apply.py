@@ -17,6 +17,7 @@ written (each is filled by one torch call, and Python delivers an interrupt betw
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._initializers import icnr_, identity_, orthogonal_, variance_scaling_
+from ._initializers import _scaling_std, icnr_, identity_, orthogonal_, variance_scaling_
 from ._reparam import reparams, weight_norm_magnitude
 from ._sharded import fill_, fill_constant_, is_sharded, local_device
 
@@ -159,6 +160,17 @@ def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = Non
             st = defaults[pp.layer] = _Step((pp.param,), (p,), _reset_run(pp.layer, layer))
             steps.append(st)
             continue
+        if pp.method in ("normal", "uniform") and not is_sharded(p):
+            # the draw's std worked out now, with every check the initializer makes (on a meta tensor of the
+            # same shape and dtype); the draw itself is then the one torch call, as torch's own init is
+            meta = torch.empty(tuple(p.shape), dtype=p.dtype, device="meta")
+            try:
+                std, _ = _scaling_std(meta, (g * extra) ** 2, "fan_in", pp.method, module=None, fans=(pp.fan, pp.fan),
+                                      bound=2.0, what="scale")
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{_where(pp, p, modules)}: {e}") from e
+            steps.append(_Step((pp.param,), (p,), _direct_run(pp.param, p, pp.method, std)))
+            continue
         fill = _filler(pp, layers, owner, g, extra, plan.options.get("distribution", "normal"))
         if fill is None:  # constants: filled locally, no generator
             value = 0.0 if pp.method == "zeros" else 1.0
@@ -211,6 +223,25 @@ def _filler(pp: Any, layers: dict, owner: nn.Module, g: float, extra: float, dis
     if m in ("zeros", "ones"):
         return None
     raise ValueError(f"unknown method {m!r} for parameter {pp.param!r} (layer {pp.layer!r})")
+
+
+def _draw(t: torch.Tensor, method: str, std: float, gen: torch.Generator | None) -> None:
+    """The one torch call of a normal or uniform draw: what :func:`initwise._initializers.variance_scaling_`
+    makes after its checks (those :func:`prepare` made), with the same arguments."""
+    if method == "normal":
+        t.normal_(0.0, std, generator=gen)
+    else:
+        limit = math.sqrt(3.0) * std
+        t.uniform_(-limit, limit, generator=gen)
+
+
+def _direct_run(name: str, p: torch.Tensor, method: str, std: float):
+    def run(st: _Step, gen: torch.Generator | None, done: list[str]) -> None:
+        with torch.no_grad():
+            _draw(p.detach(), method, std, gen)
+        done.append(name)
+
+    return run
 
 
 def _random_run(name: str, p: torch.Tensor, fill):

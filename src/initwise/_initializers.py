@@ -141,6 +141,27 @@ def _variance_scaling(tensor: torch.Tensor, scale: float, mode: Mode, distributi
                       module: nn.Module | None, fans: FansLike, generator: torch.Generator | None, bound: float,
                       what: str) -> torch.Tensor:
     """:func:`variance_scaling_`; ``what`` names the user's option in errors (``scale``, or ``gain=...``)."""
+    std, bound = _scaling_std(tensor, scale, mode, distribution, module=module, fans=fans, bound=bound, what=what)
+    if tensor.is_meta:
+        return tensor
+    with torch.no_grad():
+        if distribution == "normal":
+            return tensor.normal_(0.0, std, generator=generator)
+        if distribution == "uniform":
+            limit = math.sqrt(3.0) * std
+            return tensor.uniform_(-limit, limit, generator=generator)
+        reach = min(bound, _NORMAL_PEAK)
+        work = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+        lo = 0.5 * (1.0 + math.erf(-bound / math.sqrt(2.0)))
+        u = torch.empty(tensor.shape, dtype=work, device=tensor.device).uniform_(lo, 1.0 - lo, generator=generator)
+        z = torch.special.ndtri(u).clamp_(-reach, reach)
+        return tensor.copy_(z.mul_(std / truncated_normal_std(bound)))
+
+
+def _scaling_std(tensor: torch.Tensor, scale: float, mode: Mode, distribution: Distribution, *,
+                 module: nn.Module | None, fans: FansLike, bound: float, what: str) -> tuple[float, float]:
+    """Every check of :func:`_variance_scaling` (the errors a call would raise) and the ``(std, bound)`` it draws
+    with, drawing nothing: validation and the draw itself (:mod:`initwise._apply`) use the same arithmetic."""
     _check_tensor(tensor)
     if what == "scale":
         scale = _check_number(scale, "scale")
@@ -160,19 +181,7 @@ def _variance_scaling(tensor: torch.Tensor, scale: float, mode: Mode, distributi
     peak = std * {"normal": _NORMAL_PEAK, "uniform": math.sqrt(3.0)}.get(distribution,
                                                                           reach / truncated_normal_std(bound))
     _check_fits(tensor, peak, f"{what}={scale!r}" if what == "scale" else what)
-    if tensor.is_meta:
-        return tensor
-    with torch.no_grad():
-        if distribution == "normal":
-            return tensor.normal_(0.0, std, generator=generator)
-        if distribution == "uniform":
-            limit = math.sqrt(3.0) * std
-            return tensor.uniform_(-limit, limit, generator=generator)
-        work = torch.float64 if tensor.dtype == torch.float64 else torch.float32
-        lo = 0.5 * (1.0 + math.erf(-bound / math.sqrt(2.0)))
-        u = torch.empty(tensor.shape, dtype=work, device=tensor.device).uniform_(lo, 1.0 - lo, generator=generator)
-        z = torch.special.ndtri(u).clamp_(-reach, reach)
-        return tensor.copy_(z.mul_(std / truncated_normal_std(bound)))
+    return std, bound
 
 
 def _kaiming_gain(nonlinearity: Any, a: float) -> float:
