@@ -285,9 +285,10 @@ class Snapshot:
                     continue
                 if not isinstance(v, _CONTAINERS):
                     continue
-                inner[k] = c = _copy_container(v)
-                if not c:
+                if not v:  # most hook dicts: nothing to copy (restore empties it again if the run filled it)
+                    inner[k] = ()
                     continue
+                inner[k] = c = _copy_container(v)
                 own = k in ("_parameters", "_buffers")
                 for key, t in (c.items() if isinstance(c, dict) else enumerate(c)):
                     if isinstance(t, torch.Tensor) and id(t) not in found:
