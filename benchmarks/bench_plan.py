@@ -167,7 +167,7 @@ def speed(model_name: str, repeats: int) -> dict[str, float]:
         c.append(time.process_time())
         run_steps(steps, gen)
         c.append(time.process_time())
-        snap = Snapshot(model, (x,))  # the guard around the trace's forward: record + restore
+        snap = Snapshot(model, (x,), clone=False)  # the guard around the trace's meta forward: record + restore
         snap.close()
         c.append(time.process_time())
         for k, a, b in (("trace", 0, 1), ("plan", 1, 2), ("prepare", 2, 3), ("draw", 3, 4), ("guard", 4, 5)):
