@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from . import _rules_fft as F
 from . import _rules_join as J
 from . import _rules_reduce as R
 from ._rules_act import act_backward, act_forward
@@ -130,6 +131,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             dim = n.cat_dim or 0
             sizes = [s[dim] if len(s) > dim else 1 for s in shapes]
             out, b = J.cat_forward(ins, sizes)
+        elif k == "mul" and _spectral_pair(nodes, n) is not None:
+            out, b = F.spectral_product_forward(ins[0], ins[1], *_spectral_pair(nodes, n))
         elif k == "mul":
             out, b = J.mul_forward(ins, n.branch is not None)
         elif k == "reduce":
@@ -165,6 +168,20 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             prop.approximate.append(f"{n.module or ''}:{n.op}".lstrip(":"))
     _backward(graph, nodes, layers, norms, prop, aux, batch)
     return prop
+
+
+def _spectral_pair(nodes, n) -> tuple[int, tuple[int, ...]] | None:
+    """(positions transformed, the signal's shape) when both operands of the product ``n`` are spectra of the
+    same size (:mod:`initwise._rules_fft`), else None."""
+    if len(n.inputs) != 2:
+        return None
+    src = [F.spectral_source(nodes, i, R.EXACT_PASS) for i in n.inputs]
+    if src[0] is None or src[1] is None:
+        return None
+    p = F.fft_size(nodes, src[0])
+    if p is None or p != F.fft_size(nodes, src[1]):
+        return None
+    return p, nodes[nodes[src[0]].inputs[0]].shape
 
 
 def _const_moments(const) -> tuple[float, float, int] | None:
@@ -236,6 +253,8 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             contrib, b = J.add_backward(d, shapes, n.shape)
         elif k == "cat":
             contrib, b = [d] * len(n.inputs), 1.0
+        elif k == "mul" and _spectral_pair(nodes, n) is not None:
+            contrib, b = F.spectral_product_backward(d, ins[0], ins[1], *_spectral_pair(nodes, n))
         elif k == "mul":
             contrib, b = J.mul_backward(d, ins, shapes, n.shape, n.branch is not None)
         elif k == "reduce":
@@ -259,6 +278,8 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
                                            aux.get(src) if src is not None else None)
         elif k == "attention" and len(ins) == 3:
             contrib, b = J.attention_backward(d, *ins, shapes[0], shapes[1], n.factor, aux.get(n.id, (1.0, 0.0)))
+        elif n.op in F.FFT_OPS:  # a spectrum carries its signal's moments (rules_fft)
+            contrib, b = [d] + [Grad(0.0)] * (len(n.inputs) - 1), R.BOUND_UNKNOWN
         else:  # unknown: move values around
             one, b = R.pass_backward(n.op, d, shapes[0], n.shape, False)
             contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
