@@ -22,7 +22,7 @@ from ._propagate import LayerMoments, NormMoments, propagate
 from ._reparam import effective_ms, reparams
 from ._row_norms import row_ms, sharable
 from ._signal import Sig, sig_of
-from ._taps import chain_depths, tap_factors
+from ._taps import chain_depths, constant_factors, tap_factors
 
 __all__ = ["propagated", "propagation_inputs", "attach_propagation"]
 
@@ -106,12 +106,13 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
             b_ms = float(b.detach().double().pow(2).mean())
     f = role.fans if functional else primary.fans if primary.fans is not None else role.fans if (
         role is not None and role.fans is not None) else layer_fans(m, "weight")
-    t_in, t_out, b_in, b_out = _taps_of(info, m, role if functional else None, primary.shape, g)
+    t_in, t_out, b_in, b_out, dc_keep, dc_gain = _taps_of(info, m, role if functional else None, primary.shape, g)
     transposed = bool(role.transposed) if functional else bool(getattr(m, "transposed", False))
     per_channel = len(primary.shape) >= 3 and (primary.shape[0 if transposed else 1] == 1)
     spread = _row_spread(w, primary.method, f.fan_in * t_in, transposed)
     centered = role is not None and role.standardized and len(primary.shape) >= 2 and not transposed
     return LayerMoments(f.fan_in, f.fan_out, w_ms, b_ms, in_taps=t_in, out_taps=t_out, taps_bound=(b_in, b_out),
+                        dc_keep=dc_keep, dc_gain=dc_gain,
                         row_spread=spread, row_sums=_row_sums(w, primary.method, primary.shape) if per_channel
                         and not transposed else None,
                         per_channel=per_channel, centered=centered, channels=int(primary.shape[1]),
@@ -179,24 +180,29 @@ def _row_spread(w: torch.Tensor | None, method: str, fan: float, transposed: boo
 
 
 def _taps_of(info: LayerInfo, m: nn.Module, role: Any, shape: tuple[int, ...],
-             g: Graph | None) -> tuple[float, float, float, float]:
+             g: Graph | None) -> tuple[float, float, float, float, float, float]:
     """The fraction of a zero-padded convolution's taps that read the input at the example's size (its first
-    call), forward and backward, and their bounds (:func:`initwise._taps.tap_factors`); 1.0 for any other layer."""
+    call), forward and backward, their bounds (:func:`initwise._taps.tap_factors`) and what its borders do to the
+    input's constant part (:func:`initwise._taps.constant_factors`); no change for any other layer."""
     if g is None or not info.nodes or len(shape) < 3:
-        return 1.0, 1.0, 1.0, 1.0
+        return 1.0, 1.0, 1.0, 1.0, 1.0, 0.0
     if isinstance(m, nn.modules.conv._ConvNd) and tuple(m.weight.shape) == tuple(shape):
         stride, dilation, transposed, module = m.stride, m.dilation, m.transposed, m
     elif role is not None and "conv" in role.op:
         stride, dilation, transposed = role.stride, role.dilation, role.transposed
         module = None  # padding from the shapes
     else:
-        return 1.0, 1.0, 1.0, 1.0
+        return 1.0, 1.0, 1.0, 1.0, 1.0, 0.0
     n = g.nodes[info.nodes[0]]
     if not n.inputs:
-        return 1.0, 1.0, 1.0, 1.0
+        return 1.0, 1.0, 1.0, 1.0, 1.0, 0.0
     fwd, bwd = _depths(g)
-    return tap_factors(module, tuple(shape[2:]), g.nodes[n.inputs[0]].shape, n.shape, stride, dilation, transposed,
+    in_shape = g.nodes[n.inputs[0]].shape
+    taps = tap_factors(module, tuple(shape[2:]), in_shape, n.shape, stride, dilation, transposed,
                        (fwd.get(n.inputs[0], 0), bwd.get(n.id, 0)))
+    const = (1.0, 0.0) if transposed else constant_factors(module, tuple(shape[2:]), in_shape, n.shape, stride,
+                                                           dilation)
+    return (*taps, *const)
 
 
 _DEPTHS: list[Any] = [None, None]  # the last graph and its chain depths (plan asks once per layer)

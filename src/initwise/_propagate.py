@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from . import _rules_fft as F
 from . import _rules_join as J
 from . import _rules_reduce as R
-from ._rules_act import act_backward, act_forward
+from ._rules_act import act_backward, act_forward, slope_correlation
 from ._rules_layer import (LayerMoments, NormMoments, layer_backward, layer_forward, norm_backward, norm_forward,
                            normalize_backward, normalize_forward)
 from ._signal import Grad, Sig, layout
@@ -114,7 +114,7 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         elif k == "layer" and _attention(layers, n) is not None:
             out, b = J.mha_forward(_attention(layers, n), x, n.shape)
         elif k == "layer":
-            out, b = layer_forward(layers.get(n.module or ""), x, n.shape)
+            out, b = layer_forward(layers.get(n.module or ""), x, n.shape, batch)
         elif k == "norm" and n.op == "normalize" and n.dims:
             out, b = normalize_forward(x, s_in[n.dims[0]] if len(s_in) > n.dims[0] else 1)
         elif k == "norm":
@@ -207,6 +207,32 @@ def _norm_of(norms, n) -> NormMoments:
     return NormMoments(kind, functional=True)
 
 
+def _after(n, users, grads, sig) -> tuple[float, Grad] | None:
+    """The activation that alone reads the norm ``n``'s output (through value-moving ops: timm's fused norm-act
+    modules pass an Identity first): its ``kappa`` and the gradient at its output."""
+    u = users.get(n.id, [])
+    while len(u) == 1 and u[0].kind == "pass" and u[0].op in R.EXACT_PASS and u[0].op not in R.MAX_POOLS:
+        u = users.get(u[0].id, [])
+    if len(u) != 1 or u[0].kind != "act" or u[0].id not in grads:
+        return None
+    return slope_correlation(u[0].activation, sig.get(u[0].inputs[0], Sig(1.0))), grads[u[0].id]
+
+
+def _mixed_since(nodes, n, layers) -> bool:
+    """Was the per-channel layer ``n``'s input mixed over channels by a dense layer since the last per-channel
+    one (through pointwise ops, norms, value moves and joins of the first operand)?"""
+    i, steps = (n.inputs[0] if n.inputs else None), 0
+    while i is not None and steps < 256:
+        m = nodes[i]
+        if m.kind == "layer":
+            lm = layers.get(m.module or "")
+            return lm is not None and not lm.per_channel
+        if m.kind in ("input", "output") or not m.inputs:
+            return True
+        i, steps = m.inputs[0], steps + 1
+    return True
+
+
 def _depends_on_forward(n) -> bool:
     """Does the node's backward rule read the forward moments of its input?"""
     if n.kind == "act":
@@ -217,6 +243,10 @@ def _depends_on_forward(n) -> bool:
 def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tuple[float, float]], batch: int | None) -> None:
     sig, grads, bb, fb = prop.signals, prop.grads, prop.backward_bound, prop.forward_bound
     rm = prop.backward_removed
+    users: dict[int, list] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            users.setdefault(i, []).append(n)
     for oid in graph.output_ids:
         nb, _, p = layout(nodes[oid].shape)
         nb = batch or nb
@@ -237,11 +267,13 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             one, b = J.mha_backward(_attention(layers, n), d, x, shapes[0])
             contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
         elif k == "layer":
-            contrib, b = layer_backward(layers.get(n.module or ""), d, len(n.inputs))
+            lm = layers.get(n.module or "")
+            contrib, b = layer_backward(lm, d, len(n.inputs), lm is not None and lm.per_channel
+                                        and _mixed_since(nodes, n, layers))
         elif k == "norm" and n.op == "normalize" and n.dims:
             contrib, b = normalize_backward(d, x, shapes[0][n.dims[0]] if len(shapes[0]) > n.dims[0] else 1)
         elif k == "norm":
-            contrib, b = norm_backward(_norm_of(norms, n), d, x, shapes[0])
+            contrib, b = norm_backward(_norm_of(norms, n), d, x, shapes[0], batch, _after(n, users, grads, sig))
         elif k == "act":
             contrib, b = act_backward(n.activation, d, x)
         elif k == "scale":

@@ -11,14 +11,15 @@ the pre-activation has no constant part, up to ``E[phi'^2]`` when it is all cons
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from ._gains import dual, moments
+from ._gains import _derivative, _nodes, dual, moments
 from ._signal import Grad, Sig
 
-__all__ = ["act_forward", "act_backward"]
+__all__ = ["act_forward", "act_backward", "slope_correlation"]
 
 _HOMOGENEOUS = {"linear", "relu", "leaky_relu", "prelu"}
 _TINY, _HUGE = 1e-30, 1e30
@@ -71,3 +72,22 @@ def act_backward(act, d: Grad, x: Sig) -> tuple[list[Grad], float]:
     kdc = dual(act, v, min(max(x.dc - m2, -v), v), mu, derivative=True)
     kdcb = dual(act, v, min(max(x.dcb - m2, -v), v), mu, derivative=True)
     return [Grad(d.g * m.backward, d.dc * kdc, d.dcb * kdcb)], 1.0
+
+
+@functools.lru_cache(maxsize=1024)
+def _kappa(act, v: float, mu: float) -> float:
+    z, w = _nodes(act, v, mu)
+    with torch.no_grad():
+        d = _derivative(act)(z)
+    return float((w * d * (z - mu)).sum()) / math.sqrt(v)
+
+
+def slope_correlation(act, x: Sig) -> float:
+    """``kappa = E[phi'(y) (y - mean)] / sd`` for the Gaussian pre-activation ``y`` of moments ``x``: how much the
+    activation's backward mask leans on the standardized pre-activation (ReLU: ``1 / sqrt(2 pi)``; linear: 1).
+    A normalization's backward removes the gradient's part along its standardized output; a gradient that is
+    constant over a statistics set meets it through ``phi'`` as ``kappa`` times the set's size."""
+    v, mu = _at(act, x)
+    if act is None or not act.known or not math.isfinite(v) or v < _TINY or v > _HUGE:
+        return 0.0
+    return _kappa(act, float(f"{v:.6g}"), float(f"{mu:.6g}"))

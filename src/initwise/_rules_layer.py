@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ._batch_stats import finite_set_factor
 from ._signal import Grad, Sig, layout
 
 __all__ = ["LayerMoments", "NormMoments", "layer_forward", "layer_backward", "norm_forward", "norm_backward"]
@@ -34,6 +35,7 @@ BOUND_FUNCTIONAL_NORM = 1.5
 # middle; tests/test_taps.py measured 12% (backward, 3x3 and 2x2 maps, mean of 12 draws)
 BOUND_BORDER = 1.25
 TAPS_EXACT = 0.9
+BORDER_MOVED = 0.1  # positional power the borders turn into the constant part: approximate above this share
 CHAIN_EXACT = 1.02  # a chain share whose settled and even-input values differ by more than this: approximate
 # weight standardization's centering with positions taken as independent (tests/test_rules_layer.py)
 BOUND_CENTERED = 1.5
@@ -61,6 +63,10 @@ class LayerMoments:
     # their bounds, forward and backward: deep in a chain of padded convolutions the share lies between the
     # even input's and the longest path's (:func:`initwise._taps.chain_share`)
     taps_bound: tuple[float, float] = (1.0, 1.0)
+    # of the input's constant part, the share that stays constant over the output's positions, and of its
+    # positional part the share that becomes constant (the borders: :func:`initwise._taps.constant_factors`)
+    dc_keep: float = 1.0
+    dc_gain: float = 0.0
     # ``E_c[s / s_c]`` for the squared norms ``s_c`` of the weight's rows (the output channels' fans), and whether
     # each output channel reads one input channel (depthwise: the input's own spread over channels carries over)
     row_spread: float = 1.0
@@ -105,7 +111,8 @@ class NormMoments:
     normalized: int = 0  # layer norm: how many trailing elements it normalizes over (0: the channel dim)
 
 
-def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, float]:
+def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
+                  batch: int | None = None) -> tuple[Sig, float]:
     if lm is None or lm.kind == "opaque":
         return x, math.inf
     if lm.kind == "embedding":
@@ -120,6 +127,12 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...]) -> tu
         n = max(lm.channels * lm.taps, 2)  # E[w_i w_j] = E[w^2] (delta_ij - 1/n) n / (n - 1) for a zero-sum row
         q, dc, dcb = (v * n / (n - 1) for v in (q, dc, dcb))
         bound *= BOUND_CENTERED
+    if lm.dc_keep != 1.0 or lm.dc_gain > 0.0:
+        moved = lm.dc_gain * max(q - dc, 0.0)
+        # the moved part is each sample's own: the batch's mean keeps 1 / N of it
+        dc, dcb = lm.dc_keep * dc + moved, lm.dc_keep * dcb + moved / max(batch or layout(shape)[0], 1)
+        if moved > BORDER_MOVED * dc:  # positions taken as independent there
+            bound *= BOUND_BORDER
     out = Sig(g * q + lm.bias_ms, 0.0, g * dc + lm.bias_ms, g * dcb + lm.bias_ms, spread,
               _dc_share(lm.row_sums, dc - dcb, q - dc) if lm.per_channel else 1.0)
     return (out.no_positions() if len(shape) <= 2 else out).clean(), bound
@@ -152,18 +165,26 @@ def _border_bound(lm: LayerMoments, direction: int) -> float:
                chain if chain > CHAIN_EXACT else 1.0)
 
 
-def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int) -> tuple[list[Grad], float]:
+def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int, mixed: bool = False) -> tuple[list[Grad], float]:
+    """``mixed``: the layer's input was mixed over channels since the last per-channel layer (a dense layer
+    between: the signal and the gradient it meets carry no structure of this layer's rows)."""
     if lm is None or lm.kind == "opaque":
         return [d] * n_inputs, math.inf
     if lm.kind == "embedding":
         return [Grad(0.0)] * n_inputs, 1.0
     f = lm.fan_out * lm.out_taps * lm.weight_ms
-    if d.spread > 1.0 and lm.row_spread > 1.0 and lm.per_channel and lm.taps == 1:
-        # the norm after this one-tap per-channel layer (y_c = w_c x_c) divided channel c's gradient by its
-        # variance w_c^2 v_c; this backward multiplies it by w_c^2 again: the rows' share of the spread cancels
-        # exactly (wider rows cancel only for inputs independent over their taps: not applied)
-        f /= min(lm.row_spread, d.spread)
-    return [d.scaled(f)] + [Grad(0.0)] * (n_inputs - 1), _border_bound(lm, 1)
+    bound = _border_bound(lm, 1)
+    if d.spread > 1.0 and lm.row_spread > 1.0 and lm.per_channel and (lm.taps == 1 or mixed):
+        # the norm after this per-channel layer divided channel c's gradient by its variance |w_c|^2 v (one
+        # tap: w_c^2 v_c exactly; wider rows: for an input independent over the taps); this backward multiplies
+        # each input position by the row's squares again: the rows' share of the spread cancels. A wider row
+        # after another per-channel layer meets the spatial correlation that layer's row made in the same
+        # channel (a chain of depthwise layers: measured to keep the spread, not cancelled)
+        cancel = min(lm.row_spread, d.spread)
+        f /= cancel
+        if lm.taps != 1:
+            bound *= cancel  # approximate by as much as it moves (tests/test_batch_stats.py)
+    return [d.scaled(f)] + [Grad(0.0)] * (n_inputs - 1), bound
 
 
 def _shared(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[float, float, float]:
@@ -219,7 +240,12 @@ def norm_forward(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, 
     return out.clean(), bound
 
 
-def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...]) -> tuple[list[Grad], float]:
+def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...],
+                  batch: int | None = None, after: tuple[float, Grad] | None = None) -> tuple[list[Grad], float]:
+    """``batch``: the batch size of the pass (the graph may have been traced on a slice of it); ``after``: the
+    activation right after the norm, as its ``kappa`` (:func:`initwise._rules_act.slope_correlation`) and the
+    gradient at its output, whose parts constant over the statistics set meet the norm's ``xhat`` through
+    ``phi'`` (:mod:`initwise._batch_stats`)."""
     if nm.kind == "running":
         return [d.scaled(nm.a_ms)], 1.0
     if nm.kind == "grn":
@@ -237,6 +263,19 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...]) -> t
         f *= x.spread
         if x.spread > SPREAD_EXACT:
             bound *= x.spread
+    if nm.kind in ("batch", "instance"):
+        # the statistics of a finite set: E[1 / s] for the set's own variance s, and xhat's projection
+        n, _, p = layout(shape)
+        n = batch or n
+        coherent = 0.0
+        if after is not None:
+            kappa, h = after
+            shared = h.dcb + max(h.dc - h.dcb, 0.0) / max(n, 1) if nm.kind == "batch" else h.dc
+            coherent = kappa * kappa * shared
+        fs = finite_set_factor(nm.kind, x.q, x.dc, x.dcb, d.g, d.dc, d.dcb, n, p, nm.eps, coherent)
+        f *= fs
+        if abs(math.log(fs)) > math.log(SPREAD_EXACT) if fs > 0 else False:
+            bound *= max(fs, 1.0 / fs)  # Gaussian values: approximate by as much as it moves (tests)
     removed = d.dcb if level == 2 else d.dc if level == 1 else 0.0
     out = Grad(f * max(d.g - removed, 0.0), f * max(d.dc - removed, 0.0), f * max(d.dcb - removed, 0.0),
                x.spread if nm.kind in ("batch", "instance") and x.spread > 1.0 else 1.0)

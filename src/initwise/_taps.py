@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["tap_factors", "pairs", "chain_share", "chain_depths"]
+__all__ = ["tap_factors", "pairs", "chain_share", "chain_depths", "constant_factors"]
 
 
 def pairs(n_src: int, n_dst: int, stride: int, pad: int, k: int, dilation: int) -> int:
@@ -106,6 +106,47 @@ def tap_factors(module: nn.Module | None, kernel: tuple[int, ...], in_shape: tup
         fwd *= (t / n_out) / nominal_f
         bwd *= (t / n_in) / nominal_b
     return fwd, bwd, bound_f, bound_b
+
+
+def constant_factors(module: nn.Module | None, kernel: tuple[int, ...], in_shape: tuple[int, ...],
+                     out_shape: tuple[int, ...], stride: tuple[int, ...] = (),
+                     dilation: tuple[int, ...] = ()) -> tuple[float, float]:
+    """``(keep, gain)``: how a convolution moves the power of its input's per-sample, per-channel constant
+    (the mean over positions) at the borders. With ``n_j`` the output positions where tap ``j`` reads a real
+    value, a constant input ``c`` gives ``y_o = c sum_{j real at o} w_j``, whose mean over the ``P_out`` outputs
+    is ``c sum_j w_j n_j / P_out``: in expectation over the weights its power is ``B / (A P_out)`` of what every
+    position carries (``A = sum_j n_j``, ``B = sum_j n_j^2``; 1 on a map large against the kernel, 9/16 for a
+    3x3 convolution on a 2x2 map): the rest varies over positions. Conversely the positional part (zero mean
+    over the ``P_in`` input positions) leaves each tap's subset sum over ``n_j`` positions, of variance
+    ``v n_j (P_in - n_j) / (P_in - 1)`` for independent positions: ``gain = (P_in A - B) / ((P_in - 1) A
+    P_out)`` of it becomes the output's constant. Both relative to the layer's gain on the second moment."""
+    sd = len(kernel)
+    if sd == 0 or len(in_shape) < sd + 2 or len(out_shape) < sd + 2:
+        return 1.0, 0.0
+    s = tuple(stride) or (1,) * sd
+    d = tuple(dilation) or (1,) * sd
+    pad = getattr(module, "padding", None)
+    zeros = getattr(module, "padding_mode", "zeros") == "zeros"
+    a_tot = b_tot = 1.0
+    p_in = p_out = 1
+    for i in range(sd):
+        k, si, di = int(kernel[i]), int(s[i] if i < len(s) else s[-1]), int(d[i] if i < len(d) else d[-1])
+        n_in, n_out = int(in_shape[2 + i]), int(out_shape[2 + i])
+        if n_in <= 0 or n_out <= 0:
+            return 1.0, 0.0
+        if isinstance(pad, tuple) and len(pad) == sd and not isinstance(pad[i], str):
+            p = int(pad[i])
+        else:
+            p = _pad_conv(n_in, n_out, si, k, di)
+        counts = [n_out if not zeros else pairs(n_out, n_in, si, p - j * di, 1, 1) for j in range(k)]
+        a_tot *= sum(counts)
+        b_tot *= sum(c * c for c in counts)
+        p_in, p_out = p_in * n_in, p_out * n_out
+    if a_tot <= 0:
+        return 1.0, 0.0
+    keep = b_tot / (a_tot * p_out)
+    gain = (p_in * a_tot - b_tot) / ((p_in - 1) * a_tot * p_out) if p_in > 1 else 0.0
+    return min(keep, 1.0), max(gain, 0.0)
 
 
 @functools.lru_cache(maxsize=256)

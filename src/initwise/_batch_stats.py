@@ -1,0 +1,81 @@
+"""What a normalization's statistics, taken over a finite set of values, do to its backward.
+
+A training-mode batch norm standardizes each channel by the variance ``s`` of its own ``M = N P`` values (``N``
+samples, ``P`` positions), not by the population's: its backward ``dx = (dy - mean(dy) - xhat mean(dy xhat)) /
+sqrt(s + eps)`` carries ``1 / s``, which exceeds ``1 / E[s]`` on average when ``M`` is small (2x2 maps at batch
+2: ``M = 8``), and the projection on ``xhat`` removes the part of ``dy`` along the channel's own values. Split
+the ``M - 1`` directions orthogonal to the constant into the per-sample constants (``N - 1`` of them) and the
+positions within each sample (``N (P - 1)``). The input's centred values carry ``A = dc - dcb`` and ``B = q -
+dc`` on them, Gaussian: ``|x_1|^2 = M A X``, ``|x_2|^2 = M B Y`` with ``X ~ chi2(N - 1) / (N - 1)``, ``Y ~
+chi2(N (P - 1)) / (N (P - 1))``; the gradient, independent of ``x`` and even within each part, ``G1 = dc -
+dcb`` and ``G2 = g - dc``. Then, with ``Z = A X + B Y + eps``::
+
+    E[dx^2] = E[(G1 + G2) / Z - (A X G1 / (N - 1) + B Y G2 / (N (P - 1))) / Z^2]
+
+against the rule's ``(G1 + G2) / (A + B + eps)``: the factor of :func:`finite_set_factor`. For independent values
+it is ``(M - 2) / (M - 3)``; a gradient constant over positions (a global pool's) meets the per-sample part of
+``xhat`` and loses more. The expectations are ``int_0^inf`` of the chi-square moment generating functions (and
+their derivatives, ``E[X exp(-t A X)] = (1 + 2 t A / a)^(-a/2 - 1)``), integrated on a log grid. An instance norm
+is the same over one sample's ``P`` positions (``B`` and ``G2`` only).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["finite_set_factor"]
+
+_N_GRID = 350
+_U0, _U1 = -30.0, 40.0  # ln t: the integrands decay at both ends (trapezoid, exponentially accurate)
+_DU = (_U1 - _U0) / (_N_GRID - 1)
+
+
+def _moments(parts: list[tuple[float, int]], eps: float) -> tuple[float, list[float]]:
+    """``E[1 / Z]`` and, per part ``k``, ``E[X_k / Z^2]`` for ``Z = sum_k w_k X_k + eps``, ``X_k ~ chi2(d_k) /
+    d_k``."""
+    i0, ix = 0.0, [0.0] * len(parts)
+    for j in range(_N_GRID):
+        u = _U0 + j * _DU
+        t = math.exp(u)
+        log_mgf = -t * eps
+        logs = []
+        for w, d in parts:
+            lg = math.log1p(2.0 * t * w / d)
+            logs.append(lg)
+            log_mgf -= 0.5 * d * lg
+        if log_mgf + u < -80.0 and u > 0:
+            break  # decreasing from here on
+        base = math.exp(log_mgf + u)
+        i0 += base
+        for k, lg in enumerate(logs):
+            ix[k] += base * t * math.exp(-lg)
+    return i0 * _DU, [v * _DU for v in ix]
+
+
+def finite_set_factor(kind: str, q: float, dc: float, dcb: float, g: float, gdc: float, gdcb: float,
+                      n: int, p: int, eps: float, coherent: float = 0.0) -> float:
+    """The factor (module docstring) on a norm's backward rule for a statistics set of ``n`` samples by ``p``
+    positions (``kind`` "batch"; "instance": one sample's positions), the input's moments ``q, dc, dcb`` and the
+    gradient's ``g, gdc, gdcb`` per element. ``coherent``: the power per element of the gradient's mean part
+    along ``xhat`` (``E[(dy . xhat)]^2 / M^2``: an activation after the norm, see
+    :func:`initwise._rules_act.slope_correlation`), removed besides the independent part's share."""
+    if kind == "batch":
+        m = n * p
+        parts = [(max(dc - dcb, 0.0), n - 1, max(gdc - gdcb, 0.0)), (max(q - dc, 0.0), n * (p - 1), max(g - gdc, 0.0))]
+    elif kind == "instance":
+        m = p
+        parts = [(max(q - dc, 0.0), p - 1, max(g - gdc, 0.0))]
+    else:
+        return 1.0
+    if m <= 2:
+        return 0.0  # the mean and xhat span every direction: the gradient is removed exactly
+    parts = [(w, d, gk) for w, d, gk in parts if d > 0 and w > 0]
+    scale = sum(w for w, _, _ in parts) + eps
+    grad = sum(gk for _, _, gk in parts)
+    if scale <= 0 or grad <= 0 or not parts:
+        return 1.0
+    if sum(d for _, d, _ in parts) <= 2 and eps <= 0:
+        return math.inf
+    i0, ix = _moments([(w / scale, d) for w, d, _ in parts], eps / scale)
+    value = (grad - coherent) * i0 - sum(gk * (w / scale) * x / d for (w, d, gk), x in zip(parts, ix))
+    return max(value, 0.0) / grad
