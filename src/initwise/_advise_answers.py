@@ -66,7 +66,8 @@ GLOSSARY: dict[str, str] = {
                   "medium: others are within noise, or the margin is small; low: no target (no output criterion) or "
                   "nothing healthy. Measured (docs/evidence.md): 'high' picks were within seed noise of the best "
                   "after training in 2 of 3 design cells and 0 of 1 validation cell, 'medium' in 8 of 10 design and "
-                  "5 of 9 validation cells; the no-target order in 11 of 13 and 5 of 10. The words do not separate "
+                  "5 of 9 validation cells (second validation set: 'high' 1 of 1, 'medium' 0 of 2); the no-target "
+                  "order in 11 of 13 and 5 of 10. The words do not separate "
                   "good picks from bad ones on the validation set: read either as 'about half the time on a net the "
                   "rule was not designed on', and settle a close call with a trial.",
     "not measured": "a candidate whose health advise skipped because it could not change the pick (without a "
