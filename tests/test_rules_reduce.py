@@ -163,3 +163,26 @@ def test_dropout_masks_multiply_second_moments_by_one_over_keep(kind):
         se = math.sqrt(sum((t - mean) ** 2 for t in v) / (len(v) - 1) / len(v))
         assert abs(mean) <= MISMATCH_Z * se + 0.02, (mean, se)
         assert abs(mean + math.log(2.0)) > MISMATCH_Z * se + 0.02  # what a mask taken as identity predicts
+
+
+class TableInput(nn.Module):
+    """Swin-V2's continuous position bias: an MLP on a coordinate table built from buffers, not from the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.linspace(-1, 1, 98).view(1, 49, 2))
+        self.cpb = nn.Linear(2, 16)
+        self.conv = nn.Conv2d(3, 16, 1)
+
+    def forward(self, x):
+        bias = self.cpb(self.table).mean()
+        return self.conv(x) + bias
+
+
+def test_a_layer_on_an_untraced_tensor_is_not_exact():
+    """The table reaches the layer as no traced tensor: its moments are taken as 1, so the layer's forward is
+    not marked exact (it was, and is off by 1.5x on Swin2SR's and GRL's tables)."""
+    torch.manual_seed(0)
+    run = run_of(TableInput(), torch.randn(4, 3, 8, 8))
+    assert not run["cpb"].forward_exact
+    assert run["conv"].forward_exact

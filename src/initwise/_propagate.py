@@ -115,6 +115,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = J.mha_forward(_attention(layers, n), x, n.shape)
         elif k == "layer":
             out, b = layer_forward(layers.get(n.module or ""), x, n.shape, batch)
+            if not n.inputs:  # its input is no traced tensor (a buffer, a table built in forward): taken as 1
+                b = R.BOUND_UNKNOWN
         elif k == "norm" and n.op == "normalize" and n.dims:
             out, b = normalize_forward(x, s_in[n.dims[0]] if len(s_in) > n.dims[0] else 1)
         elif k == "norm":
