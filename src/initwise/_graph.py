@@ -23,7 +23,9 @@ from ._activations import Activation, resolve_activation
 from ._sharded import has_sharded, is_sharded, no_fsdp_hooks
 from ._guard import GuardError, preserved
 from ._roles import ParamRole
-from ._trace import _ACT_MODULES, _NORM_MODULES, Node, Recorder, _own_forward, _tensors, module_role
+from ._nested import tensors as _tensors
+from ._trace import Recorder
+from ._trace_vocab import _ACT_MODULES, _NORM_MODULES, Node, _own_forward, module_role
 
 __all__ = ["Graph", "LayerInfo", "Node", "trace"]
 
