@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from ._advise_rule import welch_p
+from ._advise_rule import draws_of, score_of, welch_p
 from ._candidate_set import _differs_from_default, branch_ends
 from ._gains import gain
 from ._plan import Plan, plan as make_plan
@@ -112,11 +112,9 @@ def _why(lp: Any, module: nn.Module | None, first: bool) -> str:
 
 
 def _score(r: Any, rule: str | None) -> tuple[float | None, list[float]]:
-    if rule == "probe":
-        return r.probe_loss, list(r.probe)
-    if rule == "init_loss":
-        return r.init_loss, list(r.losses)
-    return None, []
+    if rule not in ("probe", "init_loss"):
+        return None, []
+    return score_of(r, rule), draws_of(r, rule)
 
 
 def _fan_answer(model: nn.Module, base: Plan, adv: Any) -> dict[str, Any]:
@@ -344,7 +342,7 @@ def reasons(results: list, equivalent: list[str], target_kind: str, rule: str | 
     if scored_first is not None and rule is not None:
         top = next(r for r in results if r.name == scored_first)
         what = "held-out loss after the probe" if rule == "probe" else "initial loss"
-        value = top.probe_loss if rule == "probe" else top.init_loss
+        value = score_of(top, rule)
         out.append(f"{scored_first} had the lowest {what} ({value:.3g}); the pick is within seed noise of it and "
                    "comes first among them in the order that did best on the design set (docs/evidence.md)")
     if rule is None:

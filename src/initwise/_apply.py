@@ -17,7 +17,6 @@ written (each is filled by one torch call, and Python delivers an interrupt betw
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._initializers import _scaling_std, icnr_, identity_, orthogonal_, variance_scaling_
+from ._initializers import _scaling_std, draw_scaled, icnr_, identity_, orthogonal_, variance_scaling_
 from ._reparam import reparams, weight_norm_magnitude
 from ._sharded import fill_, fill_constant_, is_sharded, local_device
 
@@ -228,11 +227,7 @@ def _filler(pp: Any, layers: dict, owner: nn.Module, g: float, extra: float, dis
 def _draw(t: torch.Tensor, method: str, std: float, gen: torch.Generator | None) -> None:
     """The one torch call of a normal or uniform draw: what :func:`initwise._initializers.variance_scaling_`
     makes after its checks (those :func:`prepare` made), with the same arguments."""
-    if method == "normal":
-        t.normal_(0.0, std, generator=gen)
-    else:
-        limit = math.sqrt(3.0) * std
-        t.uniform_(-limit, limit, generator=gen)
+    draw_scaled(t, method, std, gen)
 
 
 def _direct_run(name: str, p: torch.Tensor, method: str, std: float):

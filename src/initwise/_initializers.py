@@ -145,17 +145,23 @@ def _variance_scaling(tensor: torch.Tensor, scale: float, mode: Mode, distributi
     if tensor.is_meta:
         return tensor
     with torch.no_grad():
-        if distribution == "normal":
-            return tensor.normal_(0.0, std, generator=generator)
-        if distribution == "uniform":
-            limit = math.sqrt(3.0) * std
-            return tensor.uniform_(-limit, limit, generator=generator)
+        if distribution in ("normal", "uniform"):
+            return draw_scaled(tensor, distribution, std, generator)
         reach = min(bound, _NORMAL_PEAK)
         work = torch.float64 if tensor.dtype == torch.float64 else torch.float32
         lo = 0.5 * (1.0 + math.erf(-bound / math.sqrt(2.0)))
         u = torch.empty(tensor.shape, dtype=work, device=tensor.device).uniform_(lo, 1.0 - lo, generator=generator)
         z = torch.special.ndtri(u).clamp_(-reach, reach)
         return tensor.copy_(z.mul_(std / truncated_normal_std(bound)))
+
+
+def draw_scaled(tensor: torch.Tensor, distribution: str, std: float, generator: torch.Generator | None) -> torch.Tensor:
+    """The one torch call of a zero-mean normal or uniform draw of standard deviation ``std``, in place (no checks:
+    :func:`_scaling_std` makes them)."""
+    if distribution == "normal":
+        return tensor.normal_(0.0, std, generator=generator)
+    limit = math.sqrt(3.0) * std
+    return tensor.uniform_(-limit, limit, generator=generator)
 
 
 def _scaling_std(tensor: torch.Tensor, scale: float, mode: Mode, distribution: Distribution, *,

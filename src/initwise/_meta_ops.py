@@ -225,6 +225,14 @@ def _linear(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _new((*x.shape[:-1], w.shape[0]), x.dtype)
 
 
+def _bind(names: tuple[str, ...], args: tuple, kwargs: dict) -> dict[str, Any] | None:
+    """The call's arguments by parameter name (``names`` in the op's order), None when it passes more positional
+    arguments than there are names, or a keyword that is not one of the names after them."""
+    if len(args) > len(names) or set(kwargs) - set(names[len(args):]):
+        return None
+    return dict(zip(names, args), **kwargs)
+
+
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _CONV_DIMS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
 
@@ -239,9 +247,9 @@ def _conv(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
     """A batched convolution (``torch.conv1d/2d/3d``, what ``nn.Conv*d`` calls for ``padding_mode="zeros"``):
     ``out = (L + 2 p - d (k - 1) - 1) // s + 1`` per spatial dim (padding ``"valid"``: 0; ``"same"``, stride 1:
     ``out = L``), ``C_out = weight.shape[0]``; contiguous, as the meta kernel answers (``new_empty``)."""
-    if len(args) > len(_CONV_ARGS) or set(kwargs) - set(_CONV_ARGS[len(args):]):
+    a = _bind(_CONV_ARGS, args, kwargs)
+    if a is None:
         return None
-    a = dict(zip(_CONV_ARGS, args), **kwargs)
     x, w, b = a.get("input"), a.get("weight"), a.get("bias")
     n = _CONV_DIMS[func]
     if not (_plain(x) and _plain(w) and (b is None or _plain(b))) or x.dim() != n + 2 or w.dim() != n + 2 \
@@ -276,9 +284,9 @@ def _max_pool2d(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
     meta kernel answers for a contiguous input with several channels and positions (its kernel checks call
     ``torch._check``, whose first call in a process imports ``torch.fx.experimental.symbolic_shapes``: ~500
     modules, 0.5 s)."""
-    if len(args) > len(_POOL_ARGS) or set(kwargs) - set(_POOL_ARGS[len(args):]):
+    a = _bind(_POOL_ARGS, args, kwargs)
+    if a is None:
         return None
-    a = dict(zip(_POOL_ARGS, args), **kwargs)
     x = a.get("input")
     if not _plain(x) or x.dim() != 4 or x.shape[1] < 2 or x.shape[2] * x.shape[3] < 2 \
             or a.get("return_indices", False) is not False or type(a.get("ceil_mode", False)) is not bool:
