@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from design_models import TASKS as DESIGN_TASKS  # noqa: E402
 from validation_models import TASKS as VALIDATION_TASKS, Outside  # noqa: E402
 from validation_v2_models import TASKS as V2_TASKS  # noqa: E402
+from validation_v3_models import TASKS as V3_TASKS  # noqa: E402
 
 from initwise import generate_candidates  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
@@ -40,7 +41,10 @@ from initwise.bench.train import train  # noqa: E402
 OUT = "docs/evidence/validation/results.jsonl"
 DESIGN_OUT = "docs/evidence/design-extra/results.jsonl"  # --set design: the design set's deep plain nets
 V2_OUT = "docs/evidence/validation-v2/results.jsonl"  # --set v2: the second validation set
-TASKS = {**VALIDATION_TASKS, **DESIGN_TASKS, **V2_TASKS}  # names are distinct; a run's key starts with its task's name
+V3_OUT = "docs/evidence/validation-v3/results.jsonl"  # --set v3: the third validation set
+SET_TASKS = {"validation": VALIDATION_TASKS, "design": DESIGN_TASKS, "v2": V2_TASKS, "v3": V3_TASKS}
+SET_OUT = {"validation": OUT, "design": DESIGN_OUT, "v2": V2_OUT, "v3": V3_OUT}
+TASKS = {**VALIDATION_TASKS, **DESIGN_TASKS, **V2_TASKS, **V3_TASKS}  # names are distinct; a run's key starts with its task's name
 CONFIG = dict(steps=300, batch_size=8, patch_size=24, eval_crop=64, channels=1)
 LRS = (1e-3, 2e-4)
 SEEDS = (0, 1, 2, 3, 4)
@@ -104,10 +108,10 @@ def grid(tasks, seeds, lrs) -> list[tuple[str, object, int, float]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", choices=("validation", "design", "v2"), default="validation",
+    ap.add_argument("--set", choices=tuple(SET_TASKS), default="validation",
                     help="design: the design set's additions (benchmarks/design_models.py), lr 1e-3, seeds 0-2, "
                          f"into {DESIGN_OUT}; v2: the second validation set (benchmarks/validation_v2_models.py), "
-                         f"into {V2_OUT}")
+                         f"into {V2_OUT}; v3: the third (benchmarks/validation_v3_models.py), into {V3_OUT}")
     ap.add_argument("--out", default=None)
     ap.add_argument("--tasks", default=None)
     ap.add_argument("--seeds", default=None)
@@ -116,8 +120,8 @@ def main() -> int:
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
     design = args.set == "design"
-    args.out = args.out or (DESIGN_OUT if design else V2_OUT if args.set == "v2" else OUT)
-    args.tasks = args.tasks or ",".join(DESIGN_TASKS if design else V2_TASKS if args.set == "v2" else VALIDATION_TASKS)
+    args.out = args.out or SET_OUT[args.set]
+    args.tasks = args.tasks or ",".join(SET_TASKS[args.set])
     args.seeds = args.seeds or ("0,1,2" if design else ",".join(map(str, SEEDS)))
     args.lrs = args.lrs or ("0.001" if design else ",".join(map(str, LRS)))
     torch.set_num_threads(1)
