@@ -169,11 +169,11 @@ def rank(results: list, score: str | None, prior: Sequence[str] = PRIOR) -> None
         r.rank = i + 1
 
 
-def _close(best: Any, r: Any, score: str) -> bool:
+def _close(best: Any, r: Any, score: str, tie: float = TIE) -> bool:
     a, b = score_of(best, score), score_of(r, score)
     if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
         return False
-    if b <= a * (1 + TIE):
+    if b <= a * (1 + tie):
         return True
     if b > a * EFFECT:
         return False
@@ -181,12 +181,13 @@ def _close(best: Any, r: Any, score: str) -> bool:
     return p is not None and p > P_EQUIVALENT
 
 
-def equivalent(results: list, score: str | None) -> list[str]:
-    """Healthy candidates within seed noise of ``results[0]`` on ``score`` (none can be said without a score)."""
+def equivalent(results: list, score: str | None, tie: float = TIE) -> list[str]:
+    """Healthy candidates within seed noise of ``results[0]`` on ``score`` (none can be said without a score);
+    ``tie``: the relative band within which scores are equivalent whatever the draws say."""
     if score is None or not results:
         return []
     best = results[0]
-    return [r.name for r in results[1:] if r.healthy and _close(best, r, score)]
+    return [r.name for r in results[1:] if r.healthy and _close(best, r, score, tie)]
 
 
 def confidence(results: list, equivalents: list[str], score: str | None) -> str:
