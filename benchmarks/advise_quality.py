@@ -52,6 +52,8 @@ DESIGN = ["docs/evidence/study.jsonl", "docs/evidence/long/results.jsonl", "docs
 DESIGN_EXTRA = "docs/evidence/design-extra/results.jsonl"  # deep plain nets (benchmarks/design_models.py)
 VALIDATION = "docs/evidence/validation/results.jsonl"
 VALIDATION_V2 = "docs/evidence/validation-v2/results.jsonl"  # the second validation set (validation_v2_models.py)
+VALIDATION_V3 = "docs/evidence/validation-v3/results.jsonl"  # the third (validation_v3_models.py), trained blind
+FROZEN_V3 = "1173a45"  # the commit whose rule v3 checks (the library's; docs/evidence.md, fifth session)
 VALIDATED = "probe@5/K2/d1/i2/novanish"  # the rule the first validation set checked (frozen at 493454c); the
 # library's rule since 9c41665 adds /tp, chosen on the design set after that set's misses were known: "seen" there
 FEATURES = "docs/evidence/advise_features.jsonl"
@@ -86,7 +88,7 @@ def design_cells() -> list[dict]:
 
 def validation_cells(path: str = VALIDATION, which: str = "validation") -> list[dict]:
     """Cells of a study_validation.py store: the validation set, (``which="design"``) the design additions, or
-    (``which="v2"``) the second validation set."""
+    (``which="v2"``, ``"v3"``) the second or third validation set."""
     if not Path(path).exists():
         return []
     import study_validation as sv
@@ -109,6 +111,16 @@ def validation_cells(path: str = VALIDATION, which: str = "validation") -> list[
                       sv.TASKS[name].task, "lr": lr, "patch": sv.CONFIG["patch_size"], "steps": sv.CONFIG["steps"],
                       "outcomes": out, "seeds": seeds, "partial": len(mine) - sum(r["seed"] in seeds for r in mine)})
     return cells
+
+
+def planned_cells(which: str) -> list[dict]:
+    """The cells of a validation set as study_validation.py plans them (every task x learning rate), without any
+    result: their features can be computed before a single training is read."""
+    import study_validation as sv
+
+    return [{"set": which, "cell": f"{name}@lr{lr:g}", "task_name": name, "task": t.task, "lr": lr,
+             "patch": sv.CONFIG["patch_size"], "steps": sv.CONFIG["steps"], "outcomes": {}, "seeds": [], "partial": 0}
+            for name, t in sv.SET_TASKS[which].items() for lr in sv.LRS]
 
 
 def _design_model(cell: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -478,20 +490,22 @@ def library_rule() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", action="store_true", help="compute missing features (slow) before the tables")
-    ap.add_argument("--only", choices=("design", "validation", "v2"), help="with --features: only this set")
+    ap.add_argument("--only", choices=("design", "validation", "v2", "v3"), help="with --features: only this set")
     ap.add_argument("--live", action="store_true", help="rerun initwise.advise on the validation cells (both sets)")
     ap.add_argument("--variants", action="store_true", help="also the design set's table of every variant")
     ap.add_argument("--design-only", action="store_true", help="no validation table (while a rule is being chosen)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells() + \
-        validation_cells(VALIDATION_V2, "v2")
+        validation_cells(VALIDATION_V2, "v2") + validation_cells(VALIDATION_V3, "v3")
     feats = {}
     for r in _jsonl.read(FEATURES, every=True):
         if r.get("version") in (1, VERSION) and _complete(r):
             feats[r["key"]] = r  # the last complete record of a key wins
     if args.features:
-        for cell in cells:
+        have = {f"{c['set']}|{c['cell']}" for c in cells}
+        planned = [c for c in planned_cells("v3") if f"v3|{c['cell']}" not in have]  # before any v3 result
+        for cell in cells + planned:
             key = f"{cell['set']}|{cell['cell']}"
             if key in feats or (args.only and cell["set"] != args.only):
                 continue
@@ -502,8 +516,9 @@ def main() -> int:
     design = [c for c in cells if c["set"] == "design"]
     validation = [c for c in cells if c["set"] == "validation" and len(c["seeds"]) >= 2]
     v2 = [c for c in cells if c["set"] == "v2" and len(c["seeds"]) >= 2]
+    v3 = [c for c in cells if c["set"] == "v3" and len(c["seeds"]) >= 2]
     for c in cells:
-        if c["set"] in ("validation", "v2") and (len(c["seeds"]) < 2 or c["partial"]):
+        if c["set"] in ("validation", "v2", "v3") and (len(c["seeds"]) < 2 or c["partial"]):
             print(f"validation cell {c['cell']}: {len(c['seeds'])} seed(s) finished by every candidate"
                   + (f", {c['partial']} run(s) of unfinished seeds left out" if c["partial"] else "")
                   + (" -> not in the table (fewer than 2 seeds)" if len(c["seeds"]) < 2 else ""))
@@ -557,8 +572,22 @@ def main() -> int:
         for title, vcells, rule in sets:
             if vcells:
                 done_when(title, print_set(title, vcells, feats, rule, RULES)[rule], feats, vcells, rule)
+        if v3:
+            title = f"Validation set v3 (the rule frozen for it at {FROZEN_V3}, {library})"
+            v3_table = print_set(title, v3, feats, library, RULES + V3_SECONDARY)
+            done_when(title, v3_table[library], feats, v3, library)
+            for rule in V3_SECONDARY:  # pre-registered comparisons (the screen hypothesis), not the library's rule
+                m, n, w, wd, _ = _summary(v3_table[rule])
+                print(f"v3, pre-registered secondary {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse "
+                      f"than default {wd}/{n}, {_cost(v3, feats, rule):.0f} forwards (library "
+                      f"{_cost(v3, feats, library):.0f})")
+        # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the library's)
+        every = evaluate(validation, feats, [VALIDATED])[VALIDATED] + evaluate(v2, feats, [library])[library] + \
+            evaluate(v3, feats, [library])[library]
+        print("\n## Every validation set, each with the rule frozen for it")
+        calibration(every)
     if args.live:
-        for cell in validation + v2:
+        for cell in validation + v2 + v3:
             net, x, y = _validation_model(cell)
             adv = iw.advise(net, x, target=y, lr=cell["lr"])
             want = pick(feats[f"{cell['set']}|{cell['cell']}"], library)[0]
