@@ -460,6 +460,11 @@ def calibration(rows: list) -> None:
             print(f"| {word} | {len(sel)} | {sum(r[3]['within'] for r in sel)}/{len(sel)} |")
 
 
+def _rate(rows: list, word: str) -> str:
+    sel = [r for r in rows if r[2] == word and r[3] is not None]
+    return f"{sum(r[3]['within'] for r in sel)}/{len(sel)}" if sel else "-"
+
+
 def done_when(title: str, rows: list, feats: dict, cells: list[dict], rule: str) -> None:
     """The confidence calibration and the issue's Done-when line of one validation table."""
     calibration(rows)
@@ -581,11 +586,19 @@ def main() -> int:
                 print(f"v3, pre-registered secondary {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse "
                       f"than default {wd}/{n}, {_cost(v3, feats, rule):.0f} forwards (library "
                       f"{_cost(v3, feats, library):.0f})")
-        # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the library's)
-        every = evaluate(validation, feats, [VALIDATED])[VALIDATED] + evaluate(v2, feats, [library])[library] + \
-            evaluate(v3, feats, [library])[library]
-        print("\n## Every validation set, each with the rule frozen for it")
-        calibration(every)
+        # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the library's);
+        # "low" is the word of advice without a target (the prior rule)
+        print("\n## Confidence on every validation set, each with the rule frozen for it (within noise / picks)\n")
+        print("| set | rule | high | medium | low (no target: prior) |")
+        print("|---|---|---|---|---|")
+        every = []
+        for name, vcells, rule in (("validation", validation, VALIDATED), ("v2", v2, library), ("v3", v3, library)):
+            rows = evaluate(vcells, feats, [rule, "prior"])
+            every += rows[rule] + rows["prior"]
+            print(f"| {name} ({len(vcells)} cells) | {rule} | " + " | ".join(_rate(rows[rule if w != 'low' else
+                                                                                          'prior'], w)
+                                                                   for w in ("high", "medium", "low")) + " |")
+        print("| all | | " + " | ".join(_rate(every, w) for w in ("high", "medium", "low")) + " |")
     if args.live:
         for cell in validation + v2 + v3:
             net, x, y = _validation_model(cell)
