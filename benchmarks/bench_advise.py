@@ -1,6 +1,6 @@
 """Benchmark: wall time of advise beside one diagnose, on every zoo model, as `initwise advise NAME` runs it.
 
-Run: python benchmarks/bench_advise.py [--models edsr,dncnn] [--threads N]
+Run: python benchmarks/bench_advise.py [--models edsr,dncnn] [--threads N] [--screen K]
      /work/venv-real/bin/python benchmarks/bench_advise.py --corpus [NAME,NAME]   # the real-world corpus
 
 For each built-in model (default config): build, draw the example batch from its built-in task (8 patches of
@@ -9,6 +9,10 @@ of 3); ``advise`` without a target (health in the fixed order until one candidat
 the current init; no output draws, no probe); ``advise`` with the HR / clean target (2 initial-loss draws of every
 candidate, health until 2 healthy ones, the 5-step probe on those 2). Targets (issue 11): advise at most 10x one
 diagnose and at most 30 s; the ratios are printed side by side.
+
+``--screen K``: also ``advise`` with the target and the probe on the K healthy candidates with the lowest initial
+loss instead of ``_advise_rule.SCREEN`` (K = 99: every healthy candidate, the fifth session's design-set variant
+K99), timed in the same run: what a wider screen would cost.
 
 ``--corpus``: every model of the real-world corpus (benchmarks/_corpus_models.py, built as
 benchmarks/real_models.py builds them, its example batch; no target exists there): one ``diagnose`` beside the
@@ -77,6 +81,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--corpus", nargs="?", const="", default=None, metavar="NAMES",
                     help="the real-world corpus (all models, or these), default advise without a target")
+    ap.add_argument("--screen", type=int, default=None, metavar="K",
+                    help="also time advise with the target and the probe on K screened candidates")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -84,7 +90,8 @@ def main() -> None:
         corpus(args.corpus)
         return
     print(f"{'model':8s} {'params':>9s} {'cands':>5s} {'diagnose s':>10s} {'no target s':>11s} {'x':>5s} "
-          f"{'target s':>9s} {'x':>5s}  pick (confidence)")
+          f"{'target s':>9s} {'x':>5s}" + (f" {'screen ' + str(args.screen) + ' s':>11s} {'x':>5s}" if args.screen
+                                           else "") + "  pick (confidence)")
     for name in args.models.split(","):
         info = zoo.info(name)
         task = get_task("sr-x2" if info.task == "sr" else "denoise-s25", channels=info.in_channels)
@@ -93,10 +100,15 @@ def main() -> None:
         t_diag = diagnose_time(model, x)
         adv0, t_none = timed(iw.advise, model, x)
         adv, t_tgt = timed(iw.advise, model, x, target=y)
+        wide = ""
+        if args.screen:
+            adv_k, t_k = timed(iw.advise, model, x, target=y, screen=args.screen)
+            wide = f" {t_k:11.2f} {t_k / t_diag:5.1f}"
         n = sum(p.numel() for p in model.parameters())
         print(f"{name:8s} {n:9,d} {len(adv.results):5d} {t_diag:10.2f} {t_none:11.2f} {t_none / t_diag:5.1f} "
-              f"{t_tgt:9.2f} {t_tgt / t_diag:5.1f}  {adv.recommended.name} ({adv.confidence}); "
-              f"no target: {adv0.recommended.name}")
+              f"{t_tgt:9.2f} {t_tgt / t_diag:5.1f}{wide}  {adv.recommended.name} ({adv.confidence}); "
+              f"no target: {adv0.recommended.name}" + (f"; screen {args.screen}: {adv_k.recommended.name}"
+                                                      if args.screen else ""))
 
 
 if __name__ == "__main__":
