@@ -1,17 +1,22 @@
 """Benchmark: init_ against torch's in-place normal_ over the same parameters: speed and extra peak memory.
 
-Run: python benchmarks/bench_plan.py [--repeats 5] [--models resnet50,decoder350m] [--threads 1] [--fresh 3]
+Run: python benchmarks/bench_plan.py [--repeats 9] [--models resnet50,decoder350m] [--threads 1] [--fresh 3]
 
 Models: a ResNet-50 (25.6M parameters, example 1x3x224x224) and a 374M-parameter decoder-only transformer
 (:mod:`decoder`, example token ids 1x16). For each, side by side in one run:
 
-- speed (interleaved repeats, medians of wall and of process CPU time: on a shared machine the CPU time is the
-  steadier figure): torch's ``normal_`` in place on every parameter that init_ writes (the
-  reference), ``init_`` with an empty plan cache and an empty meta-op memo (trace + plan + draw: the first call
+- speed (``--repeats`` rounds, each running every variant once, back to back, after a full garbage collection, the
+  order within a round alternating; medians of wall and of process CPU time: on a shared machine the CPU time is
+  the steadier figure; beside them the ratios to ``normal_`` taken within each round, median [min-max], which a
+  load change between rounds does not move): torch's ``normal_`` in place on every parameter that init_ writes
+  (the reference), ``init_`` with an empty plan cache and an empty meta-op memo (trace + plan + draw: the first call
   for this architecture in a process that has run initwise before), ``init_`` again (the same architecture a
   second time: the cached plan), and ``Plan.apply`` alone. Targets: init_ <= 1.1x normal_.
-- the first ``init_`` taken apart (CPU time, medians): trace (and the guard's record + restore around its
-  forward, timed alone), plan after the trace, validation of the plan, draws.
+- the first ``init_`` taken apart (CPU time, medians; in the same rounds): the plan cache's key and store, trace
+  (and the guard's record + restore around its forward, timed alone), plan after the trace, validation of the
+  plan, draws; then, per round,
+  the whole first init_'s overhead over ``normal_`` beside the sum of the parts' (the two agree within the noise
+  when the figures can be trusted) and the draws against ``normal_``.
 - the very first ``init_`` of a fresh process (``--fresh`` processes, median): everything cold, including the
   one-time loading of torch's Python meta kernels and initwise's per-activation caches; ``normal_`` measured
   in the same process right after, as its reference.
@@ -27,11 +32,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -146,22 +153,35 @@ def memory(model_name: str) -> dict[str, float]:
     return out
 
 
-def speed(model_name: str, repeats: int) -> dict[str, float]:
+def _spread(v: list[float]) -> str:
+    """``median [min-max]`` of ratios."""
+    return f"{statistics.median(v):.2f}x [{min(v):.2f}-{max(v):.2f}]"
+
+
+def speed(model_name: str, repeats: int) -> dict[str, Any]:
+    """Per round, every variant once, back to back (so each sees the same machine state), each after a full
+    garbage collection; ratios are taken within a round (paired: a load change between rounds moves both sides)
+    and their median over the rounds is the figure. The first init_ taken apart runs in the same round."""
     model, x = build(model_name)
     written = _written(model, x)
     iw.init_(model, x, seed=0)  # warm-up (quadrature caches, allocator, lazy imports)
-    t = {"normal_": [], "init_ first": [], "init_ again": [], "apply": []}
     p = iw.plan(model, x)
-    cpu = {k: [] for k in t}
-    parts: dict[str, list[float]] = {k: [] for k in ("trace", "guard", "plan", "prepare", "draw")}
+    names = ("normal_", "init_ first", "init_ again", "apply", "parts", "normal_ after")
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    parts: dict[str, list[float]] = {k: [] for k in ("cache", "trace", "guard", "plan", "prepare", "draw")}
 
     def phases() -> None:  # the first init_ taken apart (CPU time): what each step costs, memo and cache empty
         _plan_cache.clear()
         _meta_ops._MEMO.clear()
-        c = [time.process_time()]
+        c = [time.process_time()]  # init_'s own steps, one by one
+        key, _ = _plan_cache.lookup(model, x, "kaiming", "fan_in", {})
+        c.append(time.process_time())
         g = _graph.trace(model, x)
         c.append(time.process_time())
         q = iw.plan(model, x, "kaiming", "fan_in", graph=g)
+        c.append(time.process_time())
+        _plan_cache.store(key, q, x)
         c.append(time.process_time())
         steps, gen = prepare(q, model, seed=0)
         c.append(time.process_time())
@@ -170,24 +190,45 @@ def speed(model_name: str, repeats: int) -> dict[str, float]:
         snap = Snapshot(model, (x,), clone=False)  # the guard around the trace's meta forward: record + restore
         snap.close()
         c.append(time.process_time())
-        for k, a, b in (("trace", 0, 1), ("plan", 1, 2), ("prepare", 2, 3), ("draw", 3, 4), ("guard", 4, 5)):
-            parts[k].append(c[b] - c[a])
-    for _ in range(repeats):  # interleaved, so that every variant sees the same machine state
-        runs = (lambda: _normal(written),
-                lambda: (_plan_cache.clear(), _meta_ops._MEMO.clear(), iw.init_(model, x, "kaiming", "fan_in", seed=0)),
-                lambda: iw.init_(model, x, "kaiming", "fan_in", seed=0), lambda: p.apply(model, seed=0))
-        for k, run in zip(t, runs):
+        for k, i, j in (("trace", 1, 2), ("plan", 2, 3), ("prepare", 4, 5), ("draw", 5, 6), ("guard", 6, 7)):
+            parts[k].append(c[j] - c[i])
+        parts["cache"].append(c[1] - c[0] + c[4] - c[3])
+    runs = (lambda: _normal(written),
+            lambda: (_plan_cache.clear(), _meta_ops._MEMO.clear(), iw.init_(model, x, "kaiming", "fan_in", seed=0)),
+            lambda: iw.init_(model, x, "kaiming", "fan_in", seed=0), lambda: p.apply(model, seed=0), phases,
+            lambda: _normal(written))
+    for r in range(repeats):
+        order = list(zip(names, runs))
+        if r % 2:  # alternate the order within the round: neither side always runs first after the collection
+            order = order[:1] + order[1:4][::-1] + order[4:]
+        for k, run in order:
+            if k == "init_ again":  # the cache holds this architecture's plan (a round may have cleared it)
+                iw.init_(model, x, "kaiming", "fan_in", seed=0)
             gc.collect()  # a full collection (~0.2 s with torch imported) must not land inside one variant by chance
             w0, c0 = time.perf_counter(), time.process_time()
             run()
-            t[k].append(time.perf_counter() - w0)
+            wall[k].append(time.perf_counter() - w0)
             cpu[k].append(time.process_time() - c0)
-        gc.collect()
-        phases()
-    out = {k: statistics.median(v) for k, v in t.items()}
+    # normal_ runs first and last in each round: the round's reference is the mean of the two
+    ref = {"wall": [(a + b) / 2 for a, b in zip(wall["normal_"], wall["normal_ after"])],
+           "cpu": [(a + b) / 2 for a, b in zip(cpu["normal_"], cpu["normal_ after"])]}
+    wall["normal_"], cpu["normal_"] = ref["wall"], ref["cpu"]
+    out: dict[str, Any] = {k: statistics.median(v) for k, v in wall.items()}
     out["params"] = sum(q.numel() for q in model.parameters())
     out.update({"part " + k: statistics.median(v) for k, v in parts.items()})
     out.update({"cpu " + k: statistics.median(v) for k, v in cpu.items()})
+    for k in names[1:4]:  # paired ratios, one per round
+        out["ratios " + k] = [a / b for a, b in zip(wall[k], ref["wall"])]
+        out["cpu ratios " + k] = [a / b for a, b in zip(cpu[k], ref["cpu"])]
+    out["ratios init_ warm"], out["cpu ratios init_ warm"] = out["ratios init_ first"], out["cpu ratios init_ first"]
+    # consistency: the parts of a round against the whole first init_ of the same round
+    out["overhead"] = [a - b for a, b in zip(cpu["init_ first"], ref["cpu"])]
+    fixed = [sum(parts[k][i] for k in ("cache", "trace", "plan", "prepare")) for i in range(repeats)]
+    out["parts overhead"] = [fixed[i] + parts["draw"][i] - ref["cpu"][i] for i in range(repeats)]
+    # the steps before the draws are Python on one core, steadier than the memory-bound draws: beside the direct
+    # ratio, 1 + their sum over normal_ (the draws being normal_'s own work: their ratio is printed too)
+    out["fixed ratio"] = [1 + fixed[i] / ref["cpu"][i] for i in range(repeats)]
+    out["draw over normal_"] = [parts["draw"][i] / ref["cpu"][i] for i in range(repeats)]
     return out
 
 
@@ -205,7 +246,7 @@ def fresh(model_name: str, processes: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9, help="interleaved rounds (medians; odd: one middle value)")
     ap.add_argument("--models", default="resnet50,decoder350m")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steady figures on a shared machine)")
     ap.add_argument("--fresh", type=int, default=3, help="fresh processes for the very first init_ (0: skip)")
@@ -215,7 +256,8 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeats} interleaved runs")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeats} interleaved rounds, "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
     for name in args.models.split(","):
         s = speed(name, args.repeats)
         n = s["params"]
@@ -231,12 +273,18 @@ def main() -> None:
                          ("init_ warm", "  same, process warm [1]"),
                          ("init_ again", "init_ again (cached plan)"), ("apply", "Plan.apply alone")):
             extra = f"{mem[k] * m['param_bytes'] / 2**20:8.1f} MiB {mem[k]:8.1%}" if k in mem else ""
+            spread = f"  [3] wall {_spread(s['ratios ' + k])}, cpu {_spread(s['cpu ratios ' + k])}" \
+                if k in ("init_ first", "init_ again", "apply") else ""
             print(f"  {label:28s} {s[k] * 1e3:7.0f} ms {s[k] / ref:9.2f}x {s['cpu ' + k] * 1e3:7.0f} ms "
-                  f"{s['cpu ' + k] / cref:9.2f}x   {extra}")
-        print(f"  {'first init_, taken apart':28s} trace {s['part trace'] * 1e3:.0f} ms (of which the guard's "
-              f"record + restore {s['part guard'] * 1e3:.0f} ms) + plan {s['part plan'] * 1e3:.0f} ms + validation "
-              f"{s['part prepare'] * 1e3:.0f} ms + draws {s['part draw'] * 1e3:.0f} ms (CPU; normal_ "
-              f"{cref * 1e3:.0f} ms)")
+                  f"{s['cpu ' + k] / cref:9.2f}x   {extra:20s}{spread}")
+        print(f"  {'first init_, taken apart':28s} plan cache (key, store) {s['part cache'] * 1e3:.0f} ms + trace "
+              f"{s['part trace'] * 1e3:.0f} ms (of which the guard's record + restore {s['part guard'] * 1e3:.0f} ms) "
+              f"+ plan {s['part plan'] * 1e3:.0f} ms + validation {s['part prepare'] * 1e3:.0f} ms + draws "
+              f"{s['part draw'] * 1e3:.0f} ms (CPU; normal_ {cref * 1e3:.0f} ms)")
+        ms = lambda v: f"{statistics.median(v) * 1e3:.0f} ms [{min(v) * 1e3:.0f} to {max(v) * 1e3:.0f}]"  # noqa: E731
+        print(f"  {'':28s} per round (CPU): overhead over normal_ of the whole first init_ {ms(s['overhead'])}, of "
+              f"its parts summed {ms(s['parts overhead'])}; draws / normal_ {_spread(s['draw over normal_'])}; "
+              f"1 + (cache + trace + plan + validation) / normal_ = {_spread(s['fixed ratio'])}")
         if args.fresh:
             f = fresh(name, args.fresh)
             print(f"  {'first init_ of a process [2]':28s} {'':20s} {f['first'] * 1e3:7.0f} ms {f['ratio']:9.2f}x"
@@ -250,6 +298,9 @@ def main() -> None:
         print(f"  [2] the very first init_ in a fresh process (median of {args.fresh} processes, CPU time, ratio "
               "to normal_ in that process): includes loading torch's Python meta kernels and initwise's "
               "per-activation caches")
+        print(f"  [3] ratio to normal_ within each of the {args.repeats} rounds (paired; normal_ runs first and "
+              "last in each round, the mean is the round's reference): median [min-max]; the columns to the left "
+              "are medians of each variant's own times")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from ._activations import Activation, resolve_activation
 from ._sharded import has_sharded, is_sharded, no_fsdp_hooks
 from ._guard import GuardError, preserved
+from ._hooks import hooked
 from ._roles import ParamRole
 from ._nested import tensors as _tensors
 from ._trace import Recorder
@@ -349,9 +350,7 @@ def _run(model: nn.Module, named: list, all_params: list, rec: Recorder, args: t
     # train flags, RNG states and the inputs; on the meta device the forward sees meta stand-ins of the parameters
     # and buffers, so buffers are copied on write as parameters are (not cloned up front)
     with preserved(model, args, kwargs, clone=not meta), contextlib.ExitStack() as hooks, torch.no_grad():
-        for _, m in named:
-            hooks.enter_context(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
-            hooks.enter_context(m.register_forward_hook(rec.post_hook, with_kwargs=True, always_call=True))
+        hooks.enter_context(hooked([m for _, m in named], rec.pre_hook, rec.post_hook))
         for m in patched:
             m.__dict__["forward"] = _shape_only(m, rec)
         move = (lambda t: t.to("meta")) if meta else (lambda t: t.clone())
