@@ -481,3 +481,28 @@ def test_meta_fast_path_gives_the_same_graph_as_the_real_forward(name: str) -> N
                      for n in g.nodes]
     assert key(fast) == key(real)
     assert [i.to_dict() for i in fast.layers] == [i.to_dict() for i in real.layers]
+
+
+def test_trace_hooks_go_through_a_module_class_that_registers_its_own_and_none_stay() -> None:
+    """The recorder's hooks are written into plain modules' hook dicts directly; a module whose class registers
+    hooks its own way gets them through its methods; after the trace no module holds one."""
+    calls = []
+
+    class Own(nn.Linear):
+        def register_forward_hook(self, hook, **kw):
+            calls.append("post")
+            return super().register_forward_hook(hook, **kw)
+
+        def register_forward_pre_hook(self, hook, **kw):
+            calls.append("pre")
+            return super().register_forward_pre_hook(hook, **kw)
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), Own(8, 2))
+    for meta in (True, False):
+        calls.clear()
+        g = trace(net, torch.randn(3, 4), meta=meta)
+        assert sorted(calls) == ["post", "pre"]
+        assert [layer.name for layer in g.layers] == ["0", "2"] and str(g["0"].activation) == "relu"
+        for m in net.modules():
+            assert not m._forward_hooks and not m._forward_pre_hooks and not m._forward_hooks_with_kwargs \
+                and not m._forward_pre_hooks_with_kwargs and not m._forward_hooks_always_called

@@ -466,6 +466,31 @@ def test_snapshot_restores_storage_swaps_and_versions() -> None:
     assert torch.equal(w.detach(), value) and w._version == version
 
 
+@pytest.mark.parametrize("swap", ["new storage", "view", "offset", "other dtype, same bytes", "set_", "meta"])
+def test_every_kind_of_storage_swap_is_swapped_back(swap: str) -> None:
+    """What the restore compares (storage, offset, sizes, strides, dtype) in each of its ways."""
+    x = torch.arange(16.0) if swap != "meta" else torch.empty(16, device="meta")
+    holder = nn.Module()
+    holder.t = x  # a plain tensor attribute (no requires_grad: any dtype may be swapped in)
+    data = x.data
+    with preserved(holder, clone=False):
+        if swap == "new storage":
+            x.data = torch.arange(16.0)
+        elif swap == "view":
+            x.data = data.view(4, 4)
+        elif swap == "offset":
+            x.data = data[1:]
+        elif swap == "other dtype, same bytes":
+            x.data = data.view(torch.int32)
+        elif swap == "set_":
+            x.set_(torch.zeros(16))
+        else:
+            x.data = torch.empty(4, 4, device="meta")
+    assert holder.t is x and x.dtype == data.dtype and x.shape == data.shape and x.stride() == data.stride()
+    assert x.storage_offset() == 0 and (swap == "meta" or (x.data_ptr() == data.data_ptr()
+                                                           and torch.equal(x, torch.arange(16.0))))
+
+
 def test_autograd_graph_saved_before_stays_valid() -> None:
     """A graph built before the call saved the weight; the restore sets its version counter back."""
     lin = nn.Linear(4, 4)

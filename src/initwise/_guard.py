@@ -46,6 +46,7 @@ from ._nested import map_tensors, tensors
 __all__ = ["GuardError", "Snapshot", "fresh", "guarded", "preserved", "seed_all"]
 
 _CONTAINERS = (dict, list, set)
+_SCALARS = frozenset((bool, int, float, str, type(None)))
 
 
 class GuardError(RuntimeError):
@@ -79,8 +80,10 @@ def _restore_container(c: Any, saved: Any) -> None:
 
 def _set_version(t: torch.Tensor, version: int) -> None:
     """Set the version counter back (a private torch call: where it is missing or refuses, the counter stays)."""
+    if t._version == version:
+        return
     setter = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)
-    if setter is None or t._version == version:
+    if setter is None:
         return
     try:
         setter((t,), (version,))
@@ -145,8 +148,8 @@ class _Tensor:
         self.grad = t.grad if t.is_leaf else None
         self.grad_version = self.grad._version if self.grad is not None else None
         # the tensor's own hook dicts (``p.register_hook`` in a forward would pile up): object and contents
-        self.hooks = {k: (h, dict(h) if h is not None else None) for k in _TENSOR_HOOKS
-                      for h in (getattr(t, k, _ABSENT),) if h is not _ABSENT}
+        self.hooks = [(k, h, None if h is None else dict(h)) for k in _TENSOR_HOOKS
+                      if (h := getattr(t, k, _ABSENT)) is not _ABSENT]
         self.clone: torch.Tensor | None = None
         if clone:
             self.copy()
@@ -237,6 +240,11 @@ class _CopyOnWrite(TorchFunctionMode):
 
 def _moved(t: torch.Tensor, data: torch.Tensor) -> bool:
     """Does ``t`` now look at other memory than ``data`` (``t.data = new``, ``set_``, a resize)?"""
+    if type(data) is torch.Tensor and not data.is_meta:  # one call for storage, offset, sizes and strides
+        try:
+            return not t.is_set_to(data) or t.dtype != data.dtype
+        except (RuntimeError, NotImplementedError, TypeError):  # e.g. sparse: no such kernel
+            pass
     if t.dtype != data.dtype or t.shape != data.shape:
         return True
     try:
@@ -271,27 +279,34 @@ class Snapshot:
         _ACTIVE.append(self)
 
     def _record(self, model: nn.Module, examples: tuple, clone: bool) -> None:
-        self._modules: list[tuple[nn.Module, type, dict[str, Any], dict[str, Any]]] = []
+        # per module: (module, class, its __dict__ copied, the containers it holds that are empty now, the others
+        # each with a copy of its contents)
+        self._modules: list[tuple[nn.Module, type, dict[str, Any], list[Any], list[tuple[Any, Any]]]] = []
         self._tensors: dict[int, _Tensor] = {}
         found = self._tensors
+        scalars, tensor = _SCALARS, torch.Tensor
         for name, m in model.named_modules():
-            saved = dict(m.__dict__)
-            inner: dict[str, Any] = {}
-            self._modules.append((m, type(m), saved, inner))
+            saved = m.__dict__.copy()
+            empty: list[Any] = []
+            full: list[tuple[Any, Any]] = []
+            self._modules.append((m, type(m), saved, empty, full))
             for k, v in saved.items():
-                if isinstance(v, torch.Tensor):
+                if type(v) in scalars:  # most of a module's entries (flags, sizes, names): nothing inside
+                    continue
+                if isinstance(v, tensor):
                     if id(v) not in found:
                         found[id(v)] = _Tensor(v, f"{name}.{k}" if name else k, clone)
                     continue
                 if not isinstance(v, _CONTAINERS):
                     continue
                 if not v:  # most hook dicts: nothing to copy (restore empties it again if the run filled it)
-                    inner[k] = ()
+                    empty.append(v)
                     continue
-                inner[k] = c = _copy_container(v)
+                c = _copy_container(v)
+                full.append((v, c))
                 own = k in ("_parameters", "_buffers")
                 for key, t in (c.items() if isinstance(c, dict) else enumerate(c)):
-                    if isinstance(t, torch.Tensor) and id(t) not in found:
+                    if isinstance(t, tensor) and id(t) not in found:
                         where = key if own else f"{k}[{key!r}]"
                         # buffers and plain tensors: cloned now (small); parameters: copied on write
                         found[id(t)] = _Tensor(t, f"{name}.{where}" if name else where, clone and k != "_parameters")
@@ -332,18 +347,24 @@ class Snapshot:
         watched = mode.watched if mode is not None else {}
         if mode is not None:
             mode.watched = {}  # the restore's own copies are not writes to watch
-        for m, cls, saved, inner in self._modules:
+        is_ = operator.is_
+        for m, cls, saved, empty, full in self._modules:
             if type(m) is not cls:
                 m.__class__ = cls
             d = m.__dict__
-            for k in [k for k in d if k not in saved]:
-                del d[k]
-            for k, v in saved.items():
-                if d.get(k, d) is not v:
-                    d[k] = v
-            for k, c in inner.items():
-                if _container_changed(saved[k], c):
-                    _restore_container(saved[k], c)
+            # (the common case, nothing added, removed or replaced, is seen in one pass of identity checks)
+            if len(d) != len(saved) or d.keys() != saved.keys() or not all(map(is_, d.values(), saved.values())):
+                for k in [k for k in d if k not in saved]:
+                    del d[k]
+                for k, v in saved.items():
+                    if d.get(k, d) is not v:
+                        d[k] = v
+            for v in empty:
+                if v:
+                    v.clear()
+            for v, c in full:
+                if _container_changed(v, c):
+                    _restore_container(v, c)
         for v, c in self._global_hooks.values():
             if _container_changed(v, c):
                 _restore_container(v, c)
@@ -366,8 +387,10 @@ class Snapshot:
                     grad = None if hold_grads else e.grad
                     if t.grad is not grad:
                         t.grad = grad
-                for k, (h, contents) in e.hooks.items():
+                for k, h, contents in e.hooks:
                     now = getattr(t, k, None)
+                    if now is None and h is None:  # none before, none now (most tensors)
+                        continue
                     if now is not None and (now is not h or _container_changed(now, contents or {})):
                         now.clear()  # autograd holds this dict: emptying it is what removes the hooks
                         if now is h and contents:
