@@ -148,8 +148,14 @@ class _Tensor:
         self.grad = t.grad if t.is_leaf else None
         self.grad_version = self.grad._version if self.grad is not None else None
         # the tensor's own hook dicts (``p.register_hook`` in a forward would pile up): object and contents
-        self.hooks = [(k, h, None if h is None else dict(h)) for k in _TENSOR_HOOKS
-                      if (h := getattr(t, k, _ABSENT)) is not _ABSENT]
+        # (None, the common case: every one of them None; nothing allocated per tensor for it)
+        self.hooks = None
+        for k in _TENSOR_HOOKS:
+            h = getattr(t, k, _ABSENT)
+            if h is not None:
+                self.hooks = [(k, h, None if h is None else dict(h)) for k in _TENSOR_HOOKS
+                              if (h := getattr(t, k, _ABSENT)) is not _ABSENT]
+                break
         self.clone: torch.Tensor | None = None
         if clone:
             self.copy()
@@ -173,6 +179,7 @@ _WRITE_FIRST = frozenset(("__setitem__", "__iadd__", "__isub__", "__imul__", "__
                           "__imatmul__"))
 _NOT_WRITES = frozenset(("requires_grad_", "retain_grad_", "share_memory_"))
 _TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
+_NO_HOOKS = tuple((k, None, None) for k in _TENSOR_HOOKS)  # what _Tensor.hooks = None stands for
 _ABSENT = object()
 _ACTIVE: list["Snapshot"] = []  # the guards held now, outermost first
 
@@ -387,7 +394,7 @@ class Snapshot:
                     grad = None if hold_grads else e.grad
                     if t.grad is not grad:
                         t.grad = grad
-                for k, h, contents in e.hooks:
+                for k, h, contents in e.hooks or _NO_HOOKS:
                     now = getattr(t, k, None)
                     if now is None and h is None:  # none before, none now (most tensors)
                         continue
