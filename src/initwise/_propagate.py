@@ -147,6 +147,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             src = nodes[n.inputs[0]]
             pre = sig.get(src.inputs[0]) if src.kind == "act" and src.inputs else None
             out, b = R.max_pool_forward(x, n.dims, s_in, n.shape, src.activation if pre else None, pre)
+        elif k == "pass" and n.op in R.INTERPOLATE and n.mode is not None:
+            out, b = R.interpolate_forward(n.op, n.mode, x, s_in, n.shape)
         elif k == "pass":
             out, b = R.pass_forward(n.op, x, n.shape, True)
         elif k == "softmax":
@@ -300,6 +302,9 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
         elif k == "pass" and (n.op in R.AVG_POOLS or n.op in R.ADAPTIVE_AVG):
             one, b = R.pool_backward(n.op, d, n.dims, shapes[0], n.shape)
             contrib = [one]
+        elif k == "pass" and n.op in R.INTERPOLATE and n.mode is not None:
+            one, b = R.interpolate_backward(n.op, n.mode, d, shapes[0], n.shape)
+            contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
         elif k == "pass":
             one, b = R.pass_backward(n.op, d, shapes[0], n.shape, True, n.dims)
             contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)

@@ -14,14 +14,18 @@ S^2``, exact. A mean over channels averages independent channels around the comm
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+
+import torch
+import torch.nn.functional as F
 
 from ._activations import resolve_activation
 from ._gains import max_moments
 from ._signal import Grad, Sig, channel_dim, layout
 
-__all__ = ["pass_forward", "pass_backward", "reduce_forward", "reduce_backward", "pool_forward", "pool_backward",
+__all__ = ["pass_forward", "pass_backward", "interpolate_forward", "interpolate_backward", "reduce_forward", "reduce_backward", "pool_forward", "pool_backward",
            "scale_forward", "shift_forward"]
 
 EXACT_PASS = frozenset({
@@ -41,6 +45,7 @@ ADAPTIVE_AVG = frozenset(("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptiv
 _MONOTONE = frozenset(("linear", "relu", "leaky_relu", "prelu", "relu6", "elu", "celu", "selu", "tanh", "sigmoid",
                        "softplus", "hardtanh", "hardsigmoid", "softsign", "logsigmoid"))
 _LINEAR = resolve_activation("linear")
+INTERPOLATE = frozenset(("interpolate", "upsample", "Upsample", "upsample_bilinear", "upsample_nearest"))
 REPEATS = frozenset(("expand", "expand_as", "broadcast_to", "repeat", "repeat_interleave", "tile"))
 
 # measured bounds (tests/test_propagate.py)
@@ -95,9 +100,83 @@ def pass_forward(op: str, x: Sig, shape: tuple[int, ...], known: bool) -> tuple[
     out = x.no_positions() if len(shape) <= 2 else x
     if op in MAX_POOLS:
         return out, BOUND_MAX_POOL
-    if op in ("interpolate", "upsample", "upsample_bilinear", "Upsample", "upsample_nearest"):
+    if op in INTERPOLATE:
         return out, 1.0 if op == "upsample_nearest" else BOUND_INTERPOLATE
     return out, 1.0 if op in EXACT_PASS else BOUND_INTERPOLATE if known else BOUND_UNKNOWN
+
+
+@functools.lru_cache(maxsize=512)
+def _interp_dim(mode: str, n_in: int, n_out: int) -> tuple[float, float, float]:
+    """``(|W|^2 / n_out, |W|^2 / n_in, |W^T 1|^2 / n_in)`` of the one-dim matrix ``W`` (``n_out x n_in``) that
+    interpolation ``mode`` ("bilinear+ac": aligned corners) applies along one spatial dim, read off torch's own
+    interpolation of the identity (bilinear, bicubic and trilinear are separable)."""
+    base, corners = mode.split("+")[0], mode.endswith("+ac")
+    eye = torch.eye(n_in, dtype=torch.float64)[None]  # channel j: the j-th unit vector; W e_j is W's column j
+    with torch.no_grad():
+        if base == "area":
+            wt = F.adaptive_avg_pool1d(eye, n_out)[0]
+        elif base in ("linear", "bilinear", "trilinear"):
+            wt = F.interpolate(eye, size=n_out, mode="linear", align_corners=corners)[0]
+        elif base == "bicubic":
+            wt = F.interpolate(eye[..., None], size=(n_out, 1), mode="bicubic", align_corners=corners)[0, :, :, 0]
+        else:
+            wt = F.interpolate(eye, size=n_out, mode=base)[0]
+    f2 = float(wt.pow(2).sum())
+    return f2 / n_out, f2 / n_in, float(wt.sum(1).pow(2).sum()) / n_in
+
+
+_INTERP_MODES = frozenset(("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area"))
+
+
+def _interp_factors(mode: str | None, shape_in: tuple[int, ...],
+                    shape_out: tuple[int, ...]) -> tuple[float, float, float] | None:
+    if mode is None or mode.split("+")[0] not in _INTERP_MODES or len(shape_in) != len(shape_out) \
+            or len(shape_in) < 3 or shape_in[:2] != shape_out[:2] or min(shape_in[2:]) < 1:
+        return None
+    keep = back = const = 1.0
+    for a, b in zip(shape_in[2:], shape_out[2:]):
+        r, f, c = _interp_dim(mode, a, b)
+        keep, back, const = keep * r, back * f, const * c
+    return keep, back, const
+
+
+def interpolate_forward(op: str, mode: str | None, x: Sig, shape_in: tuple[int, ...],
+                        shape_out: tuple[int, ...]) -> tuple[Sig, float]:
+    """``y = W x`` along each spatial dim with the interpolation's own weights ``W`` (rows summing to 1): the
+    part constant over positions passes, the rest, taken as independent between positions, keeps ``|W|^2 /
+    n_out`` (bilinear 3 -> 4 positions: 0.77 per dim; nearest: 1). Neighbours of a smooth map correlate, which
+    keeps more (the bound)."""
+    fs = _interp_factors(mode, shape_in, shape_out)
+    if fs is None:
+        return pass_forward(op, x, shape_out, True)
+    # ``dc`` (the square of the mean over P positions) holds ``1 / P`` of the independent part ``b`` too
+    p_in, p_out = _numel(shape_in[2:]), _numel(shape_out[2:])
+    b = max(x.q - x.dc, 0.0) * p_in / (p_in - 1) if p_in > 1 else 0.0
+    c2 = max(x.q - b, 0.0)
+    spread = fs[2] * p_in / (p_out * p_out)  # the output's mean: sum_j (W^T 1)_j e_j / n_out
+    out = Sig(c2 + b * fs[0], x.mean, c2 + b * spread, x.dcb, x.spread)
+    # positions correlated as in a smooth map keep up to all of it: the bound spans the two
+    return out.clean(), 1.0 if op == "upsample_nearest" else max(BOUND_INTERPOLATE, 1.0 / max(fs[0], 1e-12))
+
+
+def interpolate_backward(op: str, mode: str | None, d: Grad, shape_in: tuple[int, ...],
+                         shape_out: tuple[int, ...]) -> tuple[Grad, float]:
+    """``dx = W^T dy``: the gradient's part independent between positions keeps ``|W|^2 / n_in``, its constant
+    part ``|W^T 1|^2 / n_in`` (each input gets the sum of its columns' weights); nearest upsampling by ``s``
+    gives ``s`` and ``s^2`` per dim, the rule of repeated values."""
+    fs = _interp_factors(mode, shape_in, shape_out)
+    if fs is None:
+        return pass_backward(op, d, shape_in, shape_out, True)
+    p_in, p_out = _numel(shape_in[2:]), _numel(shape_out[2:])
+    r2 = (p_out / max(p_in, 1)) ** 2
+    b = max(d.g - d.dc, 0.0) * p_out / (p_out - 1) if p_out > 1 else 0.0  # as forward: dc holds b / P
+    c2 = max(d.g - b, 0.0)
+    g = b * fs[1] + c2 * fs[2]
+    dc = g if layout(shape_in)[2] == 1 else min(r2 * c2 + b * fs[2] / p_in, g)
+    # a gradient correlated between neighbours (after another interpolation's transpose: FFTformer's decoder,
+    # 4.5x the independent rule through a 2x bilinear upsampling) gets up to the constant part's factor
+    bound = max(BOUND_INTERPOLATE, fs[2] / max(fs[1], 1e-12), fs[1] / max(fs[2], 1e-12))
+    return Grad(g, dc, min(r2 * d.dcb, dc)), 1.0 if op == "upsample_nearest" else bound
 
 
 def _shared_argmax(window: tuple[int, ...], stride: tuple[int, ...]) -> float:
@@ -122,7 +201,7 @@ def pass_backward(op: str, d: Grad, shape_in: tuple[int, ...], shape_out: tuple[
     (their constant part adds coherently), one or none for slicing and routing (the constant part of a
     gradient that reaches a fraction of the inputs is that fraction squared)."""
     ratio = _numel(shape_out) / max(_numel(shape_in), 1)
-    interp = op in ("interpolate", "upsample", "Upsample", "upsample_bilinear", "upsample_nearest")
+    interp = op in INTERPOLATE
     if (op in REPEATS or interp) and ratio > 1:
         g = ratio * max(d.g - d.dc, 0.0) + ratio * ratio * d.dc
         bound = BOUND_INTERPOLATE if interp and op != "upsample_nearest" else 1.0

@@ -25,9 +25,10 @@ from ._activations import _FUNCTIONS, Activation, resolve_activation
 from ._nested import tensors as _tensors
 from ._pointwise import Replays
 from ._roles import FACTORY, NORM_ARGS, WEIGHT_OPS, RoleTracker
-from ._trace_vocab import (_ACT_POSITIONAL, _AVG_POOLS, _BINARY, _CAT_OPS, _CONST_LIMIT, _CONVERT_OPS, _MATMUL_OPS,
-                           _NORM_OPS, _PASS_OPS, _REDUCE_OPS, _SOURCE_OPS, _SPLIT_OPS, Node, _drop_path, _dropout,
-                           _factor, _ints, _normalize, _op_name, _pointwise, _replayable, _shape, shapes_str)
+from ._trace_vocab import (_ACT_POSITIONAL, _AVG_POOLS, _BINARY, _CAT_OPS, _CONST_LIMIT, _CONVERT_OPS,
+                           _INTERPOLATE_OPS, _MATMUL_OPS, _NORM_OPS, _PASS_OPS, _REDUCE_OPS, _SOURCE_OPS, _SPLIT_OPS,
+                           Node, _drop_path, _dropout, _factor, _interp_mode, _ints, _normalize, _op_name, _pointwise,
+                           _replayable, _shape, shapes_str)
 
 __all__ = ["Recorder"]
 
@@ -165,6 +166,8 @@ class Recorder(TorchFunctionMode):
             kw["factor"] = float(module.upscale_factor if shuffle else module.downscale_factor)
         elif isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
             kw["dims"] = _ints(module.kernel_size, outs[0].dim() - 2)
+        elif isinstance(module, nn.Upsample):
+            kw["mode"] = str(module.mode) + ("+ac" if module.align_corners else "")
         elif _drop_path(module) is not None or _dropout(module) is not None:
             op = "DropPath" if _drop_path(module) is not None else op
             kw["factor"] = _drop_path(module) if op == "DropPath" else _dropout(module)
@@ -250,6 +253,8 @@ class Recorder(TorchFunctionMode):
                 elif name in _AVG_POOLS:
                     k = args[1] if len(args) > 1 else kwargs.get("kernel_size")
                     kw["dims"] = _ints(k, a0.dim() - 2)
+                elif name in _INTERPOLATE_OPS:
+                    kw["mode"] = _interp_mode(name, args, kwargs)
                 elif name == "normalize":  # F.normalize(x, p, dim): the dim it makes unit-norm (p = 2 only)
                     pw = args[1] if len(args) > 1 else kwargs.get("p", 2.0)
                     dim = args[2] if len(args) > 2 else kwargs.get("dim", 1)

@@ -49,6 +49,9 @@ class Node:
     # a "shift" by a small constant tensor whose values the trace saw (``x - self.mean``, also on the meta device
     # where the constant came from a buffer or a real attribute): ``(shape, values)``; None if unknown
     const: tuple[tuple[int, ...], tuple[float, ...]] | None = None
+    # an interpolation ("interpolate", nn.Upsample): its mode ("nearest", "bilinear", "bicubic", ...), with "+ac"
+    # appended when it aligns corners; None where the trace did not see it
+    mode: str | None = None
 
 
 def _classes(*names: str) -> tuple[type, ...]:
@@ -153,6 +156,7 @@ _REDUCE_OPS = frozenset(("mean", "sum", "nanmean", "nansum"))
 _MATMUL_OPS = frozenset(("matmul", "bmm", "mm"))
 _AVG_POOLS = frozenset(("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d",
                         "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices"))
+_INTERPOLATE_OPS = frozenset(("interpolate", "upsample", "upsample_nearest", "upsample_bilinear"))
 _SPLIT_OPS = frozenset(("chunk", "split", "split_with_sizes", "tensor_split", "unbind", "hsplit", "vsplit",
                         "dsplit", "unsafe_chunk", "unsafe_split"))
 # ops that make a new tensor from another one's shape only: their output carries no signal
@@ -219,6 +223,16 @@ def _factor(v: Any) -> float | None:
         f = float(x.reshape(())) if x.numel() == 1 else float(x.pow(2).mean().sqrt())
         return f if f == f and abs(f) != float("inf") else None
     return None
+
+
+def _interp_mode(name: str, args: tuple, kwargs: dict) -> str:
+    """``F.interpolate(x, size, scale_factor, mode, align_corners)``'s mode, "+ac" appended when it aligns
+    corners (``F.upsample_bilinear`` always does)."""
+    if name in ("upsample_nearest", "upsample_bilinear"):
+        return "nearest" if name == "upsample_nearest" else "bilinear+ac"
+    mode = args[3] if len(args) > 3 else kwargs.get("mode", "nearest")
+    corners = args[4] if len(args) > 4 else kwargs.get("align_corners")
+    return str(mode) + ("+ac" if corners else "")
 
 
 def _ints(v: Any, n: int) -> tuple[int, ...]:
