@@ -10,7 +10,9 @@ load. A subprocess builds the model (seeded) and the input, records its resident
 (its peak is what a user pays once) and then ``--repeats`` timed passes; it reports the wall times and
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak resident set: torch's CPU allocations are not seen by
 tracemalloc). Memory is reported two ways: whole-process peak, and the peak above the resident set just before the
-first pass (model, input and interpreter excluded: the cost of the pass itself).
+first pass (model, input and interpreter excluded: the cost of the pass itself). Besides the medians over every
+timed pass, the ratio is taken per round (the two subprocesses of a round run back to back) and printed as
+median [min-max] over the rounds: on a shared machine the spread says how far one figure can be trusted.
 
 Threads: both variants run with the same ``torch.set_num_threads`` (default 1). On a shared machine whose cores are
 busy with other work, every multi-threaded op waits at an OpenMP barrier for a descheduled thread (about 12 ms per op
@@ -111,6 +113,10 @@ def main() -> None:
                   for v, recs in res.items()})
         peak = {v: statistics.median(rec["peak_kib"] for rec in recs) for v, recs in res.items()}
         above = {v: statistics.median(rec["peak_kib"] - rec["base_kib"] for rec in recs) for v, recs in res.items()}
+        # paired: per round, the two subprocesses ran back to back (a load change between rounds moves both)
+        pairs = {k: [statistics.median(d[k]) / statistics.median(p[k]) for p, d in zip(res["plain"], res["diagnose"])]
+                 for k in ("times", "cpu")}
+        t["pairs"] = pairs
         rows.append((batch, t, peak, above, res["plain"][0]))
     rec = rows[0][4]
     print(f"\nResNet-50, 3x224x224, torch {rec['torch']}, {rec['threads']} threads, "
@@ -125,6 +131,11 @@ def main() -> None:
               f"{t['diagnose_cpu'] / t['plain_cpu']:9.3f} {target:6.2g}   "
               f"{peak['plain'] / 2**20:9.2f} / {peak['diagnose'] / 2**20:8.2f} {peak['diagnose'] / peak['plain']:6.3f}   "
               f"{above['diagnose'] / above['plain']:17.3f}")
+    print("per round (paired: plain and diagnose back to back), diagnose / plain, median [min-max] over the rounds:")
+    for batch, t, _, _, _ in rows:
+        w, c = t["pairs"]["times"], t["pairs"]["cpu"]
+        print(f"{batch:5d}   wall {statistics.median(w):.3f} [{min(w):.3f}-{max(w):.3f}]   "
+              f"cpu {statistics.median(c):.3f} [{min(c):.3f}-{max(c):.3f}]")
 
 
 if __name__ == "__main__":
