@@ -115,6 +115,8 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
                         dc_keep=dc_keep, dc_gain=dc_gain,
                         row_spread=spread, row_sums=_row_sums(w, primary.method, primary.shape) if per_channel
                         and not transposed else None,
+                        row_norms=_row_norms(w, primary.method) if per_channel and not transposed and spread > 1.0
+                        else None,
                         per_channel=per_channel, centered=centered, channels=int(primary.shape[1]),
                         taps=max(int(round(math.prod(primary.shape[2:]) * t_in)), 1))
 
@@ -140,6 +142,17 @@ def _gaussian_row_sums(k: int) -> tuple[float, ...] | None:
     """:func:`_row_sums` of 4096 Gaussian rows of ``k`` taps (a fixed generator): the same for every drawn layer
     of that kernel size, made once."""
     return _sums_of(torch.randn(4096, k, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+
+
+def _row_norms(w: torch.Tensor | None, method: str) -> tuple[float, ...] | None:
+    """Each output channel's squared row norm over their mean (a per-channel layer: ``Sig.rows``), when the
+    weights are kept. Drawn rows of few taps have no typical spread to put there: for one tap ``E[1 / w^2]``
+    diverges and the mean over C channels is ruled by the smallest draw, so they keep the spread's model."""
+    if method != "keep" or w is None or w.is_meta or not w.is_floating_point():
+        return None
+    q = w.detach().reshape(w.shape[0], -1).double().square().sum(1)
+    mean = float(q.mean())
+    return tuple((q / mean).tolist()) if mean > 0 else None
 
 
 def _sums_of(rows: torch.Tensor) -> tuple[float, ...] | None:

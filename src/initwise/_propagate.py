@@ -164,7 +164,7 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         else:  # unknown (or a kind the rules do not know)
             out, b = R.pass_forward(n.op, x, n.shape, False)
         if k in ("act", "pass", "scale") and out.spread == 1.0 and x.spread != 1.0 and n.id not in known:
-            out = replace(out, spread=x.spread)  # pointwise maps and value moves keep the channels' spread
+            out = replace(out, spread=x.spread, rows=x.rows, rows_rest=x.rows_rest)  # pointwise maps, moves
         sig[n.id] = out
         prop.forward[n.id] = out.q
         fb[n.id] = b * max((fb.get(i, 1.0) for i in n.inputs), default=1.0)

@@ -75,6 +75,9 @@ class LayerMoments:
     # independent zero-mean weights), or for drawn weights the same of Gaussian rows (:func:`initwise.
     # _plan_moments._row_sums`)
     row_sums: tuple[float, ...] | None = None
+    # a per-channel layer whose rows spread its channels' variances: each row's squared norm over their mean
+    # (weights kept), for the eps of the norm after it (``Sig.rows``)
+    row_norms: tuple[float, ...] | None = None
     # a standardized weight (each output channel's row has zero mean: NF-Nets' ScaledStdConv2d): the layer sees
     # its input minus the mean over the row's receptive field of ``channels`` input channels and ``taps`` taps
     centered: bool = False
@@ -134,7 +137,8 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
         if moved > BORDER_MOVED * dc:  # positions taken as independent there
             bound *= BOUND_BORDER
     out = Sig(g * q + lm.bias_ms, 0.0, g * dc + lm.bias_ms, g * dcb + lm.bias_ms, spread,
-              _dc_share(lm.row_sums, dc - dcb, q - dc) if lm.per_channel else 1.0)
+              _dc_share(lm.row_sums, dc - dcb, q - dc) if lm.per_channel else 1.0,
+              lm.row_norms if lm.per_channel and lm.bias_ms == 0.0 else None, x.spread if lm.per_channel else 1.0)
     return (out.no_positions() if len(shape) <= 2 else out).clean(), bound
 
 
@@ -180,7 +184,7 @@ def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int, mixed: bool 
         # each input position by the row's squares again: the rows' share of the spread cancels. A wider row
         # after another per-channel layer meets the spatial correlation that layer's row made in the same
         # channel (a chain of depthwise layers: measured to keep the spread, not cancelled)
-        cancel = min(lm.row_spread, d.spread)
+        cancel = d.spread if lm.row_norms is not None else min(lm.row_spread, d.spread)  # rows: the norm's
         f /= cancel
         if lm.taps != 1:
             bound *= cancel  # approximate by as much as it moves (tests/test_batch_stats.py)
@@ -257,10 +261,22 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...],
         var = x.q
     f = nm.gamma_ms / (var + nm.eps) if var + nm.eps > 0 else 0.0
     bound = BOUND_GENERIC_NORM if nm.kind == "generic" else BOUND_FUNCTIONAL_NORM if nm.functional else 1.0
+    applied = cancels = 1.0
     if nm.kind in ("batch", "instance") and x.spread > 1.0:
         # each channel's gradient is divided by its own variance: E_c[1 / v_c] = spread / v (eps neglected); the
-        # spread comes from a model of the weights' row norms, so the rule is approximate by as much as it moves
-        f *= x.spread
+        # spread comes from a model of the weights' row norms, so the rule is approximate by as much as it moves.
+        # With the channels' variances r_c v at hand (Sig.rows): E_c[(v + eps) / (r_c v + eps)], and the layer
+        # whose rows they are multiplies by r_c again: what its backward cancels leaves E_c[r_c (v + eps) /
+        # (r_c v + eps)]
+        applied = cancels = x.spread
+        if x.rows and var > 0.0 and nm.eps > 0.0:
+            # the input channels' own spread (rows_rest) enters as their harmonic mean 1 / rest: exact where the
+            # variance dominates eps, and eps-held channels do not feel it
+            rest = max(x.rows_rest, 1.0)
+            h = [(var + nm.eps) / (r * var / rest + nm.eps) for r in x.rows]
+            applied = sum(h) / len(h)
+            cancels = applied / max(sum(r * t for r, t in zip(x.rows, h)) / len(h), 1e-300)
+        f *= applied
         if x.spread > SPREAD_EXACT:
             bound *= x.spread
     if nm.kind in ("batch", "instance"):
@@ -278,7 +294,7 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...],
             bound *= max(fs, 1.0 / fs)  # Gaussian values: approximate by as much as it moves (tests)
     removed = d.dcb if level == 2 else d.dc if level == 1 else 0.0
     out = Grad(f * max(d.g - removed, 0.0), f * max(d.dc - removed, 0.0), f * max(d.dcb - removed, 0.0),
-               x.spread if nm.kind in ("batch", "instance") and x.spread > 1.0 else 1.0)
+               cancels if nm.kind in ("batch", "instance") and x.spread > 1.0 else 1.0)
     return [out], bound
 
 

@@ -43,11 +43,16 @@ class Sig:
     # ``b_c = (sum_j w_cj^2) b`` scatter apart (9 taps: the row sum's square is chi-square with 1 degree of
     # freedom); 1 elsewhere, and lost by any op but the weight layer that sets it
     dc_share: float = 1.0
+    # after a per-channel (depthwise) layer: each channel's variance over the mean, ``v_c / v`` (its row's squared
+    # norm over their mean), where ``spread`` is theirs alone; a norm's eps caps ``1 / v_c`` for the channels
+    # whose rows are tiny (one-tap rows: ``E[1 / w^2]`` diverges, ``E[1 / (w^2 v + eps)]`` does not)
+    rows: tuple[float, ...] | None = None
+    rows_rest: float = 1.0  # the input channels' own spread under those rows (``spread`` = the rows' times this)
 
     def scaled(self, c2: float, c: float | None = None) -> "Sig":
         """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
         return Sig(self.q * c2, self.mean * (c if c is not None else math.sqrt(c2)), self.dc * c2, self.dcb * c2,
-                   self.spread)
+                   self.spread, rows=self.rows, rows_rest=self.rows_rest)
 
     def clean(self) -> "Sig":
         """Clip to ``mean^2 <= dcb <= dc <= q`` (rounding in rules that subtract)."""
@@ -55,7 +60,7 @@ class Sig:
         dc = min(max(self.dc, 0.0), q)
         dcb = min(max(self.dcb, 0.0), dc)
         m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
-        return Sig(q, m, dc, dcb, self.spread, self.dc_share)
+        return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest)
 
     def no_positions(self) -> "Sig":
         """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own
