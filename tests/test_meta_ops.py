@@ -298,3 +298,106 @@ def test_the_max_pool_rule_gives_the_shape_of_the_real_pooling(case) -> None:
     if got is not None:
         _same(got, want)
         assert got.shape == real.shape
+
+
+@st.composite
+def _sdpa_case(draw):
+    """Attention around the rule's case: heads split by a transpose or not (per tensor), L != S, Ev != E, other
+    dtypes, causal, a scale, and outside it a mask, dropout, grouped heads, mismatched shapes, 3-d inputs."""
+    b, h, L, s, e, ev = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 6)),
+                         draw(st.integers(1, 6)), draw(st.sampled_from([2, 4, 8])), draw(st.sampled_from([2, 4, 6])))
+    dtype = draw(st.sampled_from([torch.float32, torch.float32, torch.float64, torch.float16, torch.bfloat16]))
+    shapes = [(b, h, L, e), (b, h, s, e), (b, h, s, ev)]
+    if draw(st.integers(0, 5)) == 0:  # a shape the op rejects or broadcasts
+        i = draw(st.integers(0, 2))
+        shapes[i] = (*shapes[i][:-1], shapes[i][-1] + 1) if draw(st.booleans()) else shapes[i][1:]
+    split = [draw(st.booleans()) for _ in shapes]
+    kw: dict = {"is_causal": draw(st.booleans())}
+    extra = draw(st.sampled_from(["", "", "", "scale", "mask", "dropout", "gqa"]))
+    if extra == "scale":
+        kw["scale"] = 0.5
+    elif extra == "mask":
+        kw["attn_mask"], kw["is_causal"] = "mask", False
+    elif extra == "dropout":
+        kw["dropout_p"] = 0.1
+    elif extra == "gqa":
+        kw["enable_gqa"] = True
+    return shapes, split, dtype, kw
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(_sdpa_case())
+def test_the_attention_rule_gives_what_the_meta_kernel_gives(case) -> None:
+    """F.scaled_dot_product_attention: the rule's answer is the meta kernel's (shape, strides, dtype) for heads
+    split by a transpose or not; a mask, dropout or grouped heads, and anything the op rejects, decline."""
+    shapes, split, dtype, kw = case
+
+    def make(shape, t):
+        if t and len(shape) == 4:  # (B, L, H, E) viewed as (B, H, L, E), as a transformer splits its heads
+            return _meta(shape[0], shape[2], shape[1], shape[3], dtype=dtype).transpose(1, 2)
+        return _meta(*shape, dtype=dtype)
+
+    q, k, v = (make(s, t) for s, t in zip(shapes, split))
+    if kw.get("attn_mask") == "mask":
+        kw = {**kw, "attn_mask": _meta(q.shape[-2], k.shape[-2], dtype=dtype)}
+    func = torch._C._nn.scaled_dot_product_attention
+    with torch._C.DisableTorchFunction():
+        try:
+            got = _meta_ops._RULES[func](func, (q, k, v), dict(kw))
+        except Exception:  # noqa: BLE001 - raising is declining too
+            got = None
+    try:
+        want = F.scaled_dot_product_attention(q, k, v, **kw)
+    except RuntimeError:
+        assert got is None, case
+        return
+    if set(kw) - {"is_causal", "scale"}:
+        assert got is None, case
+    if got is not None:
+        _same(got, want)
+
+
+def test_a_meta_trace_of_a_transformer_does_not_import_dynamo() -> None:
+    """The decoder's attention and embedding on the meta device need no Python decomposition (whose first call
+    imports torch._dynamo, ~2 s) nor torch's symbolic-shape checks (0.5 s), checked in a fresh interpreter."""
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import torch, initwise as iw\n"
+            "from decoder import decoder\n"
+            "iw.plan(decoder('tiny'), torch.randint(0, 512, (1, 16)))\n"
+            "print('torch._dynamo' in sys.modules, 'torch.fx.experimental.symbolic_shapes' in sys.modules)\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False False"
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.integers(1, 4), min_size=0, max_size=3), st.integers(1, 6), st.integers(1, 5),
+       st.sampled_from([torch.int64, torch.int32, torch.int16]),
+       st.sampled_from([torch.float32, torch.float64, torch.float16]), st.sampled_from([None, 0, -1, 2, 7, -9]),
+       st.sampled_from(["", "", "max_norm", "transposed table", "3-d table", "scale_grad"]))
+def test_the_embedding_rule_gives_what_the_meta_kernel_gives(shape, n, dim, itype, dtype, pad, extra) -> None:
+    """F.embedding: the rule's answer is the meta kernel's (shape, strides, dtype) for any index shape;
+    max_norm, other index dtypes and anything the op rejects decline."""
+    idx = _meta(*shape, dtype=itype)
+    w = _meta(dim, n, dtype=dtype).t() if extra == "transposed table" else \
+        _meta(n, dim, 2, dtype=dtype) if extra == "3-d table" else _meta(n, dim, dtype=dtype)
+    kw = {"padding_idx": pad}
+    if extra == "max_norm":
+        kw["max_norm"] = 1.0
+    elif extra == "scale_grad":
+        kw["scale_grad_by_freq"] = True
+    with torch._C.DisableTorchFunction():
+        try:
+            got = _meta_ops._RULES[F.embedding](F.embedding, (idx, w), dict(kw))
+        except Exception:  # noqa: BLE001 - raising is declining too
+            got = None
+    try:
+        want = F.embedding(idx, w, **kw)
+    except (RuntimeError, AssertionError, IndexError):
+        assert got is None
+        return
+    if extra in ("max_norm", "scale_grad") or itype is torch.int16:
+        assert got is None
+    if got is not None:
+        _same(got, want)

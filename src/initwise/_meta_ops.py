@@ -8,6 +8,7 @@ shapes. :func:`call` runs a listed op once per distinct argument metadata and af
 meta tensor of the recorded shape and strides.
 
 A few ops are not run on the meta device at all (:data:`_RULES`): linear, convolution, 2-d max pooling,
+scaled dot-product attention (without mask or dropout), embedding lookups,
 elementwise add/sub/mul/div, relu/hardswish/gelu/tanh/neg, mean/sum, cat and adaptive average pooling of floating
 tensors with standard contiguous strides. Their meta kernels are Python: torch's reference implementations, whose
 first call in a process imports ``torch._dynamo`` (about 800 modules: 1-2 s of CPU and ~70 MiB, once), and shape
@@ -59,6 +60,7 @@ def _ops() -> dict[Any, int | None]:
         torch.cat, torch.concat, torch.stack, torch.mean, T.mean, torch.sum, T.sum]
     ops: dict[Any, int | None] = dict.fromkeys(plain)
     ops.update({F.relu: 1, F.silu: 1, F.hardswish: 1, F.mish: 1, F.leaky_relu: 2, F.elu: 2})
+    ops[F.embedding] = 3  # max_norm: renorms the table in place
     return ops
 
 
@@ -313,6 +315,52 @@ def _max_pool2d(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _new((*x.shape[:2], *out), x.dtype)
 
 
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def _sdpa(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``F.scaled_dot_product_attention`` without a mask, dropout or grouped heads: ``query (B, H, L, E)``, ``key
+    (B, H, S, E)``, ``value (B, H, S, Ev)`` of one floating dtype, any strides (heads split by a transpose, as
+    transformers do): ``(B, H, L, Ev)``, contiguous, as the meta kernel answers (its math decomposition is Python
+    whose first call in a process imports ``torch._dynamo``: ~800 modules, ~2 s)."""
+    a = _bind(_SDPA_ARGS, args, kwargs)
+    if a is None:
+        return None
+    q, k, v = a.get("query"), a.get("key"), a.get("value")
+    scale, p = a.get("scale"), a.get("dropout_p", 0.0)
+    if not all(type(t) is torch.Tensor and t.is_meta and t.layout == torch.strided and t.dim() == 4
+               and 0 not in t.shape and not (t.requires_grad and torch.is_grad_enabled()) for t in (q, k, v)):
+        return None
+    if not q.dtype.is_floating_point or not q.dtype == k.dtype == v.dtype or a.get("attn_mask") is not None \
+            or type(p) not in (int, float) or p != 0 or type(a.get("is_causal", False)) is not bool \
+            or a.get("enable_gqa", False) is not False or scale is not None and type(scale) not in (int, float):
+        return None
+    if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or q.shape[3] != k.shape[3]:
+        return None
+    return _new((*q.shape[:3], v.shape[3]), q.dtype)
+
+
+_EMBEDDING_ARGS = ("input", "weight", "padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse")
+
+
+def _embedding(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``F.embedding`` without ``max_norm`` of a 2-d floating table and integer indices of any shape:
+    ``indices.shape + (dim,)``, contiguous, as the meta kernel answers (its checks call ``torch._check``: the first
+    call in a process imports ``torch.fx.experimental.symbolic_shapes``, 0.5 s)."""
+    a = _bind(_EMBEDDING_ARGS, args, kwargs)
+    if a is None or a.get("max_norm") is not None or a.get("padding_idx") is not None and (
+            type(a["padding_idx"]) is not int or not -a["weight"].shape[0] <= a["padding_idx"] < a["weight"].shape[0]):
+        return None
+    w, i = a.get("weight"), a.get("input")
+    if not (type(w) is torch.Tensor and type(i) is torch.Tensor and w.is_meta and i.is_meta) \
+            or w.layout != torch.strided or i.layout != torch.strided or w.dim() != 2 or 0 in w.shape \
+            or 0 in i.shape or not w.dtype.is_floating_point or i.dtype not in (torch.int64, torch.int32) \
+            or w.requires_grad and torch.is_grad_enabled() \
+            or a.get("scale_grad_by_freq", False) is not False or a.get("sparse", False) is not False:
+        return None
+    return _new((*i.shape, w.shape[1]), w.dtype)
+
+
 _RULES: dict[Any, Callable[[Any, tuple, dict], torch.Tensor | None]] = {
     **dict.fromkeys((T.__add__, T.__radd__, T.add, torch.add, T.__sub__, T.__rsub__, T.sub, torch.sub,
                      T.__mul__, T.__rmul__, T.mul, torch.mul, T.__truediv__, T.div, torch.div), _binary),
@@ -324,14 +372,16 @@ _RULES: dict[Any, Callable[[Any, tuple, dict], torch.Tensor | None]] = {
     _nn.linear: _linear,
     **dict.fromkeys(_CONV_DIMS, _conv),
     F.max_pool2d: _max_pool2d,
+    _nn.scaled_dot_product_attention: _sdpa,
+    F.embedding: _embedding,
 }
 
 
 def call(func: Callable, args: tuple, kwargs: dict) -> Any:
     """``func(*args, **kwargs)``, answered from the memo when it is provably the same (see the module docstring)."""
     pos = _OPS.get(func, _NO) if not isinstance(func, type) else _NO
-    if pos is _NO or kwargs.get("out") is not None or kwargs.get("inplace") or \
-            (pos is not None and len(args) > pos and args[pos]):
+    if pos is _NO or kwargs.get("out") is not None or kwargs.get("inplace") or kwargs.get("max_norm") is not None \
+            or (pos is not None and len(args) > pos and args[pos] is not None and args[pos] is not False):
         return func(*args, **kwargs)
     with torch._C.DisableTorchFunction():  # its own metadata reads pass no mode
         k = _key(args)
