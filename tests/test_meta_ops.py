@@ -190,16 +190,21 @@ def test_rules_decline_other_strides_integers_and_extra_arguments() -> None:
 def test_a_meta_trace_of_a_resnet_runs_no_python_reference_kernel() -> None:
     """ResNet's ops on the meta device need no Python reference kernel (whose first call imports torch._dynamo)
     nor torch's symbolic-shape checks (~500 modules), checked in a fresh interpreter."""
-    code = (
-        "import sys; sys.path.insert(0, 'benchmarks'); import torch, initwise as iw\n"
-        "from resnet50 import resnet50\n"
-        "m = resnet50(); iw.plan(m, torch.randn(1, 3, 64, 64)); iw.plan(m.eval(), torch.randn(1, 3, 64, 64))\n"
-        "print('torch._dynamo' in sys.modules, 'torch.fx.experimental.symbolic_shapes' in sys.modules)\n")
+    assert _heavy_imports_after("from resnet50 import resnet50\n"
+                                "m = resnet50(); iw.plan(m, torch.randn(1, 3, 64, 64)); "
+                                "iw.plan(m.eval(), torch.randn(1, 3, 64, 64))\n") == "False False"
+
+
+def _heavy_imports_after(code: str) -> str:
+    """Run ``code`` (with ``torch`` and ``initwise as iw`` imported, ``benchmarks`` on the path) in a fresh
+    interpreter; ``"<dynamo imported> <symbolic shapes imported>"`` afterwards, e.g. ``"False False"``."""
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import torch, initwise as iw\n" + code
+            + "print('torch._dynamo' in sys.modules, 'torch.fx.experimental.symbolic_shapes' in sys.modules)\n")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "False False"
+    return r.stdout.strip().splitlines()[-1]
 
 
 _SPATIAL = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
@@ -360,15 +365,8 @@ def test_the_attention_rule_gives_what_the_meta_kernel_gives(case) -> None:
 def test_a_meta_trace_of_a_transformer_does_not_import_dynamo() -> None:
     """The decoder's attention and embedding on the meta device need no Python decomposition (whose first call
     imports torch._dynamo, ~2 s) nor torch's symbolic-shape checks (0.5 s), checked in a fresh interpreter."""
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import torch, initwise as iw\n"
-            "from decoder import decoder\n"
-            "iw.plan(decoder('tiny'), torch.randint(0, 512, (1, 16)))\n"
-            "print('torch._dynamo' in sys.modules, 'torch.fx.experimental.symbolic_shapes' in sys.modules)\n")
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root / "src")}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "False False"
+    assert _heavy_imports_after("from decoder import decoder\n"
+                                "iw.plan(decoder('tiny'), torch.randint(0, 512, (1, 16)))\n") == "False False"
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

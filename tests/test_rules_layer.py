@@ -147,6 +147,21 @@ class OneTapBN(nn.Module):
         return self.out(torch.relu(self.bn(self.dw(torch.relu(self.a(x))))))
 
 
+def _backward_log_ratio(build, example, layer, scheme, monkeypatch, patch, draws=6):
+    """Mean and standard error over ``draws`` seeds of ln(measured / predicted) for ``layer``'s backward under
+    ``scheme``, diagnosing ``build()`` on ``example()`` (both drawn under the seed) with ``patch(mp)`` applied."""
+    out = []
+    for seed in range(draws):
+        torch.manual_seed(seed)
+        with monkeypatch.context() as mp:
+            patch(mp)
+            run = iw.diagnose(build(), example(), schemes=[scheme],
+                              generator=torch.Generator().manual_seed(seed)).runs[0]
+        out.append(math.log(run[layer].backward / run[layer].predicted_backward))
+    mean = sum(out) / len(out)
+    return mean, math.sqrt(sum((t - mean) ** 2 for t in out) / (len(out) - 1) / len(out))
+
+
 @pytest.mark.parametrize("scheme", ["kaiming_fan_in", "current"])
 def test_one_tap_rows_cancel_the_spread_they_made(scheme, monkeypatch):
     """The batch norm divides channel c's gradient by its variance ``w_c^2 v``; the depthwise layer's backward
@@ -156,17 +171,10 @@ def test_one_tap_rows_cancel_the_spread_they_made(scheme, monkeypatch):
     from initwise import _rules_layer
 
     def logs(cancel):
-        out = []
-        for seed in range(6):
-            torch.manual_seed(seed)
-            with monkeypatch.context() as mp:
-                if not cancel:
-                    mp.setattr(_rules_layer, "Grad", lambda g, dc=0.0, dcb=0.0, spread=1.0: Grad(g, dc, dcb))
-                run = iw.diagnose(OneTapBN(), torch.randn(16, 8, 8, 8), schemes=[scheme],
-                                  generator=torch.Generator().manual_seed(seed)).runs[0]
-            out.append(math.log(run["a"].backward / run["a"].predicted_backward))
-        mean = sum(out) / len(out)
-        return mean, math.sqrt(sum((t - mean) ** 2 for t in out) / (len(out) - 1) / len(out))
+        def patch(mp):
+            if not cancel:
+                mp.setattr(_rules_layer, "Grad", lambda g, dc=0.0, dcb=0.0, spread=1.0: Grad(g, dc, dcb))
+        return _backward_log_ratio(OneTapBN, lambda: torch.randn(16, 8, 8, 8), "a", scheme, monkeypatch, patch)
 
     mean, se = logs(True)
     assert abs(mean) <= MISMATCH_Z * se + 0.05, (mean, se)
@@ -199,17 +207,11 @@ def test_the_norms_eps_caps_the_spread_of_one_tap_rows(monkeypatch):
     from initwise import _plan_moments
 
     def logs(rows):
-        out = []
-        for seed in range(6):
-            torch.manual_seed(seed)
-            with monkeypatch.context() as mp:
-                if not rows:
-                    mp.setattr(_plan_moments, "_row_norms", lambda *a: None)
-                run = iw.diagnose(QuietOneTapBN(), 3e-3 * torch.randn(16, 8, 8, 8), schemes=[scheme],
-                                  generator=torch.Generator().manual_seed(seed)).runs[0]
-            out.append(math.log(run["dw"].backward / run["dw"].predicted_backward))
-        mean = sum(out) / len(out)
-        return mean, math.sqrt(sum((t - mean) ** 2 for t in out) / (len(out) - 1) / len(out))
+        def patch(mp):
+            if not rows:
+                mp.setattr(_plan_moments, "_row_norms", lambda *a: None)
+        return _backward_log_ratio(QuietOneTapBN, lambda: 3e-3 * torch.randn(16, 8, 8, 8), "dw", scheme,
+                                   monkeypatch, patch)
 
     mean, se = logs(True)
     assert abs(mean) <= MISMATCH_Z * se, (mean, se)
