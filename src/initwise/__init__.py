@@ -33,13 +33,10 @@ from ._graph import Node as Node
 from ._graph import trace as trace
 from ._gains import gain as gain
 from ._gains import moments as moments
-from ._initializers import icnr_ as icnr_
-from ._initializers import identity_ as identity_
 from ._initializers import kaiming_normal_ as kaiming_normal_
 from ._initializers import kaiming_uniform_ as kaiming_uniform_
 from ._initializers import lecun_normal_ as lecun_normal_
 from ._initializers import lecun_uniform_ as lecun_uniform_
-from ._initializers import orthogonal_ as orthogonal_
 from ._initializers import truncated_normal_std as truncated_normal_std
 from ._initializers import variance_scaling_ as variance_scaling_
 from ._initializers import xavier_normal_ as xavier_normal_
@@ -50,6 +47,9 @@ from ._plan import ParamPlan as ParamPlan
 from ._plan import Plan as Plan
 from ._plan import parse_scheme as parse_scheme
 from ._plan import plan as plan
+from ._structured import icnr_ as icnr_
+from ._structured import identity_ as identity_
+from ._structured import orthogonal_ as orthogonal_
 
 __version__ = "0.1.0"
 

@@ -25,9 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._initializers import _scaling_std, draw_scaled, icnr_, identity_, orthogonal_, variance_scaling_
+from ._initializers import _scaling_std, draw_scaled, variance_scaling_
 from ._reparam import reparams, weight_norm_magnitude
 from ._sharded import fill_, fill_constant_, is_sharded, local_device
+from ._structured import icnr_, identity_, orthogonal_
 
 __all__ = ["apply_plan", "prepare", "PartialInitError", "InitInterrupted"]
 

@@ -17,11 +17,12 @@ initwise step around it) can change, and :meth:`Snapshot.restore` puts it back:
   and the default dtype.
 
 Values without copying the model: buffers and plain tensor attributes (small: running statistics, constants) are
-cloned; parameters and the example tensors are copied on write. While the guard is active a ``TorchFunctionMode``
-looks at every in-place call (a method ending in ``_``, ``x[i] = ...``, ``out=``, ``inplace=True``,
-``F.embedding(max_norm=...)``), also through ``.data`` or a view, and clones a watched tensor just before its
-storage is first written. A write that bypasses Python (a TorchScript or C++ extension op) is still seen by the
-version counter; such a tensor cannot be restored, and :meth:`Snapshot.restore` says so (:class:`GuardError`).
+cloned; parameters and the example tensors are copied on write (:mod:`initwise._copy_on_write`). While the guard
+is active a ``TorchFunctionMode`` looks at every in-place call (a method ending in ``_``, ``x[i] = ...``,
+``out=``, ``inplace=True``, ``F.embedding(max_norm=...)``), also through ``.data`` or a view, and clones a watched
+tensor just before its storage is first written. A write that bypasses Python (a TorchScript or C++ extension op)
+is still seen by the version counter; such a tensor cannot be restored, and :meth:`Snapshot.restore` says so
+(:class:`GuardError`).
 Cost for a ResNet-50: see ``benchmarks/bench_guard.py``. Deeper state (objects inside a list attribute,
 attributes of a Parameter object) is not inspected.
 """
@@ -39,8 +40,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
+from ._copy_on_write import ACTIVE, NO_HOOKS, CopyOnWrite, Tracked, set_version, storage_moved, storage_ptr
 from ._nested import map_tensors, tensors
 
 __all__ = ["GuardError", "Snapshot", "fresh", "guarded", "preserved", "seed_all"]
@@ -76,24 +77,6 @@ def _restore_container(c: Any, saved: Any) -> None:
     else:  # dict (insertion order kept) or set
         c.clear()
         c.update(saved)
-
-
-def _set_version(t: torch.Tensor, version: int) -> None:
-    """Set the version counter back (a private torch call: where it is missing or refuses, the counter stays)."""
-    if t._version == version:
-        return
-    setter = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)
-    if setter is None:
-        return
-    try:
-        setter((t,), (version,))
-    except TypeError:  # older signature: one tensor, one int
-        try:
-            setter(t, version)
-        except (TypeError, RuntimeError):
-            pass
-    except RuntimeError:  # e.g. a tensor subclass without its own counter
-        pass
 
 
 def _rng_state() -> dict[str, Any]:
@@ -135,134 +118,6 @@ def fresh(example: Any) -> Any:
     return map_tensors(example, lambda t: t.clone())
 
 
-class _Tensor:
-    """One tracked tensor: where it was found, its storage, version, ``requires_grad``, ``.grad`` and a clone."""
-
-    __slots__ = ("t", "where", "data", "version", "requires_grad", "grad", "grad_version", "clone", "hooks")
-
-    def __init__(self, t: torch.Tensor, where: str, clone: bool) -> None:
-        self.t, self.where = t, where
-        self.data = t.data  # shares the storage: a later ``t.data = other`` can be swapped back
-        self.version = t._version
-        self.requires_grad = t.requires_grad
-        self.grad = t.grad if t.is_leaf else None
-        self.grad_version = self.grad._version if self.grad is not None else None
-        # the tensor's own hook dicts (``p.register_hook`` in a forward would pile up): object and contents
-        # (None, the common case: every one of them None; nothing allocated per tensor for it)
-        self.hooks = None
-        for k in _TENSOR_HOOKS:
-            h = getattr(t, k, _ABSENT)
-            if h is not None:
-                self.hooks = [(k, h, None if h is None else dict(h)) for k in _TENSOR_HOOKS
-                              if (h := getattr(t, k, _ABSENT)) is not _ABSENT]
-                break
-        self.clone: torch.Tensor | None = None
-        if clone:
-            self.copy()
-
-    def copy(self) -> None:
-        if self.clone is None and self.t.device.type != "meta" and self.t.layout == torch.strided:
-            self.clone = self.t.detach().clone()
-
-
-def _storage(t: Any) -> int:
-    """The address of ``t``'s storage (0 for meta, empty or storage-less tensors)."""
-    try:
-        return t.untyped_storage().data_ptr() if isinstance(t, torch.Tensor) else 0
-    except (RuntimeError, NotImplementedError, TypeError):
-        return 0
-
-
-# in-place calls whose first argument is written, besides the methods named ``..._``
-_WRITE_FIRST = frozenset(("__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
-                          "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
-                          "__imatmul__"))
-_NOT_WRITES = frozenset(("requires_grad_", "retain_grad_", "share_memory_"))
-_TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
-_NO_HOOKS = tuple((k, None, None) for k in _TENSOR_HOOKS)  # what _Tensor.hooks = None stands for
-_ABSENT = object()
-_ACTIVE: list["Snapshot"] = []  # the guards held now, outermost first
-
-
-_KIND: dict[Any, int] = {}  # torch function -> 1: writes its first argument, 2: embedding, 0: neither
-
-
-def _kind(func: Any) -> int:
-    """What an in-place call of ``func`` writes, from its name alone (cached per function object)."""
-    name = getattr(func, "__name__", "")
-    base = name.split(".", 1)[0]  # torch.ops overloads: "add_.Tensor"
-    kind = 1 if (base.endswith("_") and not base.startswith("__") and base not in _NOT_WRITES) or \
-        base in _WRITE_FIRST else 2 if base == "embedding" else 0
-    try:
-        if len(_KIND) < 4096:
-            _KIND[func] = kind
-    except TypeError:  # an unhashable callable: not cached
-        pass
-    return kind
-
-
-class _CopyOnWrite(TorchFunctionMode):
-    """Clones a watched tensor just before an in-place call first writes its storage (see the module docstring)."""
-
-    def __init__(self, watched: dict[int, list["_Tensor"]]) -> None:
-        super().__init__()
-        self.watched = watched
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        if self.watched:
-            try:
-                kind = _KIND.get(func)
-            except TypeError:  # an unhashable callable
-                kind = None
-            if kind is None:
-                kind = _kind(func)
-            target: Any = None
-            if kind == 1 or kwargs.get("inplace") is True:
-                target = args[0] if args else next(iter(kwargs.values()), None)  # nn.init: tensor=
-            elif kind == 2 and (kwargs.get("max_norm") is not None or (len(args) > 3 and args[3] is not None)):
-                target = args[1] if len(args) > 1 else kwargs.get("weight")  # renormed in place
-            if target is not None:
-                self._before_write(target)
-            if kwargs.get("out") is not None:
-                self._before_write(kwargs["out"])
-        return func(*args, **kwargs)
-
-    def _before_write(self, obj: Any) -> None:
-        for t in tensors(obj if isinstance(obj, (tuple, list)) else [obj]):
-            ptr = _storage(t)
-            entries = self.watched.pop(ptr, None)
-            for e in entries or ():
-                e.copy()
-                # guards nested around the same model (advise > diagnose > trace) share the copy: an outer guard
-                # that has not copied this tensor yet saw no write since it began, so the value is its original too
-                for outer in _ACTIVE:
-                    if outer._mode is not None and outer._mode is not self and ptr in outer._mode.watched:
-                        for o in outer._mode.watched.pop(ptr):
-                            if o.t is e.t and o.version == e.version and o.clone is None and e.clone is not None:
-                                o.clone = e.clone
-                            else:
-                                o.copy()
-
-
-def _moved(t: torch.Tensor, data: torch.Tensor) -> bool:
-    """Does ``t`` now look at other memory than ``data`` (``t.data = new``, ``set_``, a resize)?"""
-    if type(data) is torch.Tensor and not data.is_meta:  # one call for storage, offset, sizes and strides
-        try:
-            return not t.is_set_to(data) or t.dtype != data.dtype
-        except (RuntimeError, NotImplementedError, TypeError):  # e.g. sparse: no such kernel
-            pass
-    if t.dtype != data.dtype or t.shape != data.shape:
-        return True
-    try:
-        if t.data_ptr() != data.data_ptr() or t.stride() != data.stride() or \
-                t.storage_offset() != data.storage_offset():
-            return True
-    except (RuntimeError, NotImplementedError):  # sparse or wrapper subclasses: no storage to compare
-        pass
-    return t.device != data.device
-
-
 class Snapshot:
     """What a run may change in ``model``, the ``examples`` and the global state; :meth:`restore` puts it back.
 
@@ -281,15 +136,15 @@ class Snapshot:
     def __init__(self, model: nn.Module, examples: tuple = (), *, clone: bool = True) -> None:
         with torch._C.DisableTorchFunction():  # its own tensor calls pass no mode (an outer guard's included)
             self._record(model, examples, clone)
-        self._mode: _CopyOnWrite | None = _CopyOnWrite(self._watched)
+        self._mode: CopyOnWrite | None = CopyOnWrite(self._watched)
         self._mode.__enter__()
-        _ACTIVE.append(self)
+        ACTIVE.append(self)
 
     def _record(self, model: nn.Module, examples: tuple, clone: bool) -> None:
         # per module: (module, class, its __dict__ copied, the containers it holds that are empty now, the others
         # each with a copy of its contents)
         self._modules: list[tuple[nn.Module, type, dict[str, Any], list[Any], list[tuple[Any, Any]]]] = []
-        self._tensors: dict[int, _Tensor] = {}
+        self._tensors: dict[int, Tracked] = {}
         found = self._tensors
         scalars, tensor = _SCALARS, torch.Tensor
         for name, m in model.named_modules():
@@ -302,7 +157,7 @@ class Snapshot:
                     continue
                 if isinstance(v, tensor):
                     if id(v) not in found:
-                        found[id(v)] = _Tensor(v, f"{name}.{k}" if name else k, clone)
+                        found[id(v)] = Tracked(v, f"{name}.{k}" if name else k, clone)
                     continue
                 if not isinstance(v, _CONTAINERS):
                     continue
@@ -316,21 +171,21 @@ class Snapshot:
                     if isinstance(t, tensor) and id(t) not in found:
                         where = key if own else f"{k}[{key!r}]"
                         # buffers and plain tensors: cloned now (small); parameters: copied on write
-                        found[id(t)] = _Tensor(t, f"{name}.{where}" if name else where, clone and k != "_parameters")
+                        found[id(t)] = Tracked(t, f"{name}.{where}" if name else where, clone and k != "_parameters")
         for i, t in enumerate(tensors(list(examples))):
             if id(t) not in self._tensors:
-                self._tensors[id(t)] = _Tensor(t, f"example tensor {i}", False)
+                self._tensors[id(t)] = Tracked(t, f"example tensor {i}", False)
         mod = nn.modules.module
         self._global_hooks = {k: (v, dict(v)) for k, v in vars(mod).items()
                               if k.startswith("_global_") and isinstance(v, dict)}
         self._rng = _rng_state()
         self._grad_enabled = torch.is_grad_enabled()
         self._dtype = torch.get_default_dtype()
-        watched: dict[int, list[_Tensor]] = {}
+        watched: dict[int, list[Tracked]] = {}
         for e in self._tensors.values():
             if e.grad is not None:  # held aside: nothing in the run can accumulate into it
                 e.t.grad = None
-            if e.clone is None and (ptr := _storage(e.t)):
+            if e.clone is None and (ptr := storage_ptr(e.t)):
                 watched.setdefault(ptr, []).append(e)
         self._watched = watched
 
@@ -378,7 +233,7 @@ class Snapshot:
         with torch.no_grad():
             for e in self._tensors.values():
                 t = e.t
-                moved = _moved(t, e.data)
+                moved = storage_moved(t, e.data)
                 if moved:
                     t.data = e.data  # the storage was swapped (``t.data = new``): swap it back
                 if e.clone is not None:
@@ -387,14 +242,14 @@ class Snapshot:
                 elif t._version != e.version and not moved and t.device.type != "meta" and t.numel():
                     # (an empty tensor holds no values: a write to it loses nothing)
                     lost.append(e.where)  # written, unseen by the copy-on-write mode (TorchScript, C++)
-                _set_version(t, e.version)
+                set_version(t, e.version)
                 if t.is_leaf and t.requires_grad != e.requires_grad:
                     t.requires_grad_(e.requires_grad)
                 if t.is_leaf:
                     grad = None if hold_grads else e.grad
                     if t.grad is not grad:
                         t.grad = grad
-                for k, h, contents in e.hooks or _NO_HOOKS:
+                for k, h, contents in e.hooks or NO_HOOKS:
                     now = getattr(t, k, None)
                     if now is None and h is None:  # none before, none now (most tensors)
                         continue
@@ -422,8 +277,8 @@ class Snapshot:
             mode, self._mode = self._mode, None
             if mode is not None:
                 mode.__exit__(None, None, None)
-            if self in _ACTIVE:
-                _ACTIVE.remove(self)
+            if self in ACTIVE:
+                ACTIVE.remove(self)
 
 
 @contextlib.contextmanager
