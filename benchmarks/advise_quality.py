@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import initwise as iw  # noqa: E402
 from initwise._advise_evidence import CandidateResult, kind, probe_curves  # noqa: E402
 from initwise._advise_rule import INIT_DRAWS, PROBE_DRAWS, PROBE_STEPS, PRIOR, REJECT, SCORE, SCREEN  # noqa: E402
-from initwise._advise_rule import TIE, TIE_PRIOR  # noqa: E402
+from initwise._advise_rule import PROBE_PRIOR, TIE, TIE_PRIOR  # noqa: E402
 from initwise._advise_rule import confidence, equivalent, rank, screened  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
 import _jsonl  # noqa: E402
@@ -56,6 +56,8 @@ VALIDATION_V2 = "docs/evidence/validation-v2/results.jsonl"  # the second valida
 VALIDATION_V3 = "docs/evidence/validation-v3/results.jsonl"  # the third (validation_v3_models.py), trained blind
 FROZEN_V3 = "1173a45"  # the commit whose rule v3 checks (the library's; docs/evidence.md, fifth session)
 VALIDATION_V4 = "docs/evidence/validation-v4/results.jsonl"  # the fourth (validation_v4_models.py), trained blind
+FROZEN_V4 = "(this commit's parent: see docs/evidence.md)"  # the commit whose rule v4 checks (the library's)
+RULE5 = "probe@5/K2/d1/i2/novanish/tp"  # the library's rule from 9c41665 until the sixth session (frozen for v3)
 VALIDATED = "probe@5/K2/d1/i2/novanish"  # the rule the first validation set checked (frozen at 493454c); the
 # library's rule since 9c41665 adds /tp, chosen on the design set after that set's misses were known: "seen" there
 FEATURES = "docs/evidence/advise_features.jsonl"
@@ -216,7 +218,8 @@ def parse(rule: str) -> dict:
     ``library``: the library's constants."""
     if rule == "library":
         return {"score": SCORE, "k": PROBE_STEPS if SCORE == "probe" else None, "screen": SCREEN,
-                "init": INIT_DRAWS, "draws": PROBE_DRAWS, "reject": REJECT, "tie_prior": TIE_PRIOR}
+                "init": INIT_DRAWS, "draws": PROBE_DRAWS, "reject": REJECT, "tie_prior": TIE_PRIOR,
+                "prior_add": PROBE_PRIOR, "prior": "library", "tie": TIE}
     head, *opts = rule.split("/")
     out = {"score": "probe" if head.startswith("probe@") else head, "k": int(head.split("@")[1])
            if head.startswith("probe@") else None, "screen": 99, "init": SEEDS, "draws": PROBE_SEEDS,
@@ -224,8 +227,8 @@ def parse(rule: str) -> dict:
     for o in opts:
         if o in ("P", "tp", "F"):
             out[{"P": "prior_add", "tp": "tie_prior", "F": "family"}[o]] = True
-        elif o == "po":
-            out["prior"] = "pooled"
+        elif o in ("po", "pl"):
+            out["prior"] = "pooled" if o == "po" else "library"
         elif o[0] == "t" and o[1:].isdigit():
             out["tie"] = int(o[1:]) / 100
         elif o == "soft":
@@ -259,7 +262,7 @@ def pick(feat: dict, rule: str) -> tuple[str, str]:
             if r.name not in keep:
                 r.probe, r.probe_loss = [], None
     rank(res, score)
-    eq = equivalent(res, score, spec.get("tie", TIE))
+    eq = equivalent(res, score, spec.get("tie", TIE5))
     conf = confidence(res, eq, score)
     if spec.get("tie_prior") and eq:
         order = {n: i for i, n in enumerate(_prior(spec))}
@@ -267,12 +270,17 @@ def pick(feat: dict, rule: str) -> tuple[str, str]:
     return res[0].name, conf
 
 
+# the rules' defaults before the sixth session (the rule names of the earlier sessions keep meaning what they meant
+# when they were frozen): the design set's fixed order and the 5% tie band; ``pl`` selects the library's PRIOR
+PRIOR5 = ("kaiming_fan_in_zero_res", "kaiming_fan_in_out0.1", "kaiming_fan_in_res0.1", "default", "orthogonal",
+          "kaiming_fan_in", "lecun", "linear_gain_fan_in", "xavier", "kaiming_fan_out")
+TIE5 = 0.05
 POOLED_COVERAGE = 0.5  # a fixed choice enters the pooled order when trained on at least half the seen cells
 POOLED_PRIOR: list[str] = []  # set by :func:`pooled_prior` in main (sixth session; "po" rules)
 
 
 def _prior(spec: dict) -> Sequence[str]:
-    return POOLED_PRIOR if spec.get("prior") == "pooled" else PRIOR
+    return {"pooled": POOLED_PRIOR, "library": PRIOR}.get(spec.get("prior"), PRIOR5)
 
 
 def pooled_prior(cells: list[dict], coverage: float = POOLED_COVERAGE) -> list[str]:
@@ -535,7 +543,9 @@ def library_rule() -> str:
     """The library's constants as a rule name of :func:`parse`."""
     return (f"probe@{PROBE_STEPS}/K{SCREEN}/d{PROBE_DRAWS}/i{INIT_DRAWS}"
             + ("/soft" if not (SOFT & REJECT) else "/novanish" if "vanishes" not in REJECT else "")
-            + ("/tp" if TIE_PRIOR else "")) if SCORE == "probe" else SCORE + ("/tp" if TIE_PRIOR else "")
+            + ("/P" if PROBE_PRIOR else "") + ("/tp" if TIE_PRIOR else "") + ("/pl" if PRIOR != PRIOR5 else "")
+            + (f"/t{round(TIE * 100)}" if TIE != TIE5 else "")) if SCORE == "probe" else \
+        SCORE + ("/tp" if TIE_PRIOR else "")
 
 
 def main() -> int:
@@ -549,7 +559,8 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells() + \
-        validation_cells(VALIDATION_V2, "v2") + validation_cells(VALIDATION_V3, "v3")
+        validation_cells(VALIDATION_V2, "v2") + validation_cells(VALIDATION_V3, "v3") + \
+        validation_cells(VALIDATION_V4, "v4")
     feats = {}
     for r in _jsonl.read(FEATURES, every=True):
         if r.get("version") in (1, VERSION) and _complete(r):
@@ -570,16 +581,20 @@ def main() -> int:
     validation = [c for c in cells if c["set"] == "validation" and len(c["seeds"]) >= 2]
     v2 = [c for c in cells if c["set"] == "v2" and len(c["seeds"]) >= 2]
     v3 = [c for c in cells if c["set"] == "v3" and len(c["seeds"]) >= 2]
+    v4 = [c for c in cells if c["set"] == "v4" and len(c["seeds"]) >= 2]
     for c in cells:
-        if c["set"] in ("validation", "v2", "v3") and (len(c["seeds"]) < 2 or c["partial"]):
+        if c["set"] in ("validation", "v2", "v3", "v4") and (len(c["seeds"]) < 2 or c["partial"]):
             print(f"validation cell {c['cell']}: {len(c['seeds'])} seed(s) finished by every candidate"
                   + (f", {c['partial']} run(s) of unfinished seeds left out" if c["partial"] else "")
                   + (" -> not in the table (fewer than 2 seeds)" if len(c["seeds"]) < 2 else ""))
     library = library_rule()
+    rule5 = RULE5  # the library's rule from 9c41665 to the sixth session: the earlier sets' criteria compare with it
     seen = design + validation + v2 + v3
     POOLED_PRIOR[:] = pooled_prior(seen)
+    if tuple(POOLED_PRIOR) != tuple(PRIOR):
+        print(f"note: the library's PRIOR differs from the order pooled over the seen cells ({', '.join(POOLED_PRIOR)})")
     if args.sixth:
-        return sixth(seen, feats, library)
+        return sixth(seen, feats, rule5)
     d_table = evaluate(design, feats, RULES + VARIANTS)
     full = _summary(d_table["probe@10"])
     # the probe's configurations (a probe on 2 or more screened candidates; the score itself, probe vs initial
@@ -588,25 +603,25 @@ def main() -> int:
           SPEED_SLACK and _summary(d_table[r])[2] >= full[2]]
     cheapest = min(ok, key=lambda r: (_cost(design, feats, r), _summary(d_table[r])[0]), default=None)
     have = sum(f"design|{c['cell']}" in feats for c in design)
-    print(f"design set: {len(design)} cells ({have} with features); library: {library}")
+    print(f"design set: {len(design)} cells ({have} with features); the rule until the sixth session: {rule5}; the library's: {library}")
     best = min(RULES[:-1] + VARIANTS, key=lambda r: _summary(d_table[r])[0])
     print(f"lowest design mean regret: {best} ({_summary(d_table[best])[0]:.2f} dB); full probe@10 {full[0]:.2f} dB; "
           f"cheapest within {SPEED_SLACK} dB of it: {cheapest}")
-    lib = _summary(d_table[library])
+    lib = _summary(d_table[rule5])
     adopt = [r for r in FAILURE_VARIANTS if (lambda m: m[0] < lib[0] - ADOPT_MARGIN and m[2] >= lib[2] and
              m[3] <= lib[3])(_summary(d_table[r])) and _cost(design, feats, r) <= ADOPT_COST *
-             _cost(design, feats, library)]
+             _cost(design, feats, rule5)]
     adopt.sort(key=lambda r: (_summary(d_table[r])[0], _cost(design, feats, r)))
     shown = []
     for r in FAILURE_VARIANTS:
         m = _summary(d_table[r])
         shown.append(f"{r} {m[0]:.2f} dB, {m[2]}/{m[1]} within noise, {_cost(design, feats, r):.0f} forwards")
-    print(f"failure-cause variants: {'; '.join(shown)}; library {lib[0]:.2f} dB, {lib[2]}/{lib[1]}, "
-          f"{_cost(design, feats, library):.0f} forwards; better by the criterion (ADOPT_MARGIN {ADOPT_MARGIN} dB): "
+    print(f"failure-cause variants: {'; '.join(shown)}; that rule {lib[0]:.2f} dB, {lib[2]}/{lib[1]}, "
+          f"{_cost(design, feats, rule5):.0f} forwards; better by the criterion (ADOPT_MARGIN {ADOPT_MARGIN} dB): "
           f"{adopt[0] if adopt else 'none'}")
     adopt5 = [r for r in FIFTH_VARIANTS if (lambda m: m[0] < lib[0] - ADOPT_MARGIN and m[2] >= lib[2] and
               m[3] <= lib[3])(_summary(d_table[r])) and _cost(design, feats, r) <= ADOPT_COST5 *
-              _cost(design, feats, library)]
+              _cost(design, feats, rule5)]
     low = min((_summary(d_table[r])[0] for r in adopt5), default=math.nan)
     near = sorted((r for r in adopt5 if _summary(d_table[r])[0] <= low + ADOPT_NEAR),
                   key=lambda r: (_cost(design, feats, r), _summary(d_table[r])[0]))
@@ -616,35 +631,43 @@ def main() -> int:
         shown.append(f"{r} {m[0]:.2f} dB, {m[2]}/{m[1]} within noise, {m[3]} worse than default, "
                      f"{_cost(design, feats, r):.0f} forwards")
     print(f"fifth-session screen variants: {'; '.join(shown)}; adoptable (ADOPT_MARGIN {ADOPT_MARGIN} dB, cost <= "
-          f"{ADOPT_COST5}x): {', '.join(adopt5) or 'none'}; chosen: {near[0] if near else 'none (library stays)'}")
-    print_set("Design set", design, feats, library, RULES + (VARIANTS if args.variants else []))
-    calibration(evaluate(design, feats, [library])[library])
+          f"{ADOPT_COST5}x): {', '.join(adopt5) or 'none'}; chosen: {near[0] if near else 'none (that rule stays)'}")
+    print_set("Design set", design, feats, rule5, RULES + [library] + (VARIANTS if args.variants else []))
+    calibration(evaluate(design, feats, [rule5])[rule5])
     if not args.design_only:
         sets = [(f"Validation set (the rule it checked, {VALIDATED})", validation, VALIDATED)]
-        if library != VALIDATED:
-            sets.append((f"Validation set, seen (the library's rule, {library})", validation, library))
-        sets.append((f"Validation set v2 (the library's rule, {library})", v2, library))
-        if library != VALIDATED:  # for comparison: the rule before the revision, on the same new nets
+        if rule5 != VALIDATED:
+            sets.append((f"Validation set, seen (the previous rule, {rule5})", validation, rule5))
+        sets.append((f"Validation set v2 (the previous rule, {rule5})", v2, rule5))
+        if rule5 != VALIDATED:  # for comparison: the rule before the revision, on the same new nets
             sets.append((f"Validation set v2 (the previous rule, {VALIDATED})", v2, VALIDATED))
         for title, vcells, rule in sets:
             if vcells:
                 done_when(title, print_set(title, vcells, feats, rule, RULES)[rule], feats, vcells, rule)
         if v3:
-            title = f"Validation set v3 (the rule frozen for it at {FROZEN_V3}, {library})"
-            v3_table = print_set(title, v3, feats, library, RULES + V3_SECONDARY)
-            done_when(title, v3_table[library], feats, v3, library)
-            for rule in V3_SECONDARY:  # pre-registered comparisons (the screen hypothesis), not the library's rule
+            title = f"Validation set v3 (the rule frozen for it at {FROZEN_V3}, {rule5})"
+            v3_table = print_set(title, v3, feats, rule5, RULES + V3_SECONDARY)
+            done_when(title, v3_table[rule5], feats, v3, rule5)
+            for rule in V3_SECONDARY:  # pre-registered comparisons (the screen hypothesis), not the previous rule
                 m, n, w, wd, _ = _summary(v3_table[rule])
                 print(f"v3, pre-registered secondary {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse "
-                      f"than default {wd}/{n}, {_cost(v3, feats, rule):.0f} forwards (library "
-                      f"{_cost(v3, feats, library):.0f})")
-        # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the library's);
+                      f"than default {wd}/{n}, {_cost(v3, feats, rule):.0f} forwards (that rule "
+                      f"{_cost(v3, feats, rule5):.0f})")
+        if v4:
+            title = f"Validation set v4 (the rule frozen for it at {FROZEN_V4}, {library})"
+            v4_table = print_set(title, v4, feats, library, RULES + [rule5, "prior/novanish/pl"])
+            done_when(title, v4_table[library], feats, v4, library)
+            for rule in (rule5, "prior/novanish/pl"):  # for comparison: the previous rule; the no-target order
+                m, n, w, wd, _ = _summary(v4_table[rule])
+                print(f"v4, {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse than default {wd}/{n}")
+        # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the previous rule; v4: the library's);
         # "low" is the word of advice without a target (the prior rule)
         print("\n## Confidence on every validation set, each with the rule frozen for it (within noise / picks)\n")
         print("| set | rule | high | medium | low (no target: prior) |")
         print("|---|---|---|---|---|")
         every = []
-        for name, vcells, rule in (("validation", validation, VALIDATED), ("v2", v2, library), ("v3", v3, library)):
+        for name, vcells, rule in (("validation", validation, VALIDATED), ("v2", v2, rule5), ("v3", v3, rule5),
+                                 ("v4", v4, library)):
             rows = evaluate(vcells, feats, [rule, "prior"])
             every += rows[rule] + rows["prior"]
             print(f"| {name} ({len(vcells)} cells) | {rule} | " + " | ".join(_rate(rows[rule if w != 'low' else
@@ -652,7 +675,7 @@ def main() -> int:
                                                                    for w in ("high", "medium", "low")) + " |")
         print("| all | | " + " | ".join(_rate(every, w) for w in ("high", "medium", "low")) + " |")
     if args.live:
-        for cell in validation + v2 + v3:
+        for cell in validation + v2 + v3 + v4:
             net, x, y = _validation_model(cell)
             adv = iw.advise(net, x, target=y, lr=cell["lr"])
             want = pick(feats[f"{cell['set']}|{cell['cell']}"], library)[0]
@@ -665,7 +688,8 @@ def sixth(seen: list[dict], feats: dict, library: str) -> int:
     """The sixth session's study on the 32 seen cells (SIXTH_VARIANTS, the criterion above their list)."""
     print(f"seen cells: {len(seen)}; pooled prior (fixed choices by mean regret, trained on >= {POOLED_COVERAGE:.0%} "
           f"of the cells): {', '.join(POOLED_PRIOR)}")
-    table = print_set("Seen cells (design data, sixth session)", seen, feats, library, RULES + SIXTH_VARIANTS)
+    table = print_set("Seen cells (design data, sixth session)", seen, feats, library,
+                      RULES + SIXTH_VARIANTS + [library_rule(), "prior/novanish/pl"])
     lib = _summary(table[library])
     lib_cost = _cost(seen, feats, library)
     ok = [r for r in SIXTH_VARIANTS if (lambda m: m[0] < lib[0] - ADOPT_MARGIN and m[2] >= lib[2] and
@@ -673,12 +697,12 @@ def sixth(seen: list[dict], feats: dict, library: str) -> int:
     low = min((_summary(table[r])[0] for r in ok), default=math.nan)
     near = sorted((r for r in ok if _summary(table[r])[0] <= low + ADOPT_NEAR),
                   key=lambda r: (_cost(seen, feats, r), _summary(table[r])[0]))
-    for r in [library, *SIXTH_VARIANTS]:
+    for r in [library, *SIXTH_VARIANTS, library_rule()]:
         m = _summary(table[r])
         by_set = ", ".join(f"{w} {_summary([row for row in table[r] if row[0]['set'] == w])[0]:.2f}"
                            for w in ("design", "validation", "v2", "v3"))
         print(f"{r}: {m[0]:.2f} dB over {m[1]} cells ({by_set}), {m[2]} within noise, {m[3]} worse than default, "
-              f"{_cost(seen, feats, r) / lib_cost:.2f}x the library's forwards")
+              f"{_cost(seen, feats, r) / lib_cost:.2f}x the previous rule's forwards")
     print(f"adoptable (ADOPT_MARGIN {ADOPT_MARGIN} dB, cost <= {ADOPT_COST6}x): {', '.join(ok) or 'none'}; "
           f"chosen: {near[0] if near else 'none (library stays)'}")
     return 0

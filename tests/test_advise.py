@@ -10,7 +10,7 @@ from torch import nn
 
 import initwise as iw
 from initwise import zoo
-from initwise._advise_rule import PRIOR, SCREEN, TIE
+from initwise._advise_rule import PRIOR, PROBE_PRIOR, SCREEN, TIE
 from initwise._cli.main import main
 from initwise.bench.data import get_task
 
@@ -39,9 +39,12 @@ def test_edsr_advice_is_healthy_and_ranked_by_the_probe(edsr_advice) -> None:
         assert best.probe_loss <= low.probe_loss * (1 + TIE) and low.name in adv.equivalent
         assert PRIOR.index(best.name) < (PRIOR.index(low.name) if low.name in PRIOR else len(PRIOR))
         assert f"{low.name} had the lowest" in " ".join(adv.reasons)
-    # the screen: the probe ran on the `screen` healthy candidates with the lowest initial loss, no others
+    # the probe ran on the `screen` healthy candidates with the lowest initial loss and (PROBE_PRIOR) on the first
+    # healthy candidate in PRIOR's order beside them, no others
     healthy = sorted((r for r in adv.results if r.healthy), key=lambda r: r.init_loss)
-    assert adv.screen == SCREEN and {r.name for r in probed} == {r.name for r in healthy[:adv.screen]}
+    screen = [r.name for r in healthy[:adv.screen]]
+    first = [n for n in PRIOR if n not in screen and any(r.name == n and r.healthy for r in adv.results)][:1]
+    assert adv.screen == SCREEN and {r.name for r in probed} == set(screen) | (set(first) if PROBE_PRIOR else set())
     assert all(len(r.losses) == 2 for r in adv.results)  # every candidate has its initial loss
     # the initial loss is measured independently here: the recommended init, applied, against the real HR patches
     m2 = zoo.build("edsr", scale=2, n_resblocks=2, n_feats=8)

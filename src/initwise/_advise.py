@@ -28,8 +28,8 @@ from torch import nn
 
 from ._advise_evidence import HEALTH, CandidateResult, Drawer, health, initial_losses, kept_zeros, no_gradient
 from ._advise_evidence import LEAD, lead_scale, outputs, probe_losses
-from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_STEPS, SCORE, SCREEN, TIE, TIE_PRIOR, WALK, mean_std
-from ._advise_rule import prefer_prior, rejects, screened
+from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_PRIOR, PROBE_STEPS, SCORE, SCREEN, TIE, TIE_PRIOR
+from ._advise_rule import WALK, mean_std, prefer_prior, probed, rejects
 from ._advise_rule import confidence as _confidence, equivalent as _equivalent, rank as _rank
 from ._candidate_set import generate_candidates
 from ._candidates import Candidate, candidate
@@ -349,11 +349,17 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         walk = sorted(cands, key=lambda c: mean_init[c.name])
         k = screen if rule == "probe" else 1  # ranked by the initial loss: the first healthy one is the pick
         hc.measure([*need, *walk[:k]])
-        found = 0
+        found: list[str] = []
         for c in walk[:k + WALK]:  # health in initial-loss order until `k` healthy ones with a finite loss
-            if found >= k:
+            if len(found) >= k:
                 break
-            found += hc.healthy(c) and math.isfinite(mean_init[c.name])
+            if hc.healthy(c) and math.isfinite(mean_init[c.name]):
+                found.append(c.name)
+        if rule == "probe" and PROBE_PRIOR:  # and in PRIOR's order until one healthy beside the screen
+            order = {n: i for i, n in enumerate(PRIOR)}
+            for c in sorted((c for c in cands if c.name in order), key=lambda c: order[c.name])[:WALK]:
+                if c.name not in found and hc.healthy(c) and math.isfinite(mean_init[c.name]):
+                    break
     results: list[CandidateResult] = []
     for cand in cands:
         run = hc.runs.get(cand.name)
@@ -374,7 +380,7 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
             run.plan.output_forward, not problems, problems, len(run.flagged), live, total, design,
             notes=notes, losses=losses))
     if rule == "probe":
-        chosen_for_probe = set(screened(results, screen))
+        chosen_for_probe = set(probed(results, screen))
         for r, cand in zip(results, cands):
             if r.name in chosen_for_probe:
                 r.probe = probe_losses(model, example, cand, target, loss_fn, steps, lr, range(probe_seeds), seed,

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from ._advise_rule import draws_of, score_of, welch_p
+from ._advise_rule import TIE, draws_of, score_of, welch_p
 from ._candidate_set import _differs_from_default, branch_ends
 from ._gains import gain
 from ._plan import Plan, plan as make_plan
@@ -56,11 +56,13 @@ GLOSSARY: dict[str, str] = {
                     "several weight draws).",
     "probe": "a few Adam steps (your learning rate) on half of your batch, then the loss on the other half: which "
              "init gets off the ground fastest with the optimizer you use (as GradInit and MetaInit do). It runs on "
-             "the 2 healthy candidates with the lowest initial loss (the screen), one weight draw each. Among the "
-             "best and the candidates equivalent to it, the pick is the first in the fixed order that did best on "
-             "the design set (the score cannot tell them apart).",
+             "the healthy candidate with the lowest initial loss (the screen) and on the first healthy one in the "
+             "fixed order, one weight draw each. Among the best and the candidates equivalent to it, the pick is "
+             "the first in the fixed order: the fixed choices ranked by their mean regret over every cell trained "
+             "so far, orthogonal first (one probe draw is too noisy to separate near-equal inits; docs/evidence.md).",
     "seed noise": "the spread of a result over weight draws (or training seeds); two candidates are 'equivalent' "
-                  "when their difference is within it (Welch's t-test p > 0.05) or below 5%.",
+                  "when their difference is within it (Welch's t-test p > 0.05) or below 25% for the pick's probe "
+                  "(one draw of the probe varies by ~1.3x; 5% for the fan_in/fan_out answer's comparison).",
     "confidence": "high: no other scored candidate is equivalent to the pick and the runner-up's score is more "
                   "than 1.5x the pick's; "
                   "medium: others are within noise, or the margin is small; low: no target (no output criterion) or "
@@ -71,8 +73,9 @@ GLOSSARY: dict[str, str] = {
                   "good picks from bad ones on the validation sets: read either as 'about half the time on a net the "
                   "rule was not designed on', and settle a close call with a trial.",
     "not measured": "a candidate whose health advise skipped because it could not change the pick (without a "
-                    "target: after the first healthy one in the fixed order; with one: below the screened ones' "
-                    "initial loss); pass candidates=[...] to measure each one.",
+                    "target: after the first healthy one in the fixed order; with one: neither the healthy one with the "
+                    "lowest initial loss nor the first healthy one in the fixed order); pass candidates=[...] to "
+                    "measure each one.",
     "regret": "in the evidence tables: the best candidate's test PSNR minus the pick's, after training.",
     "trial": "short trainings of the finalists (--trial STEPS); a short trial favours inits that start fastest.",
 }
@@ -343,11 +346,12 @@ def reasons(results: list, equivalent: list[str], target_kind: str, rule: str | 
         top = next(r for r in results if r.name == scored_first)
         what = "held-out loss after the probe" if rule == "probe" else "initial loss"
         value = score_of(top, rule)
-        out.append(f"{scored_first} had the lowest {what} ({value:.3g}); the pick is within seed noise of it and "
-                   "comes first among them in the order that did best on the design set (docs/evidence.md)")
+        out.append(f"{scored_first} had the lowest {what} ({value:.3g}); the pick is within seed noise of it "
+                   f"(Welch p > 0.05, or within {TIE:.0%}: one probe draw varies by about that much) and comes first "
+                   "among them in the fixed order that did best over every model trained so far (docs/evidence.md)")
     if rule is None:
         out.append("no target given: nothing measures the output, so the pick is the first healthy candidate in "
-                   "the order that did best on the design set (docs/evidence.md); give a target (--task, or "
+                   "the fixed order that did best over every model trained so far (docs/evidence.md); give a target (--task, or "
                    "target=) for a pick based on your data")
     elif rule == "probe":
         out.append(f"{'its' if scored_first else 'lowest'} loss on held-out patches after {steps} Adam steps "
