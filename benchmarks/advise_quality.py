@@ -56,7 +56,7 @@ VALIDATION_V2 = "docs/evidence/validation-v2/results.jsonl"  # the second valida
 VALIDATION_V3 = "docs/evidence/validation-v3/results.jsonl"  # the third (validation_v3_models.py), trained blind
 FROZEN_V3 = "1173a45"  # the commit whose rule v3 checks (the library's; docs/evidence.md, fifth session)
 VALIDATION_V4 = "docs/evidence/validation-v4/results.jsonl"  # the fourth (validation_v4_models.py), trained blind
-FROZEN_V4 = "(this commit's parent: see docs/evidence.md)"  # the commit whose rule v4 checks (the library's)
+FROZEN_V4 = "78f7971"  # the commit whose rule v4 checks (the library's; docs/evidence.md, sixth session)
 RULE5 = "probe@5/K2/d1/i2/novanish/tp"  # the library's rule from 9c41665 until the sixth session (frozen for v3)
 VALIDATED = "probe@5/K2/d1/i2/novanish"  # the rule the first validation set checked (frozen at 493454c); the
 # library's rule since 9c41665 adds /tp, chosen on the design set after that set's misses were known: "seen" there
