@@ -146,7 +146,9 @@ def advice_report(advice: Any) -> str:
         lines += _wrap(f"healthy '-': not measured ({', '.join(skipped)}): "
                        + (("without a target only the fixed order's first healthy candidate can be the pick"
                            if advice.target_kind == "none" else
-                           f"their initial loss ranks them below the {advice.screen or 1} healthy ones scored")
+                           "they could not change the pick (the probe runs on the healthy candidate"
+                           + ("s" if (advice.screen or 1) > 1 else "") + " with the lowest initial loss and on the "
+                           "fixed order's first healthy one)")
                           if any(r.healthy for r in advice.results) else
                           "none of the measured candidates passed, and advise stops measuring after a few "
                           "(a cost bound)")
