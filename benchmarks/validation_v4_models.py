@@ -7,6 +7,12 @@ trained on them, *blind*: nobody looked at the results while the decision rule t
 the design set (by now: the design set and validation sets one to three, all seen). The rule was frozen (its
 commit hash is in docs/evidence.md) before the results were read.
 
+**Not new, said plainly**: IMDN-lite here is close to validation set v2's IMDN-lite (3 blocks instead of 4, IMDN's
+contrast-aware channel attention instead of RCAN's): the slip was seen after the queue had started (22:57 UTC) and
+before any v4 result was read. It was queued as ``imdn-lite`` (the name of v2's task; its records are renamed
+``imdn-cca-lite`` when stored) and stays in the set, but v4's out-of-sample figures are given twice: over the two
+new nets (IRCNN, PAN-lite: 4 cells, the primary figure) and over all 6 cells.
+
 ``TASKS[name]`` -> ``validation_models.ValTask`` (same training loop and settings as the first validation set).
 """
 
@@ -160,7 +166,7 @@ class PANLite(nn.Module):
 
 
 TASKS: dict[str, ValTask] = {t.name: t for t in (
-    ValTask("imdn-lite", "sr-x2", lambda c: IMDNLite(c)),
+    ValTask("imdn-cca-lite", "sr-x2", lambda c: IMDNLite(c)),
     ValTask("ircnn", "denoise-s25", lambda c: IRCNN(c)),
     ValTask("pan-lite", "sr-x2", lambda c: PANLite(c)),
 )}
