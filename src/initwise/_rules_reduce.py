@@ -25,7 +25,7 @@ from ._activations import resolve_activation
 from ._gains import max_moments
 from ._signal import Grad, Sig, channel_dim, layout
 
-__all__ = ["pass_forward", "pass_backward", "interpolate_forward", "interpolate_backward", "reduce_forward", "reduce_backward", "pool_forward", "pool_backward",
+__all__ = ["pass_forward", "pass_backward", "interpolate_forward", "interpolate_backward", "reduce_forward", "reduce_backward", "window_mean", "pool_forward", "pool_backward",
            "scale_forward", "shift_forward"]
 
 EXACT_PASS = frozenset({
@@ -235,13 +235,25 @@ def _split(dims: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, int, int
     return rb, rc, rp
 
 
+def window_mean(x: Sig, k: float, p: int) -> float:
+    """``E[m^2]`` for ``m`` the mean of ``k`` of a map's ``p`` positions. ``x.dc`` is the power of the mean over
+    all ``p`` (:class:`initwise._signal.Sig`): a window that covers the map gives it back, exactly, whatever
+    the positions' correlation. A smaller window of positions exchangeable around the constant ``c`` (taken as
+    uncorrelated: the bound) keeps ``c^2 + (q - c^2) / k``, where the measured ``dc = c^2 + (q - c^2) / p``
+    holds ``1 / p`` of the rest: ``c^2 = (p dc - q) / (p - 1)``."""
+    if k >= p:
+        return x.dc
+    c2 = min(max((p * x.dc - x.q) / (p - 1), 0.0), x.q) if p > 1 else x.q
+    return c2 + (x.q - c2) / max(k, 1.0)
+
+
 def reduce_forward(op: str, x: Sig, dims: tuple[int, ...], shape_in: tuple[int, ...],
                    shape_out: tuple[int, ...]) -> tuple[Sig, float]:
     rb, rc, rp = _split(dims, shape_in)
     p = layout(shape_in)[2]
     q, dc, dcb, mu = x.q, x.dc, x.dcb, x.mean
     if rp > 1:
-        q = dc + (q - dc) / rp
+        q = window_mean(x, rp, p)
         if rp >= p:
             dc = q
     if rc > 1:
@@ -281,7 +293,7 @@ def _window(op: str, dims: tuple[int, ...] | None, shape_in: tuple[int, ...],
 def pool_forward(op: str, x: Sig, dims: tuple[int, ...] | None, shape_in: tuple[int, ...],
                  shape_out: tuple[int, ...]) -> tuple[Sig, float]:
     k, _ = _window(op, dims, shape_in, shape_out)
-    q = x.dc + (x.q - x.dc) / max(k, 1.0)
+    q = window_mean(x, max(k, 1.0), layout(shape_in)[2])
     out = Sig(q, x.mean, x.dc, x.dcb)
     if layout(shape_out)[2] == 1:
         out = out.no_positions()
