@@ -62,21 +62,37 @@ def _worker_init(num_threads: int, ppid: int) -> None:
     if os.getppid() != ppid:  # the parent died before the kernel was told
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent alone handles it
+    if hasattr(signal, "pthread_sigmask"):  # spawned with SIGINT blocked (_sigint_deferred): a pending one was
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # discarded by SIG_IGN; unblock the rest
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True, name=WATCH_THREAD).start()
     torch.set_num_threads(num_threads)
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT while workers are spawned: an ignored signal stays ignored through exec (and Python keeps it
-    so), so a Ctrl-C that comes while a worker is still importing torch cannot print its traceback."""
-    main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that comes inside the block until its end, where it is raised again (as the handler in place
+    then treats it: ``KeyboardInterrupt`` by default; an inherited SIG_IGN, a background job's, stays ignored).
+
+    Around spawning workers: the pool's state is never left half-updated by a ``KeyboardInterrupt``, the Ctrl-C is
+    not lost, and SIGINT is *blocked* in this thread meanwhile, which a spawned process inherits through exec, so a
+    Ctrl-C while a worker still imports torch stays pending there until its initializer ignores it (no traceback
+    from the worker). Around stopping the pool: a second Ctrl-C cannot cut the termination of the workers short
+    (the interpreter's exit would then wait for them). Outside the main thread (no signal handling there): a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
     try:
         yield
     finally:
-        if main:
-            signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a SIGINT pending meanwhile arrives now (held)
+        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+        if held:
+            signal.raise_signal(signal.SIGINT)  # to the handler restored above
 
 
 Claimer = Callable[[Any], Any]  # spec -> a claim with .release(done), or None: skip it (another has it)
@@ -131,7 +147,7 @@ def execute(specs: Sequence[Any], sink: Callable[[dict[str, Any]], None], *, wor
     try:
         def fill() -> None:
             while len(pending) < workers and (item := next_claimed()) is not None:
-                with _sigint_ignored():  # submit() may spawn a worker
+                with _sigint_deferred():  # submit() may spawn a worker
                     pending[pool.submit(run_one, item[0], threads)] = item[1]
 
         fill()
@@ -145,9 +161,10 @@ def execute(specs: Sequence[Any], sink: Callable[[dict[str, Any]], None], *, wor
                     finish(c, True)
             fill()
     except BaseException:
-        for c in pending.values():
-            finish(c, False)
-        _stop(pool)
+        with _sigint_deferred():  # a second Ctrl-C waits until every worker is stopped
+            _stop(pool)
+            for c in pending.values():
+                finish(c, False)
         raise
     pool.shutdown(wait=True)
     return skipped
@@ -165,3 +182,6 @@ def _stop(pool: Any) -> None:
             proc.terminate()
     for proc in procs:
         proc.join(timeout=5)
+        if proc.is_alive():  # its code handles SIGTERM: the pool's manager thread, and so the exit, would wait
+            proc.kill()
+            proc.join(timeout=5)
