@@ -222,3 +222,36 @@ def test_switches_must_be_bools(key, bad):
 def test_switches_accept_bools_and_0_1():
     for v in (True, False, 0, 1):
         iw.plan(_net(), torch.randn(3, 4), zero_init_residual=v, icnr=v)
+
+
+# --- entry points: the model's type; a real forward that fails names the layer --------------------------------
+
+@pytest.mark.parametrize("call", [iw.trace, iw.plan, iw.init_, iw.lsuv_, iw.diagnose, iw.advise])
+def test_a_model_that_is_not_a_module_is_a_type_error(call):
+    with pytest.raises(TypeError, match="model must be an nn.Module, got str"):
+        call("model", torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("name", ["diagnose", "lsuv_"])
+def test_a_forward_that_fails_only_on_real_tensors_names_the_layer(name):
+    """The trace runs on the meta device, where a float64 input to a float32 Linear passes; the real forward of
+    diagnose (and LSUV's passes) fails in torch: the error says in which layer, on what input."""
+    net = _net()
+    before = _state(net)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError) as e:
+        if name == "diagnose":
+            iw.diagnose(net, x, schemes=["kaiming"])
+        else:
+            iw.lsuv_(net, x)
+    msg = str(e.value)
+    assert msg.startswith("forward failed in '0' (Linear, input 3x4): RuntimeError: "), msg
+    assert "Double" in msg and "Float" in msg
+    if name == "diagnose":  # (lsuv_ is an init_: it has drawn the weights before its first pass)
+        assert _same(net, before)
+
+
+def test_batch_norm_at_batch_one_names_the_layer_in_diagnose():
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    with pytest.raises(RuntimeError, match=r"forward failed in '1' \(BatchNorm1d, input 1x4\): ValueError: Expected"):
+        iw.diagnose(net, torch.randn(1, 4))

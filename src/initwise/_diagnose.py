@@ -31,6 +31,7 @@ from ._row_norms import row_ms, sharable
 from ._row_norms import shared as shared_rows
 from ._nested import map_tensors as _map
 from ._nested import tensors as _tensors
+from ._where import forward_error
 
 __all__ = ["LayerProfile", "Profile", "SchemeProfile", "Stats", "diagnose", "VANISHING", "EXPLODING", "DEAD",
            "SATURATED", "MISMATCH_Z", "run_table", "profile_table"]
@@ -276,7 +277,10 @@ def _measure(model: nn.Module, graph: Graph, p: Plan, args: tuple, kwargs: dict,
         probe = Probe(model, [(i.name, i.activation_node is not None) for i in infos
                               if i.name in functional or _module_output_is_layer(i, graph)], functional)
         with probe:
-            out = model(*args, **kwargs)
+            try:
+                out = model(*args, **kwargs)
+            except Exception as e:  # the trace ran on the meta device (or a slice): name the module that failed
+                raise forward_error(model, e) from e
         outs = [t for t in _tensors(out) if t.is_floating_point() and t.requires_grad]
         out_sites = [reduce(t.detach(), -1) for t in outs]
         if not outs:

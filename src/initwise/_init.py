@@ -43,6 +43,8 @@ def init_(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: 
         >>> net = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 2))
         >>> p = init_(net, torch.randn(4, 8), "kaiming", "fan_in", seed=0)
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     _generator(generator, seed)  # validate before tracing
     if not isinstance(cache, bool):
         raise TypeError(f"cache must be True or False, got {cache!r}")

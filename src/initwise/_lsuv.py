@@ -25,6 +25,7 @@ from torch import nn
 
 from ._guard import fresh, preserved
 from ._nested import call, tensors
+from ._where import forward_error
 
 __all__ = ["lsuv_"]
 
@@ -153,6 +154,8 @@ def _output_ms(model: nn.Module, module: nn.Module, example: Any) -> float | Non
             call(model, fresh(example))
     except _Stop:
         pass
+    except Exception as e:
+        raise forward_error(model, e) from e
     finally:
         handle.remove()
     return seen[0] if seen else None
