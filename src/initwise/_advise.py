@@ -250,7 +250,8 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         probe_steps: Adam steps of the probe (default ``_advise_rule.PROBE_STEPS``); 0 disables the probe.
         probe_seeds: weight draws per candidate for the probe.
         screen: how many healthy candidates, those with the lowest initial loss, the probe runs on, beside the
-            first healthy one in the fixed order ``_advise_rule.PRIOR`` (the others keep their initial loss). With the generated candidates (``candidates=None``) and no trial, health is
+            first healthy one in the fixed order ``_advise_rule.PRIOR`` (the others keep their initial loss).
+            With the generated candidates (``candidates=None``) and no trial, health is
             measured only where it can change the pick (and for the answers' fan_in, fan_out and current init);
             the others are reported as not measured (``checked=False``).
         score: ``"probe"`` or ``"init_loss"``: what ranks healthy candidates when there is a target (default

@@ -66,15 +66,14 @@ GLOSSARY: dict[str, str] = {
     "confidence": "high: no other scored candidate is equivalent to the pick and the runner-up's score is more "
                   "than 1.5x the pick's; "
                   "medium: others are within noise, or the margin is small; low: no target (no output criterion) or "
-                  "nothing healthy. Measured (docs/evidence.md): 'high' picks were within seed noise of the best "
-                  "after training in 2 of 3 design cells and 1 of 2 cells of the three validation sets (each with "
-                  "the rule frozen for it), 'medium' in 8 of 10 design and 8 of 17 validation cells; the no-target "
-                  "order in 11 of 13 and 10 of 19. The words do not separate "
-                  "good picks from bad ones on the validation sets: read either as 'about half the time on a net the "
+                  "nothing healthy. Measured (docs/evidence.md) over four validation sets, each with the rule "
+                  "frozen for it: 'high' picks were within seed noise of the best after training in 3 of 5 cells, "
+                  "'medium' in 10 of 20, the no-target order ('low') in 13 of 25. The words do not separate "
+                  "good picks from bad ones: read either as 'about half the time on a net the "
                   "rule was not designed on', and settle a close call with a trial.",
     "not measured": "a candidate whose health advise skipped because it could not change the pick (without a "
-                    "target: after the first healthy one in the fixed order; with one: neither the healthy one with the "
-                    "lowest initial loss nor the first healthy one in the fixed order); pass candidates=[...] to "
+                    "target: after the first healthy one in the fixed order; with one: neither the healthy one "
+                    "with the lowest initial loss nor the first healthy one in the fixed order); pass candidates=[...] to "
                     "measure each one.",
     "regret": "in the evidence tables: the best candidate's test PSNR minus the pick's, after training.",
     "trial": "short trainings of the finalists (--trial STEPS); a short trial favours inits that start fastest.",
@@ -351,7 +350,8 @@ def reasons(results: list, equivalent: list[str], target_kind: str, rule: str | 
                    "among them in the fixed order that did best over every model trained so far (docs/evidence.md)")
     if rule is None:
         out.append("no target given: nothing measures the output, so the pick is the first healthy candidate in "
-                   "the fixed order that did best over every model trained so far (docs/evidence.md); give a target (--task, or "
+                   "the fixed order that did best over every model trained so far (docs/evidence.md); give a "
+                   "target (--task, or "
                    "target=) for a pick based on your data")
     elif rule == "probe":
         out.append(f"{'its' if scored_first else 'lowest'} loss on held-out patches after {steps} Adam steps "
