@@ -255,3 +255,10 @@ def test_batch_norm_at_batch_one_names_the_layer_in_diagnose():
     net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     with pytest.raises(RuntimeError, match=r"forward failed in '1' \(BatchNorm1d, input 1x4\): ValueError: Expected"):
         iw.diagnose(net, torch.randn(1, 4))
+
+
+def test_diagnose_of_a_meta_device_model_names_the_tensor():
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).to("meta")
+    with pytest.raises(ValueError, match=r"^0\.weight is on the meta device: diagnose measures real"):
+        iw.diagnose(net, torch.randn(2, 4))
+    assert all(p.is_meta for p in net.parameters())

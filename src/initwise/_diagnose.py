@@ -106,6 +106,10 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     check_finite(inputs, "the example input")
+    on_meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    if on_meta is not None:  # a deferred-init model: there are no values to measure
+        raise ValueError(f"{on_meta} is on the meta device: diagnose measures real forward and backward passes; "
+                         "materialize the model first (model.to_empty(device=...), then initwise.init_)")
     if isinstance(schemes, (str, Candidate)):
         schemes = [schemes]
     cands = [candidate(s) for s in schemes] if schemes is not None else None
