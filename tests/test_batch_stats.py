@@ -180,3 +180,44 @@ def test_a_depthwise_layer_cancels_the_spread_it_made(monkeypatch):
     assert abs(mean) <= MISMATCH_Z * se + 0.03, (mean, se)
     old, old_se = logs(False)
     assert abs(old) > MISMATCH_Z * old_se + 0.03, (old, old_se)
+
+
+class NormAct(nn.Module):
+    """A train-mode batch norm, an activation, then a 1x1 conv (the gradient independent between positions) or a
+    global mean (a pooled head: the gradient constant over each sample's positions)."""
+
+    def __init__(self, c: int, act: type[nn.Module], pooled: bool):
+        super().__init__()
+        self.bn, self.act, self.pooled = nn.BatchNorm2d(c), act(), pooled
+        self.out = nn.Conv2d(c, c, 1, bias=False)
+
+    def forward(self, x):
+        y = self.out(self.act(self.bn(x)))
+        return y.mean((2, 3)) if self.pooled else y
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("act", [nn.ReLU, nn.SiLU])
+def test_the_activation_after_a_norm_on_a_small_map_keeps_its_constants_as_sample_means(act, pooled):
+    """On 2x2 maps at batch 2 (``M = 8``) the means over a sample's positions and over the batch hold ``1 / P``
+    and ``1 / (N P)`` of the power itself: the activation maps the pairs' moments through its dual kernel and back
+    (``_rules_act._pairs``, ``_sampled``), forward and for the gradient's constants, and the norm's projection on
+    ``xhat`` of a gradient that meets ``phi'`` adds ``kappa^2`` times the set's pairs of distinct values only
+    (``h.dcb - h.g / M``). Over 40 draws the input's gradient (through the real layers, autograd) is within 4 of
+    its standard errors (+0.03) of the prediction: ln(measured / predicted) ReLU -0.021 +- 0.014 / -0.028 +- 0.024,
+    SiLU -0.046 +- 0.014 / -0.057 +- 0.025 (independent / pooled gradient); the rules before, on the pooled
+    gradient: ReLU +0.126, SiLU +0.191 (5 and 7.6 SE out)."""
+    logs = []
+    for seed in range(40):
+        torch.manual_seed(seed)
+        model = NormAct(256, act, pooled)
+        x = torch.randn(2, 256, 2, 2) + 0.7 * torch.randn(2, 256, 1, 1)
+        g = iw.trace(model, x)
+        node = next(n.id for n in g.nodes if n.kind == "input")
+        predicted = iw.plan(model, x, "current")._propagation.grads[node].g
+        xx = x.clone().requires_grad_(True)
+        out = model(xx)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1000 + seed)))
+        logs.append(math.log(float(xx.grad.double().pow(2).mean()) / predicted))
+    mean, se = _stats(logs)
+    assert abs(mean) <= MISMATCH_Z * se + 0.03, (mean, se)

@@ -122,7 +122,7 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         elif k == "norm":
             out, b = norm_forward(_norm_of(norms, n), x, s_in)
         elif k == "act":
-            out, b = act_forward(n.activation, x)
+            out, b = act_forward(n.activation, x, n.shape, batch)
         elif k == "scale":
             out, b = R.scale_forward(x, n.factor)
         elif k == "shift":
@@ -279,7 +279,7 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
         elif k == "norm":
             contrib, b = norm_backward(_norm_of(norms, n), d, x, shapes[0], batch, _after(n, users, grads, sig))
         elif k == "act":
-            contrib, b = act_backward(n.activation, d, x)
+            contrib, b = act_backward(n.activation, d, x, n.shape, batch)
         elif k == "scale":
             f = n.factor
             contrib, b = [d.scaled(f * f) if f is not None else d], 1.0 if f is not None else R.BOUND_UNKNOWN

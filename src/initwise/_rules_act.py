@@ -17,7 +17,7 @@ import math
 import torch
 
 from ._gains import _derivative, _nodes, dual, moments
-from ._signal import Grad, Sig
+from ._signal import Grad, Sig, layout
 
 __all__ = ["act_forward", "act_backward", "slope_correlation"]
 
@@ -39,7 +39,36 @@ def _point(act, mean: float) -> tuple[float, float]:
     return float(y.detach()), 0.0 if d is None else float(d)
 
 
-def act_forward(act, x: Sig) -> tuple[Sig, float]:
+def _sizes(shape: tuple[int, ...] | None, batch: int | None) -> tuple[int, int]:
+    """(samples N, positions P) of a traced shape (0: unknown, the old rule)."""
+    if shape is None:
+        return 0, 0
+    n, _, p = layout(tuple(shape))
+    return (batch or n), p
+
+
+def _pairs(q: float, dc: float, dcb: float, shape, batch) -> tuple[float, float]:
+    """``E[y y']`` of two values of one channel at different positions of one sample, and in different samples.
+    ``dc`` is the power of the mean over a sample's ``P`` positions, which holds ``1 / P`` of ``q`` itself:
+    ``dc = q / P + (1 - 1 / P) E_same``; likewise ``dcb = dc / N + (1 - 1 / N) E_other`` over ``N`` samples
+    (positions exchangeable). A small map (2x2, 3x3 at batch 2: SE blocks, heads) is far from ``E_same = dc``."""
+    n, p = _sizes(shape, batch)
+    same = (p * dc - q) / (p - 1) if p > 1 else dc
+    other = (n * dcb - dc) / (n - 1) if n > 1 and p > 0 else dcb
+    return same, other
+
+
+def _sampled(q: float, same: float, other: float, shape, batch) -> tuple[float, float]:
+    """Back from the pair moments to the means' powers (:func:`_pairs` inverted) for an output of power ``q``."""
+    n, p = _sizes(shape, batch)
+    if p < 1:
+        return same, other
+    dc = q / p + (1 - 1 / p) * same if p > 1 else q
+    dcb = dc / n + (1 - 1 / n) * other if n > 1 else dc
+    return dc, dcb
+
+
+def act_forward(act, x: Sig, shape: tuple[int, ...] | None = None, batch: int | None = None) -> tuple[Sig, float]:
     v, mu = _at(act, x)
     if not math.isfinite(v) or v > _HUGE:
         return Sig(x.q, x.mean, x.dc, x.dcb), math.inf
@@ -52,13 +81,16 @@ def act_forward(act, x: Sig) -> tuple[Sig, float]:
     else:
         m = moments(act, v, mean=mu)
         second, mean = m.second_moment, m.mean
+    same, other = _pairs(x.q, x.dc, x.dcb, shape, batch)
     m2 = mu * mu
-    dc = dual(act, v, min(max(x.dc - m2, -v), v), mu)
-    dcb = dual(act, v, min(max(x.dcb - m2, -v), v), mu)
+    dc = dual(act, v, min(max(same - m2, -v), v), mu)
+    dcb = dual(act, v, min(max(other - m2, -v), v), mu)
+    dc, dcb = _sampled(second, dc, dcb, shape, batch)
     return Sig(second, mean, dc, dcb).clean(), 1.0
 
 
-def act_backward(act, d: Grad, x: Sig) -> tuple[list[Grad], float]:
+def act_backward(act, d: Grad, x: Sig, shape: tuple[int, ...] | None = None,
+                 batch: int | None = None) -> tuple[list[Grad], float]:
     v, mu = _at(act, x)
     if not math.isfinite(v) or v > _HUGE:
         return [d], math.inf
@@ -68,10 +100,14 @@ def act_backward(act, d: Grad, x: Sig) -> tuple[list[Grad], float]:
     m = moments(act, 1.0 if (act.name in _HOMOGENEOUS and act.known and mu == 0.0) else v, mean=mu)
     # the gradient's constant parts meet phi' averaged over the positions of one channel: E[phi'(a) phi'(b)] of
     # two points that share the pre-activation's constant part
+    same, other = _pairs(x.q, x.dc, x.dcb, shape, batch)
+    gsame, gother = _pairs(d.g, d.dc, d.dcb, shape, batch)
     m2 = mu * mu
-    kdc = dual(act, v, min(max(x.dc - m2, -v), v), mu, derivative=True)
-    kdcb = dual(act, v, min(max(x.dcb - m2, -v), v), mu, derivative=True)
-    return [Grad(d.g * m.backward, d.dc * kdc, d.dcb * kdcb)], 1.0
+    kdc = dual(act, v, min(max(same - m2, -v), v), mu, derivative=True)
+    kdcb = dual(act, v, min(max(other - m2, -v), v), mu, derivative=True)
+    g = d.g * m.backward
+    dc, dcb = _sampled(g, gsame * kdc, gother * kdcb, shape, batch)
+    return [Grad(g, dc, dcb)], 1.0
 
 
 @functools.lru_cache(maxsize=1024)

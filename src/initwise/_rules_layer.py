@@ -286,8 +286,11 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...],
         coherent = 0.0
         if after is not None:
             kappa, h = after
-            shared = h.dcb + max(h.dc - h.dcb, 0.0) / max(n, 1) if nm.kind == "batch" else h.dc
-            coherent = kappa * kappa * shared
+            # E[mean(dy xhat)]^2 beyond the independent part's share: kappa^2 over the set's pairs of distinct
+            # values, (1 / M^2) sum_{j != k} E[h_j h_k]; the means' powers hold 1 / M of E[h^2] itself
+            m = n * p if nm.kind == "batch" else p
+            shared = (h.dcb if nm.kind == "batch" else h.dc) - h.g / max(m, 1)
+            coherent = kappa * kappa * max(shared, 0.0)
         fs = finite_set_factor(nm.kind, x.q, x.dc, x.dcb, d.g, d.dc, d.dcb, n, p, nm.eps, coherent)
         f *= fs
         if abs(math.log(fs)) > math.log(SPREAD_EXACT) if fs > 0 else False:
