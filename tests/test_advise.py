@@ -430,3 +430,20 @@ def test_a_fixed_input_scale_is_not_an_exploding_init_and_the_report_says_so() -
     assert "sub set `requires_grad = False` on the module, which freezes none of its parameters" in text
     plain = iw.advise(_Scaled(1.0), x)
     assert not any("receives" in f for f in plain.facts)
+
+
+def test_meta_device_model_is_a_clear_error_naming_the_tensor() -> None:
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"^0\.weight is on the meta device: advise measures"):
+        iw.advise(net, x)
+    assert all(p.is_meta for p in net.parameters())
+
+
+def test_integer_labels_of_the_outputs_shape_say_which_shape_labels_need() -> None:
+    torch.manual_seed(0)
+    net = nn.Linear(4, 2)
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"integer labels \(class indices\) need shape \(3,\)"):
+        iw.advise(net, x, target=torch.zeros(3, 2, dtype=torch.long))

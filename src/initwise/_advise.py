@@ -293,6 +293,10 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         raise ValueError(f"finalists must be a positive int, got {finalists!r}")
     _check_target(target, loss)
     check_finite(example, "the example input")
+    on_meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    if on_meta is not None:  # a deferred-init model: nothing to draw a loss or a gradient from
+        raise ValueError(f"{on_meta} is on the meta device: advise measures real forward and backward passes; "
+                         "materialize the model first (model.to_empty(device=...), then initwise.init_)")
     base = make_plan(model, example, "kaiming", "fan_in")
     plans: dict[str, Plan] = {}  # by candidate name, on base's graph: made once, for the draws and the health runs
     if candidates is None:
@@ -314,8 +318,9 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
         want = tuple(out0.shape[:1]) + tuple(out0.shape[2:]) if labels else tuple(out0.shape)
         if tuple(target.shape) != want:
             raise ValueError(f"target has shape {tuple(target.shape)} but the model's output has shape "
-                             f"{tuple(out0.shape)}" + (" (labels: expected the output's shape without dim 1)"
-                                                        if labels else ""))
+                             f"{tuple(out0.shape)}" + (f": integer labels (class indices) need shape {want}, the "
+                                                        "output's without its class dim 1 (a float target needs "
+                                                        "the output's shape)" if labels else ""))
     def plan_of(c: Candidate) -> Callable[[], Plan]:
         def made() -> Plan:
             if c.name not in plans:
