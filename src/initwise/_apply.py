@@ -17,6 +17,7 @@ written (each is filled by one torch call, and Python delivers an interrupt betw
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,10 +164,8 @@ def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = Non
         if pp.method in ("normal", "uniform") and not is_sharded(p):
             # the draw's std worked out now, with every check the initializer makes (on a meta tensor of the
             # same shape and dtype); the draw itself is then the one torch call, as torch's own init is
-            meta = torch.empty(tuple(p.shape), dtype=p.dtype, device="meta")
             try:
-                std, _ = _scaling_std(meta, (g * extra) ** 2, "fan_in", pp.method, module=None, fans=(pp.fan, pp.fan),
-                                      bound=2.0, what="scale")
+                std = _checked_std(p, (g * extra) ** 2, pp.fan, pp.method)
             except (TypeError, ValueError) as e:
                 raise type(e)(f"{_where(pp, p, modules)}: {e}") from e
             steps.append(_Step((pp.param,), (p,), _direct_run(pp.param, p, pp.method, std)))
@@ -184,6 +183,30 @@ def prepare(plan: Any, model: nn.Module, generator: torch.Generator | None = Non
     for pp in derived:
         steps.append(_Step((pp.param,), (params[pp.param],), _magnitude_run(pp, params, modules)))
     return steps, gen
+
+
+_STDS: dict[tuple, float] = {}  # _checked_std's answers that passed every check (a pure function of the key)
+
+
+def _checked_std(p: torch.Tensor, scale: Any, fan: Any, method: str) -> float:
+    """The std of a normal or uniform draw of ``p`` after every check :func:`_scaling_std` makes (on a meta
+    tensor of ``p``'s shape and dtype: nothing is drawn). Those checks and the std depend on the dtype, whether
+    ``p`` is empty, the scale, the fan and the method only: an answer that passed them is remembered under those
+    (a ResNet-50 has ~160 such draws of a few dozen distinct kinds; a second init_ asks again for each)."""
+    key = (p.dtype, p.numel() == 0, type(scale), scale, math.copysign(1.0, scale) if type(scale) is float else 0.0,
+           type(fan), fan, method)
+    try:
+        std = _STDS.get(key)
+    except TypeError:  # an unhashable argument: no memo (the checks below name it)
+        key, std = None, None
+    if std is None:
+        meta = torch.empty(tuple(p.shape), dtype=p.dtype, device="meta")
+        std, _ = _scaling_std(meta, scale, "fan_in", method, module=None, fans=(fan, fan), bound=2.0, what="scale")
+        if key is not None and std == std:
+            if len(_STDS) >= 4096:
+                _STDS.clear()
+            _STDS[key] = std
+    return std
 
 
 def _magnitude_run(pp: Any, params: dict[str, torch.Tensor], modules: dict[str, nn.Module]):

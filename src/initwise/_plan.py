@@ -47,13 +47,16 @@ def _identity_ok(module: nn.Module, w: torch.Tensor) -> bool:
     return w.shape[0] // groups == w.shape[1]
 
 
-def _weight_params(layer: LayerInfo) -> list[tuple[str, nn.Module, str, torch.Tensor]]:
-    """(local dotted name, owning module, attribute name, tensor) of every parameter a layer owns."""
+def _weight_params(layer: LayerInfo, reps: dict[str, Reparam] | None = None) -> list[tuple[str, nn.Module, str,
+                                                                                         torch.Tensor]]:
+    """(local dotted name, owning module, attribute name, tensor) of every parameter a layer owns (``reps``: the
+    layer module's :func:`reparams`, when the caller has them)."""
     m = layer.module
     out = [(n, m, n, p) for n, p in m.named_parameters(recurse=False) if not layer.params or n in layer.params]
-    rp = reparams(m)  # torch.nn.utils.parametrizations: the parameters live in m.parametrizations.<name>
-    out += [(n, m.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2], p) for n, p in m.named_parameters()
-            if n.startswith("parametrizations.") and n in rp and not layer.params]
+    rp = reparams(m) if reps is None else reps  # torch.nn.utils.parametrizations: the parameters live in
+    if rp and not layer.params:  # m.parametrizations.<name>
+        out += [(n, m.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2], p) for n, p in m.named_parameters()
+                if n.startswith("parametrizations.") and n in rp]
     if isinstance(m, nn.MultiheadAttention):
         out += [(f"out_proj.{n}", m.out_proj, n, p) for n, p in m.out_proj.named_parameters(recurse=False)]
     return out
@@ -232,8 +235,8 @@ def _plan_graph(model: nn.Module, example_inputs: Any, scheme: str, mode: str, o
     # modules none of whose parameters the example's forward used (a functional F.linear(x, self.qkv.weight)
     # uses qkv without calling it)
     canonical = {id(p): k for k, p in model.named_parameters()}
-    untouched = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))
-                 and n not in touched and n not in norms and not _is_child_of_layer(n, touched)
+    untouched = [n for n, m in model.named_modules() if n not in touched and n not in norms
+                 and any(p is not None for p in m._parameters.values()) and not _is_child_of_layer(n, touched)
                  and not any(canonical[id(p)] in g.params for p in m.parameters(recurse=False))]
     reads_values = scheme == "current" or o.norm == "keep" or o.bias == "keep" or bool(o.exclude) or any(
         pp.method == "keep" for lp in layers for pp in lp.params)
@@ -301,7 +304,8 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
     params: list[ParamPlan] = []
     layer_excluded = [p for p in o.exclude if fnmatch.fnmatchcase(info.name, p)]
     used.update(layer_excluded)
-    for local, owner, attr, w in _weight_params(info):
+    reps = reparams(info.module)  # torch_default cannot run reset_parameters() on a re-parameterized layer
+    for local, owner, attr, w in _weight_params(info, reps):
         full = _full(info, local)
         if id(w) in seen:
             params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note="tied: planned at first use"))
@@ -310,7 +314,6 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
         pm = [p for p in o.exclude if fnmatch.fnmatchcase(full, p)]
         used.update(pm)
         reason = _role_keep(g, full, w, o, True) if scheme != "current" else None
-        reps = reparams(info.module)  # torch_default cannot run reset_parameters() on a re-parameterized layer
         rep = reps.get(local) or (next(iter(reps.values())) if reps and scheme == "torch_default" else None)
         if rep is not None and reason is not None and "computed from several parameters" in reason:
             reason = None  # weight_orig / weight_v under spectral or weight norm: drawn as the effective weight
