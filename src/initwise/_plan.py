@@ -213,6 +213,11 @@ def _plan_graph(model: nn.Module, example_inputs: Any, scheme: str, mode: str, o
         lp = _layer_plan(scheme, mode, o, info, seen, used_patterns, g)
         layers.append(lp)
         touched.add(info.name)
+        if scheme != "current" and _moments_deferrable(info, lp, g):
+            # fans and planned stds only, no parameter value: computed with the propagation, when a prediction or
+            # a layer's forward_gain/backward_gain is first read (init_ reads none; Plan._resolve)
+            del lp.forward_gain, lp.backward_gain
+            continue
         lm = layer_ms[info.name] = _moments_of(info, lp, g)
         if lm.kind == "affine":
             lp.forward_gain, lp.backward_gain = lm.fan_in * lm.weight_ms, lm.fan_out * lm.weight_ms
@@ -244,6 +249,23 @@ def _plan_graph(model: nn.Module, example_inputs: Any, scheme: str, mode: str, o
              _moments=(layer_ms, norm_ms, reads_values))
     p._defer((layer_ms, norm_ms, inputs))
     return p
+
+
+def _moments_deferrable(info: LayerInfo, lp: LayerPlan, g: Graph) -> bool:
+    """Whether :func:`initwise._plan_moments._moments_of` reads nothing but the graph, the layer module's
+    hyper-parameters and the plan's stds for this layer (so computing it later gives the same answer even after the
+    parameters were drawn or materialized): every parameter drawn with a planned std, no standardized weight (its
+    moments and the example's patch statistics are read now), no ``nn.MultiheadAttention`` (it reads whether its
+    weights are on the meta device)."""
+    if isinstance(info.module, nn.MultiheadAttention):
+        return False
+    for pp in lp.params:
+        if pp.std is None or pp.method in ("keep", "weight_norm_g", "torch_default"):
+            return False
+        role = g.params.get(pp.param)
+        if role is not None and role.standardized:
+            return False
+    return True
 
 
 def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: set[int],

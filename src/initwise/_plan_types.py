@@ -88,13 +88,13 @@ class LayerPlan:
 
     def __getattr__(self, name: str) -> Any:
         # the propagated figures of a plan whose propagation has not run yet (see Plan._defer): run it now
-        plan = self.__dict__.get("_plan") if name in _LAZY_LAYER else None
+        plan = self.__dict__.get("_plan") if name in _LAZY_LAYER or name in _LAZY_GAINS else None
         if plan is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         plan._resolve()
         if name not in self.__dict__:  # a copy of one of the plan's layers: the figures of the layer it copies
             src = next(lp for lp in plan.layers if lp.name == self.name)
-            self.__dict__.update({k: src.__dict__[k] for k in _LAZY_LAYER})
+            self.__dict__.update({k: src.__dict__[k] for k in (*_LAZY_LAYER, *_LAZY_GAINS)})
         self.__dict__.pop("_plan", None)
         return self.__dict__[name]
 
@@ -162,13 +162,36 @@ class Plan:
             lp.__dict__.update(forward=None, backward=None, forward_bound=1.0, backward_bound=1.0,
                                backward_removed=1.0)
         try:
+            layer_ms, norm_ms, inputs = lazy
+            if any("forward_gain" not in lp.__dict__ for lp in self.layers):
+                layer_ms = self._deferred_moments(layer_ms)
+                if self._moments is not None:  # what the propagation was computed from, complete
+                    self._moments = (layer_ms, *self._moments[1:])
             self.input_ms, self.output_forward, self.approximate, self._propagation = attach_propagation(
-                self.graph, self.layers, *lazy)
+                self.graph, self.layers, layer_ms, norm_ms, inputs)
         except AttributeError as e:  # raised inside __getattr__ it would read as "no such attribute"
             raise RuntimeError(f"the plan's propagation failed: {type(e).__name__}: {e}") from e
         finally:
             for lp in self.layers:
                 lp.__dict__.pop("_plan", None)
+
+    def _deferred_moments(self, layer_ms: dict) -> dict:
+        """``layer_ms`` (left as it is: a cached plan's copies share it) with the moments of the layers the plan
+        left to the propagation (see :func:`initwise._plan._moments_deferrable`), and their gains set."""
+        from ._plan_moments import _moments_of
+
+        layer_ms = dict(layer_ms)
+        by_name = {lp.name: lp for lp in self.layers}
+        with torch._C.DisableTorchFunction():  # plan's own arithmetic: no mode of the caller needs to see it
+            for info in self.graph.layers:
+                lp = by_name.get(info.name)
+                if lp is None or "forward_gain" in lp.__dict__:
+                    continue
+                lm = layer_ms[info.name] = _moments_of(info, lp, self.graph)
+                affine = lm.kind == "affine"
+                lp.__dict__.update(forward_gain=lm.fan_in * lm.weight_ms if affine else None,
+                                   backward_gain=lm.fan_out * lm.weight_ms if affine else None)
+        return layer_ms
 
     def __iter__(self):
         return iter(self.layers)
@@ -218,7 +241,10 @@ class Plan:
 # the figures a deferred propagation fills (Plan._defer): no class attribute, so that __getattr__ sees them missing
 _LAZY_LAYER = ("forward", "backward", "forward_bound", "backward_bound", "backward_removed")
 _LAZY_PLAN = ("input_ms", "output_forward", "approximate", "_propagation")
-for _k in _LAZY_LAYER:
+# a layer's own gains, left to the propagation by plans whose layer moments read no parameter value
+# (initwise._plan._moments_deferrable); set by Plan._resolve
+_LAZY_GAINS = ("forward_gain", "backward_gain")
+for _k in (*_LAZY_LAYER, *_LAZY_GAINS):
     delattr(LayerPlan, _k)
 for _k in ("input_ms", "output_forward", "_propagation"):  # approximate has a default factory: no class attribute
     delattr(Plan, _k)
