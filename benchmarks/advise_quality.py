@@ -43,7 +43,7 @@ import initwise as iw  # noqa: E402
 from initwise._advise_evidence import CandidateResult, kind, probe_curves  # noqa: E402
 from initwise._advise_rule import INIT_DRAWS, PROBE_DRAWS, PROBE_STEPS, PRIOR, REJECT, SCORE, SCREEN  # noqa: E402
 from initwise._advise_rule import PROBE_PRIOR, TIE, TIE_PRIOR  # noqa: E402
-from initwise._advise_rule import confidence, equivalent, rank, screened  # noqa: E402
+from initwise._advise_rule import confidence, equivalent, probed, rank, screened  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
 import _jsonl  # noqa: E402
 from initwise.bench.runner import RunSpec, _build, read_records  # noqa: E402
@@ -315,15 +315,11 @@ def family(name: str) -> str:
 def _probed(res: list[CandidateResult], spec: dict) -> list[str]:
     """The candidates a probe rule runs the probe on: the screen, with ``P`` the first healthy one in PRIOR, with
     ``F`` the healthy one with the lowest initial loss of each family."""
-    keep = screened(res, spec["screen"])
-    if spec.get("family"):
+    keep = probed(res, spec["screen"], _prior(spec), bool(spec.get("prior_add")))
+    if spec.get("family"):  # no rule combines F with P
         for fam in ("branch", "output", "plain"):
             best = screened([r for r in res if family(r.name) == fam], 1)
             keep += [n for n in best if n not in keep]
-    if spec.get("prior_add"):
-        order = {n: i for i, n in enumerate(_prior(spec))}
-        extra = sorted((r for r in res if r.healthy and r.name not in keep), key=lambda r: order.get(r.name, 99))
-        keep += [r.name for r in extra[:1] if r.name in order]
     return keep
 
 
@@ -620,12 +616,7 @@ def main() -> int:
     print(f"failure-cause variants: {'; '.join(shown)}; that rule {lib[0]:.2f} dB, {lib[2]}/{lib[1]}, "
           f"{_cost(design, feats, rule5):.0f} forwards; better by the criterion (ADOPT_MARGIN {ADOPT_MARGIN} dB): "
           f"{adopt[0] if adopt else 'none'}")
-    adopt5 = [r for r in FIFTH_VARIANTS if (lambda m: m[0] < lib[0] - ADOPT_MARGIN and m[2] >= lib[2] and
-              m[3] <= lib[3])(_summary(d_table[r])) and _cost(design, feats, r) <= ADOPT_COST5 *
-              _cost(design, feats, rule5)]
-    low = min((_summary(d_table[r])[0] for r in adopt5), default=math.nan)
-    near = sorted((r for r in adopt5 if _summary(d_table[r])[0] <= low + ADOPT_NEAR),
-                  key=lambda r: (_cost(design, feats, r), _summary(d_table[r])[0]))
+    adopt5, near = _adoptable(FIFTH_VARIANTS, d_table, design, feats, rule5, ADOPT_COST5)
     shown = []
     for r in FIFTH_VARIANTS:
         m = _summary(d_table[r])
@@ -690,19 +681,28 @@ def main() -> int:
     return 0
 
 
+def _adoptable(variants: list[str], table: dict, cells: list[dict], feats: dict, baseline: str,
+               max_cost: float) -> tuple[list[str], list[str]]:
+    """The fifth and sixth sessions' criterion: the variants whose mean regret over ``cells`` is lower than
+    ``baseline``'s by more than ADOPT_MARGIN, with no fewer cells within noise, no more worse than default, and at
+    most ``max_cost`` x its forward passes; and, cheapest first, those within ADOPT_NEAR dB of the lowest of them."""
+    lib, lib_cost = _summary(table[baseline]), _cost(cells, feats, baseline)
+    ok = [r for r in variants if (lambda m: m[0] < lib[0] - ADOPT_MARGIN and m[2] >= lib[2] and m[3] <= lib[3])(
+        _summary(table[r])) and _cost(cells, feats, r) <= max_cost * lib_cost]
+    low = min((_summary(table[r])[0] for r in ok), default=math.nan)
+    near = sorted((r for r in ok if _summary(table[r])[0] <= low + ADOPT_NEAR),
+                  key=lambda r: (_cost(cells, feats, r), _summary(table[r])[0]))
+    return ok, near
+
+
 def sixth(seen: list[dict], feats: dict, library: str) -> int:
     """The sixth session's study on the 32 seen cells (SIXTH_VARIANTS, the criterion above their list)."""
     print(f"seen cells: {len(seen)}; pooled prior (fixed choices by mean regret, trained on >= {POOLED_COVERAGE:.0%} "
           f"of the cells): {', '.join(POOLED_PRIOR)}")
     table = print_set("Seen cells (design data, sixth session)", seen, feats, library,
                       RULES + SIXTH_VARIANTS + [library_rule(), "prior/novanish/pl"])
-    lib = _summary(table[library])
     lib_cost = _cost(seen, feats, library)
-    ok = [r for r in SIXTH_VARIANTS if (lambda m: m[0] < lib[0] - ADOPT_MARGIN and m[2] >= lib[2] and
-          m[3] <= lib[3])(_summary(table[r])) and _cost(seen, feats, r) <= ADOPT_COST6 * lib_cost]
-    low = min((_summary(table[r])[0] for r in ok), default=math.nan)
-    near = sorted((r for r in ok if _summary(table[r])[0] <= low + ADOPT_NEAR),
-                  key=lambda r: (_cost(seen, feats, r), _summary(table[r])[0]))
+    ok, near = _adoptable(SIXTH_VARIANTS, table, seen, feats, library, ADOPT_COST6)
     for r in [library, *SIXTH_VARIANTS, library_rule()]:
         m = _summary(table[r])
         by_set = ", ".join(f"{w} {_summary([row for row in table[r] if row[0]['set'] == w])[0]:.2f}"

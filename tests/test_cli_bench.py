@@ -186,12 +186,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _ignores_sigint(pid: int) -> bool:
+def _sigint_in(pid: int, field: str) -> bool:
+    """SIGINT is in the process's ``field`` signal mask of /proc/PID/status ("SigIgn": ignored, "SigCgt": caught)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
-    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{field}:")), 16)
     return bool(mask & (1 << (signal.SIGINT - 1)))
 
 
@@ -203,15 +204,6 @@ def _watching(pid: int) -> bool:
         return any((t / "comm").read_text().strip() == WATCH_THREAD for t in Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-
-
-def _catches_sigint(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
-    return bool(mask & (1 << (signal.SIGINT - 1)))
 
 
 @contextlib.contextmanager
@@ -240,7 +232,7 @@ def _start_workers(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         workers = [c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
-        if len(workers) == 2 and all(_ignores_sigint(w) and _watching(w) for w in workers):
+        if len(workers) == 2 and all(_sigint_in(w, "SigIgn") and _watching(w) for w in workers):
             return proc, _children(proc.pid)
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
@@ -275,7 +267,7 @@ def test_ctrl_c_with_workers_one_line_exit_130(tmp_path):
     left: list[int] = []
     stuck = ""
     try:
-        assert _catches_sigint(proc.pid), "initwise bench does not handle SIGINT (started with it ignored?)"
+        assert _sigint_in(proc.pid, "SigCgt"), "initwise bench does not handle SIGINT (started with it ignored?)"
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
         try:
             proc.wait(timeout=60)  # it exits in 2-5 s, also at load 10
