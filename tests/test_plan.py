@@ -171,6 +171,27 @@ def test_torch_default_reproduces_the_constructors_exactly() -> None:
         assert torch.equal(a, b), n
 
 
+def test_torch_default_with_a_seed_seeds_no_other_generator() -> None:
+    # each layer's reset draws from a CPU generator seeded from the init's seed: on a machine whose CUDA is not
+    # started, no lazy CUDA seed may be queued (it would seed the user's CUDA generator when CUDA starts); the
+    # global CPU state is untouched, and the draws are reproducible from the seed
+    import torch.cuda
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Linear(6, 5))
+    x = torch.randn(2, 3, 8, 8)
+    def lazy() -> list:  # what torch queues for CUDA's start (seeds are kept apart from the other calls)
+        return list(torch.cuda._queued_calls) + list(torch.cuda._lazy_seed_tracker.get_calls())
+
+    queued, state = lazy(), torch.get_rng_state()
+    iw.init_(model, x, "torch_default", seed=4)
+    first = _snapshot(model)
+    iw.init_(model, x, "torch_default", seed=4)
+    assert lazy() == queued and torch.equal(torch.get_rng_state(), state)
+    assert _same(model, first)
+    iw.init_(model, x, "torch_default", seed=5)
+    assert not _same(model, first)
+
+
 def test_applied_stds_match_the_plan_and_effective_fans() -> None:
     """The measured std of the applied weights equals the planned std, and the planned std uses the layer's
     effective fans: depthwise fan_out = 9 not 9*128, transposed fan_in = in*k^2/s^2."""

@@ -85,8 +85,14 @@ def _torch_default(module: nn.Module, name: str, gen: torch.Generator | None) ->
         reset()
     else:
         seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        # the generator of the device the module's parameters live on, and only that one: ``torch.manual_seed``
+        # would also queue a lazy CUDA seed on a machine whose CUDA is not initialized yet, which outlives the
+        # fork and seeds the user's CUDA generator when CUDA starts (and costs ~0.7 ms a call in stack captures)
+        dev = next((t.device for t in clone.parameters()), torch.device("cpu"))
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            if dev.type == "cuda":
+                torch.cuda.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             reset()
     return dict(clone.named_parameters())
 

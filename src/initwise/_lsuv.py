@@ -83,14 +83,21 @@ def rescale_(model: nn.Module, example: Any, p: Any, *, target: float = 1.0, tol
     modes = {k: m.training for k, m in modules.items()}
     rng = torch.get_rng_state()
     scales: dict[str, float] = {}
+    layers = []
+    for lp in p.layers:
+        module = modules.get(lp.name)
+        w = getattr(module, "weight", None)
+        if module is None or not isinstance(w, torch.Tensor) or w.dim() < 2 or not w.is_floating_point():
+            continue
+        if not any(pp.method not in ("keep", "zeros") for pp in lp.params if len(pp.shape) >= 2):
+            continue  # not drawn by the plan (kept, excluded) or zero by design
+        layers.append((lp.name, module))
     try:
-        for lp in p.layers:
-            module = modules.get(lp.name)
-            w = getattr(module, "weight", None)
-            if module is None or not isinstance(w, torch.Tensor) or w.dim() < 2 or not w.is_floating_point():
-                continue
-            if not any(pp.method not in ("keep", "zeros") for pp in lp.params if len(pp.shape) >= 2):
-                continue  # not drawn by the plan (kept, excluded) or zero by design
+        if _one_pass_ok(model, layers):
+            scales = _one_pass(model, example, layers, target, tol, max_iter)
+            return scales
+        for name, module in layers:
+            w = module.weight
             total = 1.0
             for _ in range(max_iter):
                 ms = _output_ms(model, module, example)
@@ -105,7 +112,7 @@ def rescale_(model: nn.Module, example: Any, p: Any, *, target: float = 1.0, tol
                 total *= factor
                 if _scales_exactly(module):
                     break  # its output is now exactly the target: measuring again would only confirm it
-            scales[lp.name] = total
+            scales[name] = total
     finally:
         with torch.no_grad():
             for k, b in model.named_buffers():
@@ -129,6 +136,93 @@ def _scales_exactly(module: nn.Module) -> bool:
     bias = getattr(module, "bias", None)
     return (type(module) in _LINEAR and not parametrize.is_parametrized(module) and not module._forward_hooks
             and not module._forward_pre_hooks and (bias is None or not bool(bias.detach().any())))
+
+
+def _plain(module: nn.Module) -> bool:
+    """A torch linear/conv layer whose output is ``module.forward(input)`` with its own weight entry: no
+    parametrization, no hooks of its own (a recomputation through ``forward`` is then what its call computes)."""
+    from torch.nn.utils import parametrize
+
+    return (type(module) in _LINEAR and not parametrize.is_parametrized(module) and not module._forward_hooks
+            and not module._forward_pre_hooks and isinstance(module._parameters.get("weight"), nn.Parameter))
+
+
+def _one_pass_ok(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> bool:
+    """The layers can be rescaled in one forward pass: every one is :func:`_plain`, no weight is shared with
+    another entry of the model (a tied weight would be rescaled through one module only), and no global hooks."""
+    mod = nn.modules.module
+    if any(getattr(mod, k, None) for k in ("_global_forward_hooks", "_global_forward_pre_hooks")):
+        return False
+    if not layers or not all(_plain(m) for _, m in layers):
+        return False
+    ids = [id(t) for _, t in model.named_parameters(remove_duplicate=False)]
+    return all(ids.count(id(m.weight)) == 1 for _, m in layers)
+
+
+def _one_pass(model: nn.Module, example: Any, layers: list[tuple[str, nn.Module]], target: float, tol: float,
+              max_iter: int) -> dict[str, float]:
+    """The sequential rescaling of :func:`rescale_` in one forward pass, with the same result bit for bit.
+
+    Sequentially, layer k is measured by a pass up to its first call, with every earlier layer at its final
+    scale; here that pass is the one forward itself: at a layer's first call its hook measures the output, and
+    each rescaling swaps in the weight times the same factors (``w * f1 * f2`` in the same float operations as the
+    in-place ``mul_`` calls) and recomputes the layer's ``forward`` on the same input, which is what a new pass up
+    to it would compute. The output passed on is the one of the final weight, so later layers see what their own
+    sequential pass would have. The guard puts the real weights back after the pass; the factors are then
+    replayed on them in the same order. The pass stops after the last layer's first call."""
+    factors: dict[str, list[float]] = {name: [] for name, _ in layers}
+    pending = {id(m) for _, m in layers}
+    names = {id(m): name for name, m in layers}
+    exact = {id(m): _scales_exactly(m) for _, m in layers}  # (before the measuring hooks are registered)
+
+    def hook(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
+        if id(m) not in pending:
+            return None  # a later call of an already rescaled layer: its swapped-in weight is already used
+        pending.discard(id(m))
+        fs = factors[names[id(m)]]
+        w0 = m._parameters["weight"]
+        w = w0
+        current = True  # ``out`` is the output of the weight ``w``
+        for _ in range(max_iter):
+            if not current:
+                out, current = m.forward(*args, **kwargs), True
+            ms = float(out.detach().double().pow(2).mean()) if isinstance(out, torch.Tensor) else None
+            if ms is None or not math.isfinite(ms) or ms == 0 or abs(ms / target - 1) < tol:
+                break
+            factor = math.sqrt(target / ms)
+            w = w.detach().mul(factor) if w is w0 else w.mul_(factor)
+            fs.append(factor)
+            m._parameters["weight"] = nn.Parameter(w, requires_grad=w0.requires_grad)
+            w = m._parameters["weight"].data
+            current = False
+            if exact[id(m)]:
+                break
+        if not current:
+            out = m.forward(*args, **kwargs)
+        if not pending:
+            raise _Stop
+        return out
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for _, m in layers]
+    try:
+        with preserved(model, example), torch.no_grad():
+            call(model, fresh(example))
+    except _Stop:
+        pass
+    except Exception as e:
+        raise forward_error(model, e) from e
+    finally:
+        for h in handles:
+            h.remove()
+    scales: dict[str, float] = {}
+    with torch.no_grad():
+        for name, m in layers:
+            total = 1.0
+            for f in factors[name]:
+                m.weight.mul_(f)
+                total *= f
+            scales[name] = total
+    return scales
 
 
 class _Stop(Exception):
