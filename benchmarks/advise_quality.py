@@ -57,6 +57,8 @@ VALIDATION_V3 = "docs/evidence/validation-v3/results.jsonl"  # the third (valida
 FROZEN_V3 = "1173a45"  # the commit whose rule v3 checks (the library's; docs/evidence.md, fifth session)
 VALIDATION_V4 = "docs/evidence/validation-v4/results.jsonl"  # the fourth (validation_v4_models.py), trained blind
 FROZEN_V4 = "78f7971"  # the commit whose rule v4 checks (the library's; docs/evidence.md, sixth session)
+VALIDATION_V5 = "docs/evidence/validation-v5/results.jsonl"  # the fifth (validation_v5_models.py), trained blind
+FROZEN_V5 = "78f7971"  # v5 checks the library's rule unchanged: no variant was studied for it (seventh session)
 V4_SEEN_ARCH = ("imdn-cca-lite",)  # v4 nets close to a seen one (v2's IMDN-lite): v4 is also reported without them
 RULE5 = "probe@5/K2/d1/i2/novanish/tp"  # the library's rule from 9c41665 until the sixth session (frozen for v3)
 VALIDATED = "probe@5/K2/d1/i2/novanish"  # the rule the first validation set checked (frozen at 493454c); the
@@ -548,7 +550,7 @@ def library_rule() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", action="store_true", help="compute missing features (slow) before the tables")
-    ap.add_argument("--only", choices=("design", "validation", "v2", "v3", "v4"), help="with --features: only this set")
+    ap.add_argument("--only", choices=("design", "validation", "v2", "v3", "v4", "v5"), help="with --features: only this set")
     ap.add_argument("--live", action="store_true", help="rerun initwise.advise on the validation cells (both sets)")
     ap.add_argument("--variants", action="store_true", help="also the design set's table of every variant")
     ap.add_argument("--design-only", action="store_true", help="no validation table (while a rule is being chosen)")
@@ -557,14 +559,14 @@ def main() -> int:
     torch.set_num_threads(1)
     cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells() + \
         validation_cells(VALIDATION_V2, "v2") + validation_cells(VALIDATION_V3, "v3") + \
-        validation_cells(VALIDATION_V4, "v4")
+        validation_cells(VALIDATION_V4, "v4") + validation_cells(VALIDATION_V5, "v5")
     feats = {}
     for r in _jsonl.read(FEATURES, every=True):
         if r.get("version") in (1, VERSION) and _complete(r):
             feats[r["key"]] = r  # the last complete record of a key wins
     if args.features:
         have = {f"{c['set']}|{c['cell']}" for c in cells}
-        planned = [c for w in ("v3", "v4") for c in planned_cells(w)  # before any result of that set
+        planned = [c for w in ("v3", "v4", "v5") for c in planned_cells(w)  # before any result of that set
                    if f"{w}|{c['cell']}" not in have]
         for cell in cells + planned:
             key = f"{cell['set']}|{cell['cell']}"
@@ -579,8 +581,9 @@ def main() -> int:
     v2 = [c for c in cells if c["set"] == "v2" and len(c["seeds"]) >= 2]
     v3 = [c for c in cells if c["set"] == "v3" and len(c["seeds"]) >= 2]
     v4 = [c for c in cells if c["set"] == "v4" and len(c["seeds"]) >= 2]
+    v5 = [c for c in cells if c["set"] == "v5" and len(c["seeds"]) >= 2]
     for c in cells:
-        if c["set"] in ("validation", "v2", "v3", "v4") and (len(c["seeds"]) < 2 or c["partial"]):
+        if c["set"] in ("validation", "v2", "v3", "v4", "v5") and (len(c["seeds"]) < 2 or c["partial"]):
             print(f"validation cell {c['cell']}: {len(c['seeds'])} seed(s) finished by every candidate"
                   + (f", {c['partial']} run(s) of unfinished seeds left out" if c["partial"] else "")
                   + (" -> not in the table (fewer than 2 seeds)" if len(c["seeds"]) < 2 else ""))
@@ -657,14 +660,28 @@ def main() -> int:
                 title = f"Validation set v4, new nets only ({', '.join(dict.fromkeys(c['task_name'] for c in new))})"
                 new_table = evaluate(new, feats, [library])
                 done_when(title, new_table[library], feats, new, library)
-        # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the previous rule; v4: the library's);
+        if v5:  # pre-registered (seventh session, before any v5 result was read): the library's rule as frozen
+            # for v4, unchanged; the previous rule and the no-target order for comparison; v4 + v5 pooled (the
+            # same rule, frozen before either set's results were read)
+            title = f"Validation set v5 (the rule frozen for it at {FROZEN_V5}, {library})"
+            v5_table = print_set(title, v5, feats, library, RULES + [rule5, "prior/novanish/pl"])
+            done_when(title, v5_table[library], feats, v5, library)
+            for rule in (rule5, "prior/novanish/pl"):
+                m, n, w, wd, _ = _summary(v5_table[rule])
+                print(f"v5, {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse than default {wd}/{n}")
+            if v4:
+                title = f"Validation sets v4 + v5 pooled (the same rule, {library})"
+                both = v4 + v5
+                done_when(title, evaluate(both, feats, [library])[library], feats, both, library)
+        # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the previous rule; v4, v5: the library's);
         # "low" is the word of advice without a target (the prior rule)
         print("\n## Confidence on every validation set, each with the rule frozen for it (within noise / picks)\n")
         print("| set | rule | high | medium | low (no target: prior) |")
         print("|---|---|---|---|---|")
         every = []
         for name, vcells, rule, bare in (("validation", validation, VALIDATED, "prior"), ("v2", v2, rule5, "prior"),
-                                         ("v3", v3, rule5, "prior"), ("v4", v4, library, "prior/novanish/pl")):
+                                         ("v3", v3, rule5, "prior"), ("v4", v4, library, "prior/novanish/pl"),
+                                         ("v5", v5, library, "prior/novanish/pl")):
             rows = evaluate(vcells, feats, [rule, bare])  # bare: the no-target rule of that time
             every += rows[rule] + rows[bare]
             print(f"| {name} ({len(vcells)} cells) | {rule} | " + " | ".join(_rate(rows[rule if w != 'low' else
@@ -672,7 +689,7 @@ def main() -> int:
                                                                    for w in ("high", "medium", "low")) + " |")
         print("| all | | " + " | ".join(_rate(every, w) for w in ("high", "medium", "low")) + " |")
     if args.live:
-        for cell in validation + v2 + v3 + v4:
+        for cell in validation + v2 + v3 + v4 + v5:
             net, x, y = _validation_model(cell)
             adv = iw.advise(net, x, target=y, lr=cell["lr"])
             want = pick(feats[f"{cell['set']}|{cell['cell']}"], library)[0]
