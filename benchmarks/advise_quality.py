@@ -43,6 +43,7 @@ import initwise as iw  # noqa: E402
 from initwise._advise_evidence import CandidateResult, kind, probe_curves  # noqa: E402
 from initwise._advise_rule import INIT_DRAWS, PROBE_DRAWS, PROBE_STEPS, PRIOR, REJECT, SCORE, SCREEN  # noqa: E402
 from initwise._advise_rule import PROBE_PRIOR, TIE, TIE_PRIOR  # noqa: E402
+from initwise._advise_answers import CONFIDENCE_RECORD  # noqa: E402
 from initwise._advise_rule import confidence, equivalent, probed, rank, screened  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
 import _jsonl  # noqa: E402
@@ -557,13 +558,7 @@ def main() -> int:
     ap.add_argument("--sixth", action="store_true", help="the sixth session's study: every seen cell as design data")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells() + \
-        validation_cells(VALIDATION_V2, "v2") + validation_cells(VALIDATION_V3, "v3") + \
-        validation_cells(VALIDATION_V4, "v4") + validation_cells(VALIDATION_V5, "v5")
-    feats = {}
-    for r in _jsonl.read(FEATURES, every=True):
-        if r.get("version") in (1, VERSION) and _complete(r):
-            feats[r["key"]] = r  # the last complete record of a key wins
+    cells, feats = load()
     if args.features:
         have = {f"{c['set']}|{c['cell']}" for c in cells}
         planned = [c for w in ("v3", "v4", "v5") for c in planned_cells(w)  # before any result of that set
@@ -679,15 +674,16 @@ def main() -> int:
         print("| set | rule | high | medium | low (no target: prior) |")
         print("|---|---|---|---|---|")
         every = []
-        for name, vcells, rule, bare in (("validation", validation, VALIDATED, "prior"), ("v2", v2, rule5, "prior"),
-                                         ("v3", v3, rule5, "prior"), ("v4", v4, library, "prior/novanish/pl"),
-                                         ("v5", v5, library, "prior/novanish/pl")):
+        for name, vcells, rule, bare in frozen_sets(cells):
             rows = evaluate(vcells, feats, [rule, bare])  # bare: the no-target rule of that time
             every += rows[rule] + rows[bare]
             print(f"| {name} ({len(vcells)} cells) | {rule} | " + " | ".join(_rate(rows[rule if w != 'low' else
                                                                                           bare], w)
                                                                    for w in ("high", "medium", "low")) + " |")
         print("| all | | " + " | ".join(_rate(every, w) for w in ("high", "medium", "low")) + " |")
+        rates = blind_confidence(cells, feats)
+        if rates != CONFIDENCE_RECORD:
+            print(f"note: the library's CONFIDENCE_RECORD {CONFIDENCE_RECORD} differs from these rates {rates}")
     if args.live:
         for cell in validation + v2 + v3 + v4 + v5:
             net, x, y = _validation_model(cell)
@@ -696,6 +692,43 @@ def main() -> int:
             print(f"live {cell['set']} {cell['cell']}: advise picks {adv.recommended.name} ({adv.confidence}); "
                   f"table: {want}")
     return 0
+
+
+def load() -> tuple[list[dict], dict]:
+    """Every cell with stored outcomes (the design set and validation sets one to five) and the stored features
+    (the last complete record of a key wins)."""
+    cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells() + \
+        validation_cells(VALIDATION_V2, "v2") + validation_cells(VALIDATION_V3, "v3") + \
+        validation_cells(VALIDATION_V4, "v4") + validation_cells(VALIDATION_V5, "v5")
+    feats = {}
+    for r in _jsonl.read(FEATURES, every=True):
+        if r.get("version") in (1, VERSION) and _complete(r):
+            feats[r["key"]] = r
+    return cells, feats
+
+
+def frozen_sets(cells: list[dict]) -> list[tuple[str, list[dict], str, str]]:
+    """Each blind validation set with the rule frozen for it and the no-target rule of that time: (set, its
+    cells with >= 2 seeds, rule, no-target rule). The first set checked VALIDATED; v2 and v3 the rule of 9c41665
+    (RULE5); v4 and v5 the library's since 78f7971."""
+    library = library_rule()
+    rules = {"validation": (VALIDATED, "prior"), "v2": (RULE5, "prior"), "v3": (RULE5, "prior"),
+             "v4": (library, "prior/novanish/pl"), "v5": (library, "prior/novanish/pl")}
+    return [(w, [c for c in cells if c["set"] == w and len(c["seeds"]) >= 2], *rules[w]) for w in rules]
+
+
+def blind_confidence(cells: list[dict], feats: dict) -> dict[str, tuple[int, int]]:
+    """Over every blind validation set, each with the rule frozen for it: per confidence word, (picks within seed
+    noise of the best, picks); "low" is the no-target rule's word. What ``CONFIDENCE_RECORD`` must say."""
+    every = []
+    for _, vcells, rule, bare in frozen_sets(cells):
+        rows = evaluate(vcells, feats, [rule, bare])
+        every += rows[rule] + rows[bare]  # as the printed table's "all" row counts them
+    out = {}
+    for word in ("high", "medium", "low"):
+        sel = [r for r in every if r[2] == word and r[3] is not None]
+        out[word] = (sum(r[3]["within"] for r in sel), len(sel))
+    return out
 
 
 def _adoptable(variants: list[str], table: dict, cells: list[dict], feats: dict, baseline: str,

@@ -17,7 +17,26 @@ from ._candidate_set import _differs_from_default, branch_ends
 from ._gains import gain
 from ._plan import Plan, plan as make_plan
 
-__all__ = ["answers", "facts", "reasons", "GLOSSARY", "code_line"]
+__all__ = ["answers", "facts", "reasons", "GLOSSARY", "CONFIDENCE_RECORD", "confidence_note", "code_line"]
+
+# How often a pick with each confidence word was within seed noise of the best after training, over every
+# validation set trained blind, each with the rule frozen for it: word -> (within noise, picks). From the stored
+# runs (``python benchmarks/advise_quality.py``, its last table; tests/test_evidence_record.py recomputes it).
+CONFIDENCE_RECORD: dict[str, tuple[int, int]] = {"high": (3, 5), "medium": (10, 20), "low": (13, 25)}
+CONFIDENCE_SETS = 4
+
+
+def _record(word: str) -> str:
+    k, n = CONFIDENCE_RECORD[word]
+    return f"{k} of {n}"
+
+
+def confidence_note(word: str) -> str:
+    """What ``word`` has meant so far, for the report's recommendation line."""
+    k, n = CONFIDENCE_RECORD[word]
+    return (f"(so far, {k} of {n} '{word}' picks were within seed noise of the best after training, on nets "
+            f"the rule was not designed on)")
+
 
 GLOSSARY: dict[str, str] = {
     "fan_in": "the number of inputs that feed one output unit of a layer (in_channels/groups x kernel area for a "
@@ -66,11 +85,12 @@ GLOSSARY: dict[str, str] = {
     "confidence": "high: no other scored candidate is equivalent to the pick and the runner-up's score is more "
                   "than 1.5x the pick's; "
                   "medium: others are within noise, or the margin is small; low: no target (no output criterion) or "
-                  "nothing healthy. Measured (docs/evidence.md) over four validation sets, each with the rule "
-                  "frozen for it: 'high' picks were within seed noise of the best after training in 3 of 5 cells, "
-                  "'medium' in 10 of 20, the no-target order ('low') in 13 of 25. The words do not separate "
-                  "good picks from bad ones: read either as 'about half the time on a net the "
-                  "rule was not designed on', and settle a close call with a trial.",
+                  f"nothing healthy. Measured (docs/evidence.md) over {CONFIDENCE_SETS} validation sets trained "
+                  "blind, each with the rule frozen for it: 'high' picks were within seed noise of the best after "
+                  f"training in {_record('high')} cells, 'medium' in {_record('medium')}, the no-target order "
+                  f"('low') in {_record('low')}. The words do not separate good picks from bad ones: read each as "
+                  "'about that often on a net the rule was not designed on', and settle a close call with a "
+                  "trial.",
     "not measured": "a candidate whose health advise skipped because it could not change the pick (without a "
                     "target: after the first healthy one in the fixed order; with one: neither the healthy one "
                     "with the lowest initial loss nor the first healthy one in the fixed order); pass candidates=[...] to "

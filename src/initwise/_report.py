@@ -108,7 +108,10 @@ def advice_report(advice: Any) -> str:
         if key in a:
             lines.append(title)
             lines += _wrap(a[key]["text"])
+    from ._advise_answers import confidence_note
+
     lines.append(f"Recommended init: {rec.name}  (confidence: {advice.confidence})")
+    lines += _wrap(confidence_note(advice.confidence))
     if rec.description:
         lines += _wrap(rec.description)
     if "code" in a:
