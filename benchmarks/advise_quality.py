@@ -27,7 +27,6 @@ Protocol (docs/evidence.md, "Protocol"):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys

@@ -6,9 +6,11 @@ Also what a user's model gets: ``--batch``/``--patch`` honoured, its own dtype, 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -249,6 +251,33 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     assert main(["fans"]) == 130
     cap = capsys.readouterr()
     assert cap.err.strip() == "initwise fans: interrupted"
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="watches the child's memory maps (Linux /proc)")
+def test_ctrl_c_while_torch_is_still_importing_is_one_line_and_exit_130():
+    """``import initwise`` does not import torch (the package's names load on first use), so the command's own
+    Ctrl-C handling is in place before torch starts loading: the interrupt lands inside torch's import, seen here
+    by torch's library appearing in the child's memory maps, and still ends in one line and exit status 130."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    child = subprocess.Popen([sys.executable, "-m", "initwise", "fans", "no_such_model"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            try:
+                if "libtorch" in Path(f"/proc/{child.pid}/maps").read_text():
+                    break
+            except OSError:
+                pass
+            time.sleep(0.002)
+        assert child.poll() is None, "the command ended before torch was loaded"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "Traceback" not in err, err
+    assert child.returncode == 130 and err.strip() == "initwise: interrupted", (child.returncode, err)
 
 
 def test_python_dash_m_reports_cli_errors_as_one_line(model_file):
