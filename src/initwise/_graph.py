@@ -18,15 +18,16 @@ from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from ._activations import Activation, resolve_activation
-from ._sharded import has_sharded, is_sharded, no_fsdp_hooks
+from ._sharded import has_sharded, no_fsdp_hooks
 from ._graph_walk import (_activation_after, _act_of, _Consumers, _Reach, _residual_after, _shuffle_after,
                           _unknown)
 from ._guard import GuardError, preserved
 from ._hooks import hooked
+from ._meta_pass import TORCH_NORMS, meta_forwards, swap_to_meta
 from ._roles import ParamRole
 from ._nested import tensors as _tensors
 from ._trace import Recorder
-from ._trace_vocab import _ACT_MODULES, _NORM_MODULES, Node, _own_forward, module_role
+from ._trace_vocab import Node, module_role
 
 __all__ = ["Graph", "LayerInfo", "Node", "trace"]
 
@@ -270,86 +271,21 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
         return _build(named, all_params, rec, output)
 
 
-def _swap_to_meta(named: list) -> tuple[list[tuple[dict, str, torch.Tensor]], dict[int, torch.Tensor]]:
-    """Put a meta stand-in of every parameter and buffer in its module's ``_parameters`` / ``_buffers`` (what
-    ``torch.func.functional_call(..., tie_weights=True)`` does, without its per-name bookkeeping): one stand-in
-    per tensor, so that tied parameters stay tied. Returns what to put back and ``{id(original): stand-in}``."""
-    swapped: list[tuple[dict, str, torch.Tensor]] = []
-    stand: dict[int, torch.Tensor] = {}
-    with torch._C.DisableTorchFunction():  # initwise's own tensors: no mode needs to see them
-        for _, m in named:
-            for d in (m._parameters, m._buffers):
-                for k, v in d.items():
-                    if v is None:
-                        continue
-                    s = stand.get(id(v))
-                    if s is None:
-                        s = stand[id(v)] = _to_meta(v)
-                    swapped.append((d, k, v))
-        for d, k, v in swapped:
-            d[k] = stand[id(v)]
-    return swapped, stand
-
-
-def _to_meta(v: torch.Tensor) -> torch.Tensor:
-    # a sharded (DTensor) parameter becomes a plain meta tensor of its global shape
-    if is_sharded(v):
-        return torch.empty(v.shape, dtype=v.dtype, device="meta")
-    if v.is_meta and v.layout == torch.strided and (v.is_contiguous() or v.dim() == 4 and v.is_contiguous(
-            memory_format=torch.channels_last)):
-        # what empty_like gives a dense tensor; torch's empty_like of a meta tensor is a Python reference whose
-        # first call in a process loads ~500 modules (0.7 s)
-        return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
-    return torch.empty_like(v, device="meta")
-
-
-_TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
-                *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
-
-
-# torch's elementwise activation modules whose forward is one same-shape op (PReLU: a parameter, RReLU: draws)
-_ELEMENTWISE_ACTS = tuple(c for c in _ACT_MODULES if c not in (nn.PReLU, nn.RReLU))
-
-
-def _shape_only(m: nn.Module, rec: Recorder) -> Any:
-    """The meta-device forward of a torch norm layer (:data:`_TORCH_NORMS`) or elementwise activation
-    (:data:`_ELEMENTWISE_ACTS`): a tensor of the input's shape and strides (the input itself for an in-place
-    activation), made past every torch-function mode. It spares torch's Python meta kernels, the recorder's and the
-    guard's per-op work: inside a leaf module the recorder records none of its ops (the module's node comes from
-    its hooks, which map the output to it) and the op writes nothing the guard must see. The module's own forward
-    runs for anything else (a norm: its input's clone, through the modes): an input other than one dense floating
-    meta tensor, or one computed from parameters (the role tracker follows what parameters become)."""
-    act = isinstance(m, _ELEMENTWISE_ACTS)
-    forward = type(m).forward if act else lambda m, input, *args, **kwargs: input.clone()
-    inplace = act and bool(getattr(m, "inplace", False))
-
-    def shape_only(input: Any, *args: Any, **kwargs: Any) -> Any:
-        with torch._C.DisableTorchFunction():
-            if not args and not kwargs and type(input) is torch.Tensor and input.is_meta and \
-                    input.is_floating_point() and (input.is_contiguous() or input.dim() == 4 and
-                                                   input.is_contiguous(memory_format=torch.channels_last)) and \
-                    not rec.params.touches((input,), {}):
-                # (empty_strided: torch's empty_like of a meta tensor is a Python reference, ~10x slower)
-                return input if inplace else torch.empty_strided(input.shape, input.stride(), dtype=input.dtype,
-                                                                 device="meta")
-        return forward(m, input, *args, **kwargs)
-
-    return shape_only
-
-
 def _run(model: nn.Module, named: list, all_params: list, rec: Recorder, args: tuple, kwargs: dict,
          meta: bool = False) -> Any:
-    patched = [m for _, m in named if meta and "forward" not in m.__dict__ and (
-        isinstance(m, _TORCH_NORMS) and not _own_forward(m, _NORM_MODULES)
-        or isinstance(m, _ELEMENTWISE_ACTS) and not _own_forward(m, _ACT_MODULES))]
+    # on the meta device: the forwards that spare torch's machinery, and the modules that get the recorder's hooks
+    # (all of them for a real forward); decided before any hook is added
+    forwards, calls, hooked_modules = meta_forwards(named, rec) if meta else ({}, {}, [m for _, m in named])
     # the guard puts back every module's __dict__ (the patched forwards, attributes the forward reassigns: on the
     # meta device ``self.mean = self.mean.type_as(x)`` would leave a meta tensor), hooks, buffers, parameters,
     # train flags, RNG states and the inputs; on the meta device the forward sees meta stand-ins of the parameters
     # and buffers, so buffers are copied on write as parameters are (not cloned up front)
     with preserved(model, args, kwargs, clone=not meta), contextlib.ExitStack() as hooks, torch.no_grad():
-        hooks.enter_context(hooked([m for _, m in named], rec.pre_hook, rec.post_hook))
-        for m in patched:
-            m.__dict__["forward"] = _shape_only(m, rec)
+        hooks.enter_context(hooked(hooked_modules, rec.pre_hook, rec.post_hook))
+        for m, forward in forwards.items():
+            m.__dict__["forward"] = forward
+        for m, call in calls.items():
+            m.__dict__["_compiled_call_impl"] = call
         move = (lambda t: t.to("meta")) if meta else (lambda t: t.clone())
         args = tuple(move(a) if isinstance(a, torch.Tensor) else a for a in args)
         kwargs = {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
@@ -365,12 +301,13 @@ def _run(model: nn.Module, named: list, all_params: list, rec: Recorder, args: t
         swapped: list[tuple[dict, str, torch.Tensor]] = []
         try:
             if meta:
-                swapped, stand = _swap_to_meta(named)
+                swapped, stand = swap_to_meta(named)
                 rec.params.params = {id(stand[i]): k for i, k in canonical.items()}
                 rec.params.constants = {id(s) for i, s in stand.items() if i not in canonical}
-                for _, _, v in swapped:  # the originals (the modules now hold the stand-ins)
-                    if id(v) not in canonical:
-                        rec.know(stand[id(v)], v)  # a shift by a buffer (``x - self.mean``) keeps its values
+                with torch._C.DisableTorchFunction():  # initwise's own reads: no mode needs to see them
+                    for _, _, v in swapped:  # the originals (the modules now hold the stand-ins)
+                        if id(v) not in canonical:
+                            rec.know(stand[id(v)], v)  # a shift by a buffer (``x - self.mean``) keeps its values
             else:
                 rec.params.params = {id(p): canonical[id(p)] for _, p in all_params}
                 rec.params.constants = {id(b) for b in model.buffers()}

@@ -20,7 +20,8 @@ from torch import nn
 
 from ._activations import Activation, resolve_activation
 from ._fans import fans as layer_fans
-from ._graph import _TORCH_NORMS, Graph, LayerInfo, trace
+from ._graph import Graph, LayerInfo, trace
+from ._meta_pass import TORCH_NORMS
 from ._row_norms import row_ms, sharable
 from ._row_norms import shared as shared_rows
 from ._plan_moments import (_input_moments, _moments_of, _norm_kind, _norm_modules, _norm_ms,  # noqa: F401
@@ -282,7 +283,7 @@ def _norm_param_plans(name: str, m: nn.Module, o: _Options, zero: bool, seen: se
         pats = [x for x in o.exclude if fnmatch.fnmatchcase(full, x) or fnmatch.fnmatchcase(name, x)]
         used.update(pats)
         role = g.params.get(full)
-        if role is None and isinstance(m, _TORCH_NORMS) and name in traced:
+        if role is None and isinstance(m, TORCH_NORMS) and name in traced:
             # a torch norm on the meta fast path runs a shape-only forward: its affine pair by name
             role = ParamRole(full, "norm_weight" if local == "weight" else "norm_bias", type(m).__name__, name)
         reason = "empty: nothing to draw" if p.numel() == 0 else keep_reason(role, not p.requires_grad,
