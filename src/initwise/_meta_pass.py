@@ -90,20 +90,44 @@ def meta_forwards(named: list, rec: Recorder) -> tuple[dict[nn.Module, Callable]
     mod = nn.modules.module
     no_globals = _CALL_SLOT and not any(getattr(mod, k, None) for k in _GLOBAL_HOOKS)
     for _, m in named:
+        cls = type(m)
+        kind = _KINDS.get(cls)
+        if kind is None:
+            if len(_KINDS) > 4096:  # (classes made on the fly, e.g. per wrapped module)
+                _KINDS.clear()
+            kind = _KINDS[cls] = _kind(m)
         forward = call = None
-        if "forward" not in m.__dict__:
-            if isinstance(m, TORCH_NORMS) and not _own_forward(m, _NORM_MODULES) \
-                    or isinstance(m, _ELEMENTWISE_ACTS) and not _own_forward(m, _ACT_MODULES):
+        if kind[0] and "forward" not in m.__dict__:
+            if kind[0] == "shape":
                 forward = call = _shape_only(m, rec)
-            elif type(m) in _WEIGHT_LEAVES and _plain_weight_leaf(m):
-                call = _weight_op(m, rec, _WEIGHT_LEAVES[type(m)])
+            elif _plain_weight_leaf(m):
+                call = _weight_op(m, rec, _WEIGHT_LEAVES[cls])
         if forward is not None:
             forwards[m] = forward
-        if call is not None and no_globals and _plain_call(m):
+        if call is not None and no_globals and kind[1] and m.__dict__.get("_compiled_call_impl") is None \
+                and not any(getattr(m, k, None) for k in _HOOK_DICTS):
             calls[m] = _self_hooked(m, rec, call)
         else:
             hooked.append(m)
     return forwards, calls, hooked
+
+
+_KINDS: dict[type, tuple[str | None, bool]] = {}  # module class -> what _kind says
+
+
+def _kind(m: nn.Module) -> tuple[str | None, bool]:
+    """What the class of ``m`` says (nothing here reads the instance): ``"shape"`` (a torch norm or elementwise
+    activation with torch's forward), ``"weight"`` (exactly one of :data:`_WEIGHT_LEAVES`) or None; and whether a
+    call of an instance is torch's (its class neither calls nor registers hooks its own way), when it has no hooks
+    of its own and is not compiled."""
+    cls = type(m)
+    shape = isinstance(m, TORCH_NORMS) and not _own_forward(m, _NORM_MODULES) or \
+        isinstance(m, _ELEMENTWISE_ACTS) and not _own_forward(m, _ACT_MODULES)
+    plain = (cls.__call__ is _MODULE.__call__ and cls._call_impl is _MODULE._call_impl
+             and cls._wrapped_call_impl is _MODULE._wrapped_call_impl
+             and cls.register_forward_pre_hook is _MODULE.register_forward_pre_hook
+             and cls.register_forward_hook is _MODULE.register_forward_hook)
+    return ("shape" if shape else "weight" if cls in _WEIGHT_LEAVES else None), plain
 
 
 def _call_slot() -> bool:
@@ -116,17 +140,6 @@ def _call_slot() -> bool:
         return probe(0) == "called" and seen == [(0,)]
     except Exception:  # noqa: BLE001 - another torch: the hooks it is
         return False
-
-
-def _plain_call(m: nn.Module) -> bool:
-    """A call of ``m`` is torch's: no hooks of its own (torch's module call then only runs ``forward``), its class
-    neither calls nor registers hooks its own way, not compiled."""
-    cls = type(m)
-    return (cls.__call__ is _MODULE.__call__ and cls._call_impl is _MODULE._call_impl
-            and cls._wrapped_call_impl is _MODULE._wrapped_call_impl
-            and cls.register_forward_pre_hook is _MODULE.register_forward_pre_hook
-            and cls.register_forward_hook is _MODULE.register_forward_hook
-            and m.__dict__.get("_compiled_call_impl") is None and not any(getattr(m, k, None) for k in _HOOK_DICTS))
 
 
 def _plain_weight_leaf(m: nn.Module) -> bool:
