@@ -234,10 +234,10 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
         raise TypeError("example_inputs must be a tensor, a tuple/list of positional arguments or a dict of "
                         f"keyword arguments, got {type(example_inputs).__name__}")
     named = list(model.named_modules())
-    for name, m in named:
-        lazy = any(isinstance(t, (UninitializedParameter, UninitializedBuffer))
-                   for t in (*m._parameters.values(), *m._buffers.values()))
-        if lazy:
+    lazy = (UninitializedParameter, UninitializedBuffer)
+    for name, m in named if any(isinstance(t, lazy) for _, m in named for d in (m._parameters, m._buffers)
+                                for t in d.values()) else ():
+        if any(isinstance(t, lazy) for t in (*m._parameters.values(), *m._buffers.values())):
             raise ValueError(f"module '{name or type(model).__name__}' ({type(m).__name__}) has uninitialized "
                              "(lazy) parameters; run one forward pass to materialize them before tracing")
     roles = {id(m): (name, module_role(m)) for name, m in named}

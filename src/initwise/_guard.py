@@ -47,7 +47,7 @@ from ._nested import map_tensors, tensors
 __all__ = ["GuardError", "Snapshot", "fresh", "guarded", "preserved", "seed_all"]
 
 _CONTAINERS = (dict, list, set)
-_SCALARS = frozenset((bool, int, float, str, type(None)))
+_OPAQUE = frozenset((bool, int, float, str, type(None), tuple))  # what the guard does not look into
 
 
 class GuardError(RuntimeError):
@@ -146,15 +146,15 @@ class Snapshot:
         self._modules: list[tuple[nn.Module, type, dict[str, Any], list[Any], list[tuple[Any, Any]]]] = []
         self._tensors: dict[int, Tracked] = {}
         found = self._tensors
-        scalars, tensor = _SCALARS, torch.Tensor
+        scalars, tensor = _OPAQUE, torch.Tensor
         for name, m in model.named_modules():
             saved = m.__dict__.copy()
             empty: list[Any] = []
             full: list[tuple[Any, Any]] = []
             self._modules.append((m, type(m), saved, empty, full))
             for k, v in saved.items():
-                if type(v) in scalars:  # most of a module's entries (flags, sizes, names): nothing inside
-                    continue
+                if type(v) in scalars:  # most of a module's entries (flags, sizes, names, tuples of them): nothing
+                    continue  # inside (a tuple's items are not inspected)
                 if isinstance(v, tensor):
                     if id(v) not in found:
                         found[id(v)] = Tracked(v, f"{name}.{k}" if name else k, clone)
