@@ -551,7 +551,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", action="store_true", help="compute missing features (slow) before the tables")
     ap.add_argument("--only", choices=("design", "validation", "v2", "v3", "v4", "v5"), help="with --features: only this set")
-    ap.add_argument("--live", action="store_true", help="rerun initwise.advise on the validation cells (both sets)")
+    ap.add_argument("--live", nargs="?", const="all", default=None, metavar="SET",
+                    help="rerun initwise.advise on the validation cells (every set, or only SET: v5, ...)")
     ap.add_argument("--variants", action="store_true", help="also the design set's table of every variant")
     ap.add_argument("--design-only", action="store_true", help="no validation table (while a rule is being chosen)")
     ap.add_argument("--sixth", action="store_true", help="the sixth session's study: every seen cell as design data")
@@ -684,7 +685,7 @@ def main() -> int:
         if rates != CONFIDENCE_RECORD:
             print(f"note: the library's CONFIDENCE_RECORD {CONFIDENCE_RECORD} differs from these rates {rates}")
     if args.live:
-        for cell in validation + v2 + v3 + v4 + v5:
+        for cell in [c for c in validation + v2 + v3 + v4 + v5 if args.live in ("all", c["set"])]:
             net, x, y = _validation_model(cell)
             adv = iw.advise(net, x, target=y, lr=cell["lr"])
             want = pick(feats[f"{cell['set']}|{cell['cell']}"], library)[0]

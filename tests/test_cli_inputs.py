@@ -358,3 +358,19 @@ def test_python_dash_m_initwise_is_the_same_command_line(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "initwise", "fans", "srcnn"], cwd=tmp_path, env=env,
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0 and "fan_in" in ok.stdout.splitlines()[0] and "Conv2d" in ok.stdout
+
+
+def test_a_built_in_target_is_the_same_model_on_every_run():
+    """The built-in models are built with PyTorch's default init from seed 0 (so the main job's report is the
+    same on every run), without touching the caller's global RNG."""
+    import torch
+
+    from initwise._cli._target import load_target
+
+    state = torch.get_rng_state()
+    a, b = load_target("edsr").model, load_target("edsr").model
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    torch.manual_seed(123)
+    c = load_target("edsr").model
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))

@@ -96,8 +96,14 @@ def load_target(spec: str, **zoo_kwargs: Any) -> Target:
     from initwise import zoo
 
     if spec in zoo.list_models():
+        import torch
+
         try:
-            model = zoo.build(spec, **zoo_kwargs)
+            # PyTorch's default init drawn from seed 0 (the CPU generator only, inside a fork): the same built-in
+            # model, and so the same report, on every run of the command
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(0)
+                model = zoo.build(spec, **zoo_kwargs)
         except Exception as e:
             raise CLIError(f"building the built-in model {spec!r} failed: {type(e).__name__}: {e}") from e
         return Target(spec, model, None, tuple(zoo.info(spec).example_shape))
