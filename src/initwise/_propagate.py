@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from . import _rules_fft as F
 from . import _rules_join as J
+from . import _rules_near as N
 from . import _rules_reduce as R
 from ._rules_act import act_backward, act_forward, slope_correlation
 from ._rules_layer import (LayerMoments, NormMoments, layer_backward, layer_forward, norm_backward, norm_forward,
@@ -165,6 +166,10 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = R.pass_forward(n.op, x, n.shape, False)
         if k in ("act", "pass", "scale") and out.spread == 1.0 and x.spread != 1.0 and n.id not in known:
             out = replace(out, spread=x.spread, rows=x.rows, rows_rest=x.rows_rest)  # pointwise maps, moves
+        if n.id not in known and k not in ("input", "output"):
+            near = N.near_after(n, out, ins, shapes, layers, batch)
+            if near != out.near:
+                out = replace(out, near=near)
         sig[n.id] = out
         prop.forward[n.id] = out.q
         fb[n.id] = b * max((fb.get(i, 1.0) for i in n.inputs), default=1.0)

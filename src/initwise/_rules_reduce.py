@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ._activations import resolve_activation
 from ._gains import max_moments
+from ._rules_near import window_correlation
 from ._signal import Grad, Sig, channel_dim, layout
 
 __all__ = ["pass_forward", "pass_backward", "interpolate_forward", "interpolate_backward", "reduce_forward", "reduce_backward", "window_mean", "pool_forward", "pool_backward",
@@ -76,6 +77,11 @@ def max_pool_forward(x: Sig, window: tuple[int, ...] | None, shape_in: tuple[int
     shared = max(src.dc - src.mean ** 2, 0.0)
     if v <= 0:
         return x, 1.0
+    if src.near > 0:  # neighbours alike (``Sig.near``): their mean correlation is shared by the window too
+        win = tuple(window) if window else tuple(max(1, round(a / max(b, 1))) for a, b in
+                                                 zip(shape_in[2:], shape_out[2:]))
+        rho = window_correlation(src.near, win)
+        v, shared = v * (1.0 - rho), shared + v * rho
     q, mean = max_moments(act, k, v, src.mean, shared)
     # the common mean moves to the max's; the per-channel fluctuations of the constant part scale with the rest
     r = (q - mean * mean) / max(x.q - x.mean ** 2, 1e-300)

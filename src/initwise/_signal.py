@@ -48,11 +48,14 @@ class Sig:
     # whose rows are tiny (one-tap rows: ``E[1 / w^2]`` diverges, ``E[1 / (w^2 v + eps)]`` does not)
     rows: tuple[float, ...] | None = None
     rows_rest: float = 1.0  # the input channels' own spread under those rows (``spread`` = the rows' times this)
+    # the correlation between neighbouring positions of the part that varies over positions (0: independent;
+    # :mod:`initwise._rules_near`)
+    near: float = 0.0
 
     def scaled(self, c2: float, c: float | None = None) -> "Sig":
         """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
         return Sig(self.q * c2, self.mean * (c if c is not None else math.sqrt(c2)), self.dc * c2, self.dcb * c2,
-                   self.spread, rows=self.rows, rows_rest=self.rows_rest)
+                   self.spread, rows=self.rows, rows_rest=self.rows_rest, near=self.near)
 
     def clean(self) -> "Sig":
         """Clip to ``mean^2 <= dcb <= dc <= q`` (rounding in rules that subtract)."""
@@ -60,7 +63,7 @@ class Sig:
         dc = min(max(self.dc, 0.0), q)
         dcb = min(max(self.dcb, 0.0), dc)
         m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
-        return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest)
+        return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest, self.near)
 
     def no_positions(self) -> "Sig":
         """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own
@@ -135,5 +138,24 @@ def sig_of(t: torch.Tensor) -> Sig:
     share, a, b = 1.0, float(a_c.sum()), float(b_c.sum())
     if a > 0 and b > 0 and bool((a_c + b_c > 0).all()):
         share = float((a_c / (a_c + b_c)).mean()) * (a + b) / a
-    return Sig(q, float(per.mean()), float(per.square().mean()), float(per.mean(0).square().mean()), 1.0,
-               share).clean()
+    dc = float(per.square().mean())
+    return Sig(q, float(per.mean()), dc, float(per.mean(0).square().mean()), 1.0, share,
+               near=_near_of(x, q, dc) if x.dim() >= 4 else 0.0).clean()
+
+
+def _near_of(x: torch.Tensor, q: float, dc: float) -> float:
+    """``Sig.near`` of an actual ``(N, C, *spatial)`` tensor: the lag-1 moment over each spatial dim of two or
+    more positions, averaged over those dims, against the mean pair moment ``same`` of two positions of one
+    sample and channel (``dc = q / P + (1 - 1 / P) same``)."""
+    p = math.prod(x.shape[2:])
+    dims = [d for d in range(2, x.dim()) if x.shape[d] > 1]
+    if p <= 1 or not dims:
+        return 0.0
+    same = (p * dc - q) / (p - 1)
+    if q - same <= 0:
+        return 0.0
+    lags = []
+    for d in dims:
+        a, b = x.narrow(d, 0, x.shape[d] - 1), x.narrow(d, 1, x.shape[d] - 1)
+        lags.append(float((a * b).sum(dtype=torch.float64)) / a.numel())
+    return min(max((sum(lags) / len(lags) - same) / (q - same), -1.0), 1.0)
