@@ -202,8 +202,16 @@ def max_moments(activation: Any, k: int, q: float, mean: float = 0.0, shared: fl
     return _max_shared(act, int(k), float(q), float(mean), float(shared))
 
 
+def max_slope(activation: Any, k: int, q: float, mean: float = 0.0, shared: float = 0.0) -> float:
+    """``E[phi'(M)^2]`` for ``M`` the largest of ``k`` draws as in :func:`max_moments` (``k = 1``: of one draw):
+    what the backward of an activation passes at the values a max pool picks."""
+    act = resolve_activation(activation)
+    return _max_shared(act, int(k), float(q), float(mean), max(float(shared), 0.0), True)[0]
+
+
 @functools.lru_cache(maxsize=1024)
-def _max_shared(act: Activation, k: int, q: float, mean: float, shared: float) -> tuple[float, float]:
+def _max_shared(act: Activation, k: int, q: float, mean: float, shared: float,
+                slope: bool = False) -> tuple[float, float]:
     """The 32-node outer expectation of :func:`max_moments` in one pass: every node's inner quadrature (the nodes
     ``_max_cached`` would use for ``mean + s * xi``) evaluated in one activation call (one call per node cost ~1 ms
     of torch overhead, a model's plan several seconds)."""
@@ -218,8 +226,11 @@ def _max_shared(act: Activation, k: int, q: float, mean: float, shared: float) -
         us.append((z - m) / math.sqrt(q))
     z, wz = torch.cat(zs), torch.cat(ws)
     wk = wz * k * torch.special.ndtr(torch.cat(us)) ** (k - 1)
-    with torch.no_grad():
-        y = act.function()(z)
+    if slope:
+        y = _derivative(act)(z)
+    else:
+        with torch.no_grad():
+            y = act.function()(z)
     return float((wk * y * y).sum()), float((wk * y).sum())
 
 

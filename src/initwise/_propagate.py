@@ -227,6 +227,14 @@ def _after(n, users, grads, sig) -> tuple[float, Grad] | None:
     return slope_correlation(u[0].activation, sig.get(u[0].inputs[0], Sig(1.0))), grads[u[0].id]
 
 
+def _max_pool_after(n, users, nodes):
+    """The max pool that alone reads the activation ``n``'s output (directly), or None."""
+    u = users.get(n.id, [])
+    if len(u) != 1 or u[0].kind != "pass" or u[0].op not in R.MAX_POOLS or n.activation is None:
+        return None
+    return u[0]
+
+
 def _mixed_since(nodes, n, layers) -> bool:
     """Was the per-channel layer ``n``'s input mixed over channels by a dense layer since the last per-channel
     one (through pointwise ops, norms, value moves and joins of the first operand)?"""
@@ -285,6 +293,11 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             contrib, b = norm_backward(_norm_of(norms, n), d, x, shapes[0], batch, _after(n, users, grads, sig))
         elif k == "act":
             contrib, b = act_backward(n.activation, d, x, n.shape, batch)
+            pool = _max_pool_after(n, users, nodes)
+            if pool is not None:  # the pool's gradient reaches each window's largest value only
+                f = R.max_pool_slope(n.activation, x, pool.dims, n.shape, pool.shape)
+                if f is not None:
+                    contrib, b = [c.scaled(f) for c in contrib], R.BOUND_MAX_POOL
         elif k == "scale":
             f = n.factor
             contrib, b = [d.scaled(f * f) if f is not None else d], 1.0 if f is not None else R.BOUND_UNKNOWN

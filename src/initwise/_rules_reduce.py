@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ._activations import resolve_activation
-from ._gains import max_moments
+from ._gains import max_moments, max_slope
 from ._rules_near import window_correlation
 from ._signal import Grad, Sig, channel_dim, layout
 
@@ -60,14 +60,16 @@ def _numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape) if shape else 1
 
 
-def max_pool_forward(x: Sig, window: tuple[int, ...] | None, shape_in: tuple[int, ...],
-                     shape_out: tuple[int, ...], act=None, pre: Sig | None = None) -> tuple[Sig, float]:
-    """The largest of ``K`` values: of ``phi(z)`` with ``z`` the Gaussian pre-activation ``pre`` when the input is
-    a non-decreasing activation's output (the max commutes with it), else of Gaussian values with the input's
-    mean and variance."""
-    k = _numel(window) if window else int(round(_numel(shape_in[2:]) / max(_numel(shape_out[2:]), 1)))
+def _max_window(x: Sig, window: tuple[int, ...] | None, shape_in: tuple[int, ...], shape_out: tuple[int, ...],
+                act=None, pre: Sig | None = None):
+    """``(k, act, src, v, shared)`` of a max pool's window: its size, the activation the max commutes with and the
+    Gaussian it is taken of, the independent and the shared variance (None when the window holds one value or
+    the values do not vary)."""
+    win = tuple(window) if window else tuple(max(1, round(a / max(b, 1))) for a, b in zip(shape_in[2:],
+                                                                                      shape_out[2:]))
+    k = _numel(win)
     if k <= 1:
-        return x, 1.0
+        return None
     # the window shares its channel's constant (``dc``): the max picks from the rest of the variance only
     if act is not None and pre is not None and act.name in _MONOTONE and act.known:
         src = pre
@@ -76,18 +78,42 @@ def max_pool_forward(x: Sig, window: tuple[int, ...] | None, shape_in: tuple[int
     v = max(src.q - src.dc, 0.0)
     shared = max(src.dc - src.mean ** 2, 0.0)
     if v <= 0:
-        return x, 1.0
+        return None
     if src.near > 0:  # neighbours alike (``Sig.near``): their mean correlation is shared by the window too
-        win = tuple(window) if window else tuple(max(1, round(a / max(b, 1))) for a, b in
-                                                 zip(shape_in[2:], shape_out[2:]))
         rho = window_correlation(src.near, win)
         v, shared = v * (1.0 - rho), shared + v * rho
+    return k, act, src, v, shared
+
+
+def max_pool_forward(x: Sig, window: tuple[int, ...] | None, shape_in: tuple[int, ...],
+                     shape_out: tuple[int, ...], act=None, pre: Sig | None = None) -> tuple[Sig, float]:
+    """The largest of ``K`` values: of ``phi(z)`` with ``z`` the Gaussian pre-activation ``pre`` when the input is
+    a non-decreasing activation's output (the max commutes with it), else of Gaussian values with the input's
+    mean and variance."""
+    w = _max_window(x, window, shape_in, shape_out, act, pre)
+    if w is None:
+        return x, 1.0
+    k, act, src, v, shared = w
     q, mean = max_moments(act, k, v, src.mean, shared)
     # the common mean moves to the max's; the per-channel fluctuations of the constant part scale with the rest
     r = (q - mean * mean) / max(x.q - x.mean ** 2, 1e-300)
     m2 = mean * mean
     out = Sig(q, mean, m2 + max(x.dc - x.mean ** 2, 0.0) * r, m2 + max(x.dcb - x.mean ** 2, 0.0) * r)
     return (out.no_positions() if layout(shape_out)[2] == 1 else out).clean(), BOUND_MAX_POOL
+
+
+def max_pool_slope(act, pre: Sig, window: tuple[int, ...] | None, shape_in: tuple[int, ...],
+                   shape_out: tuple[int, ...]) -> float | None:
+    """``E[phi'(M)^2] / E[phi'(z)^2]`` for an activation read only by a max pool: the pool's gradient reaches only
+    each window's largest value, whose pre-activation ``M`` is the window's largest (a ReLU passes it when the
+    max is positive: at a zero-mean pre-activation ~1 rather than 1 / 2). None when the rule does not apply."""
+    w = _max_window(pre, window, shape_in, shape_out, act, pre)
+    if w is None or w[1] is _LINEAR:
+        return None
+    k, act, src, v, shared = w
+    at_max = max_slope(act, k, v, src.mean, shared)
+    whole = max_slope(act, 1, v + shared, src.mean, 0.0)
+    return at_max / whole if whole > 0 and math.isfinite(at_max) else None
 
 
 DROPOUT = frozenset(("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "DropPath"))
