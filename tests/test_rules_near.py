@@ -120,3 +120,4 @@ def test_an_activation_read_by_a_max_pool_passes_the_gradient_at_the_windows_lar
     old, _ = _logs(model, x, "conv1", "backward", "predicted_backward", n=2)
     # (measured here: -0.013 .. -0.028 in ln; the old rule +0.28 .. +0.67)
     assert abs(old) > MISMATCH_Z * noise + 0.1 and abs(mean) < abs(old) / 3, (old, mean, noise)
+

@@ -17,7 +17,8 @@ How it moves (``R(d)``: the lag-``d`` moment averaged over positions):
 - a weight layer with independent zero-mean weights: ``E_w[y_p y_p'] = E[w^2] sum_{c,t} x_{c,p+t} x_{c,p'+t}``
   (only the same weight pairs with itself), so the output's lag-1 moment is the input's lag-``s`` one at stride
   ``s`` (interior positions): ``near^s`` with the lags taken geometric (``R(d) ~ near^d``, an exponential
-  correlation); a transposed convolution that upsamples reads neighbours through different taps: 0;
+  correlation); a transposed convolution that upsamples reads neighbours through different taps: 0; a
+  standardized weight (rows of zero sum: NF-Nets) is a high-pass filter of a smooth map: 0;
 - a norm, a constant scale or shift, a value-preserving view: kept (per-channel and per-sample affine maps);
 - a pointwise activation: the dual kernel ``E[phi(a) phi(b)]`` at the neighbours' covariance (Gaussian
   pre-activation, as :mod:`initwise._rules_act`), taken back to ``near`` with the output's own ``same``;
@@ -103,8 +104,8 @@ def near_after(n, out: Sig, ins: list[Sig], shapes: list, layers, batch: int | N
     x, s_in = ins[0], shapes[0]
     if k == "layer":
         lm = layers.get(n.module or "")
-        if lm is None or lm.kind != "affine" or len(n.inputs) != 1:
-            return 0.0
+        if lm is None or lm.kind != "affine" or len(n.inputs) != 1 or lm.centered:
+            return 0.0  # (a standardized weight's rows sum to zero: a high-pass of a smooth map, not kept)
         return _strided(x.near, s_in, n.shape)
     if k in _KEEP:
         return x.near if tuple(s_in) == tuple(n.shape) else 0.0
