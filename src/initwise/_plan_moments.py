@@ -5,7 +5,6 @@ layers. :func:`initwise.plan` decides per parameter; this module turns those dec
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Any
@@ -15,13 +14,12 @@ from torch import nn
 
 from ._fans import fans as layer_fans
 from ._graph import Graph, LayerInfo
-from ._nested import tensors as _nested_tensors
 from ._plan_options import _Options
 from ._plan_types import LayerPlan
 from ._propagate import LayerMoments, NormMoments, propagate
 from ._reparam import effective_ms, reparams
 from ._row_norms import row_ms, sharable
-from ._signal import Sig, sig_of
+from ._plan_example import _batch, _input_moments, _measured_near, _patch_moments, _prefix_moments
 from ._taps import chain_depths, constant_factors, tap_factors
 
 __all__ = ["propagated", "propagation_inputs", "attach_propagation"]
@@ -46,17 +44,17 @@ def propagation_inputs(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, La
     """What :func:`propagated` reads from the example and the model's values (the example's moments, the exact
     prefix, patch moments: filled into ``layer_ms``), so that :func:`attach_propagation` can run later."""
     input_ms = _input_moments(g, example_inputs)
-    known = _prefix_moments(g, example_inputs, layers)
+    known, values = _prefix_moments(g, example_inputs, layers)
     _patch_moments(g, layer_ms, example_inputs)
-    return input_ms, known, _batch(example_inputs)
+    return input_ms, known, _batch(example_inputs), _measured_near(g, layer_ms, values)
 
 
 def attach_propagation(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
                        norm_ms: dict[str, tuple[float, float]],
                        inputs: tuple) -> tuple[float, float | None, list[str], Any]:
     """The second half of :func:`propagated`, from :func:`propagation_inputs`' result."""
-    input_ms, known, batch = inputs
-    prop = propagate(g, layer_ms, norm_ms, input_ms, batch, known)
+    input_ms, known, batch, near = inputs
+    prop = propagate(g, layer_ms, norm_ms, input_ms, batch, known, near)
     q0 = next((v.q for v in input_ms.values() if v is not None and v.q > 0), 1.0)
     _attach(g, layers, prop, q0)
     out_f = [prop.forward.get(i) for i in g.output_ids]
@@ -332,104 +330,6 @@ def _running_affine(m: nn.Module, zero: bool, keep: bool, eps: float) -> tuple[t
     c = b - a * rm
     return ((float(a.square().mean()), float(c.square().mean()), float((a * c).mean())),
             (float(a.mean()), float(c.mean())))
-
-
-def _input_moments(g: Graph, example_inputs: Any) -> dict[int, Sig | None]:
-    tensors = _nested_tensors(example_inputs)
-    out: dict[int, Sig | None] = {}
-    for nid, t in zip(g.input_ids, tensors):
-        # a meta example has no values: its moments are unknown (None, as for integer inputs: unit)
-        out[nid] = sig_of(t) if t.is_floating_point() and t.numel() and not t.is_meta else None
-    return out
-
-
-_PURE_FORWARD = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward}
-
-
-_SAME = frozenset(("to", "float", "double", "contiguous", "clone", "detach", "Identity", "type_as", "view",
-                   "reshape", "identity"))
-
-
-_PREFIX_LIMIT = 1 << 24  # elements: a prefix is evaluated on the example only while it is this small
-
-
-def _prefix_moments(g: Graph, example_inputs: Any, layers: list[LayerPlan]) -> dict[int, Sig]:
-    """Exact moments of what the model computes from the example before its first drawn layer: scalar scales,
-    value-preserving views, shifts by a constant the trace knows (``(x - self.mean) * 255``) and layers whose
-    weights no scheme draws (EDSR's and RCAN's ``MeanShift``, a frozen stem), evaluated on the example itself,
-    so that a mean subtracted by a constant layer is seen as subtracted (the rules treat a layer's weights as zero-mean and independent of the signal, which a mean shift is not).
-    Only torch's own Conv/Linear forwards are evaluated (pure functions of the weights), without hooks."""
-    tensors = _nested_tensors(example_inputs)
-    values: dict[int, torch.Tensor] = {}
-    for nid, t in zip(g.input_ids, tensors):
-        if t.is_floating_point() and not t.is_meta and t.numel() <= _PREFIX_LIMIT:
-            values[nid] = t.detach()
-    if not values:
-        return {}
-    plans = {lp.name: lp for lp in layers}
-    modules = {i.name: i.module for i in g.layers}
-    out: dict[int, Sig] = {}
-    with torch.no_grad():
-        for n in g.nodes:
-            if n.kind == "input" or len(n.inputs) != 1 or n.inputs[0] not in values:
-                continue
-            x = values[n.inputs[0]]
-            y = None
-            if n.kind == "scale" and n.factor is not None and n.op in ("mul", "div", "neg", "alpha"):
-                y = x * n.factor  # a scalar factor (a tensor factor is summarized by its RMS: not exact)
-            elif n.kind == "pass" and n.op in _SAME and tuple(n.shape[1:]) == tuple(x.shape[1:]):
-                y = x
-            elif n.kind == "shift" and n.const is not None and n.op in ("add", "sub", "rsub"):
-                c = torch.tensor(n.const[1], dtype=torch.float64).reshape(n.const[0]).to(x.dtype)
-                y = x + c if n.op == "add" else x - c if n.op == "sub" else c - x
-            elif n.kind == "layer" and n.module in plans and n.module in modules:
-                m, lp = modules[n.module], plans[n.module]
-                if type(m).forward in _PURE_FORWARD and lp.params and all(p.method == "keep" for p in lp.params) \
-                        and not any(t.is_meta for t in m.parameters(recurse=False)):
-                    try:
-                        y = type(m).forward(m, x)
-                    except RuntimeError:  # torch cannot run it (a conv with zero output channels): not evaluated
-                        y = None
-            if y is None or tuple(y.shape[1:]) != tuple(n.shape[1:]):  # the graph may be traced on one sample
-                continue
-            values[n.id] = y
-            if n.kind in ("layer", "shift"):
-                out[n.id] = sig_of(y)
-    return out
-
-
-def _patch_moments(g: Graph, layer_ms: dict[str, LayerMoments], example_inputs: Any) -> None:
-    """A weight-standardized convolution on the example itself (NF-Nets' stem): ``E[mean_i x_i^2 - xbar^2]`` over
-    its receptive fields, measured (smooth images keep most of their power in a patch's mean, which the zero-mean
-    rows remove). Fills ``LayerMoments.patch_ms`` in place."""
-    import torch.nn.functional as F
-
-    tensors = dict(zip(g.input_ids, _nested_tensors(example_inputs)))
-    for info in g.layers:
-        lm = layer_ms.get(info.name)
-        m = info.module
-        if lm is None or not lm.centered or not info.nodes or not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            continue
-        n = g.nodes[info.nodes[0]]
-        x = tensors.get(n.inputs[0]) if n.inputs else None
-        sd = x.dim() - 2 if x is not None else 0
-        if x is None or x.is_meta or not x.is_floating_point() or sd not in (1, 2, 3) or m.groups != 1 \
-                or any(d != 1 for d in m.dilation) or isinstance(m.padding, str) or m.padding_mode != "zeros" \
-                or x.numel() > _PREFIX_LIMIT:
-            continue
-        pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[sd - 1]
-        with torch.no_grad():
-            xd = x.detach().double()
-            kw = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, count_include_pad=True)
-            mean = pool(xd.mean(1, keepdim=True), **kw)
-            power = pool(xd.square().mean(1, keepdim=True), **kw)
-            layer_ms[info.name] = dataclasses.replace(lm, patch_ms=float((power - mean.square()).mean()))
-
-
-def _batch(example_inputs: Any) -> int | None:
-    """The batch size of the example (the graph may have been traced on a one-sample slice of it)."""
-    ts = [t for t in _nested_tensors(example_inputs) if t.dim() >= 1]
-    return int(ts[0].shape[0]) if ts else None
 
 
 def _attach(g: Graph, layers: list[LayerPlan], prop, q0: float) -> None:

@@ -82,7 +82,7 @@ def _softmax_source(nodes, i: int) -> int | None:
 
 def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, NormMoments | tuple[float, float]],
               input_ms: Mapping[int, float | Sig | None], batch: int | None = None,
-              known: Mapping[int, Sig] | None = None) -> Propagation:
+              known: Mapping[int, Sig] | None = None, near: Mapping[int, float] | None = None) -> Propagation:
     """Propagate moments through ``graph`` (an :class:`initwise.Graph`).
 
     Args:
@@ -95,9 +95,11 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         batch: the batch size of the pass to predict, when the graph was traced on a slice of it (the
             constant parts of the output cotangent depend on it).
         known: per node id, moments measured on the example itself (the model's constant prefix: see
-            :func:`initwise._plan_moments._prefix_moments`); they replace the forward rule there.
+            :func:`initwise._plan_example._prefix_moments`); they replace the forward rule there.
+        near: per node id, its output's neighbour correlation (``Sig.near``) measured on the example
+            (:func:`initwise._plan_example._measured_near`); it replaces the rule's there.
     """
-    known = known or {}
+    known, near = known or {}, near or {}
     prop = Propagation()
     sig, fb = prop.signals, prop.forward_bound
     nodes = {n.id: n for n in graph.nodes}
@@ -167,9 +169,9 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         if k in ("act", "pass", "scale") and out.spread == 1.0 and x.spread != 1.0 and n.id not in known:
             out = replace(out, spread=x.spread, rows=x.rows, rows_rest=x.rows_rest)  # pointwise maps, moves
         if n.id not in known and k not in ("input", "output"):
-            near = N.near_after(n, out, ins, shapes, layers, batch)
-            if near != out.near:
-                out = replace(out, near=near)
+            nr = near[n.id] if n.id in near else N.near_after(n, out, ins, shapes, layers, batch)
+            if nr != out.near:
+                out = replace(out, near=nr)
         sig[n.id] = out
         prop.forward[n.id] = out.q
         fb[n.id] = b * max((fb.get(i, 1.0) for i in n.inputs), default=1.0)

@@ -18,7 +18,8 @@ How it moves (``R(d)``: the lag-``d`` moment averaged over positions):
   (only the same weight pairs with itself), so the output's lag-1 moment is the input's lag-``s`` one at stride
   ``s`` (interior positions): ``near^s`` with the lags taken geometric (``R(d) ~ near^d``, an exponential
   correlation); a transposed convolution that upsamples reads neighbours through different taps: 0; a
-  standardized weight (rows of zero sum: NF-Nets) is a high-pass filter of a smooth map: 0;
+  standardized weight (rows of zero sum: NF-Nets) is a high-pass filter of a smooth map: 0; a first layer
+  (the example fixes its input) is measured instead (:func:`initwise._plan_example._measured_near`);
 - a norm, a constant scale or shift, a value-preserving view: kept (per-channel and per-sample affine maps);
 - a pointwise activation: the dual kernel ``E[phi(a) phi(b)]`` at the neighbours' covariance (Gaussian
   pre-activation, as :mod:`initwise._rules_act`), taken back to ``near`` with the output's own ``same``;
@@ -105,7 +106,7 @@ def near_after(n, out: Sig, ins: list[Sig], shapes: list, layers, batch: int | N
     if k == "layer":
         lm = layers.get(n.module or "")
         if lm is None or lm.kind != "affine" or len(n.inputs) != 1 or lm.centered:
-            return 0.0  # (a standardized weight's rows sum to zero: a high-pass of a smooth map, not kept)
+            return 0.0  # a standardized weight's rows sum to zero: a high-pass of a smooth map (unless measured)
         return _strided(x.near, s_in, n.shape)
     if k in _KEEP:
         return x.near if tuple(s_in) == tuple(n.shape) else 0.0
