@@ -305,7 +305,13 @@ def test_pooling(pool):
                           nn.Conv2d(64, 64, 1), nn.ReLU(), nn.Conv2d(64, 8, 1))
     run = profile(model, torch.randn(8, 3, 42, 42), "kaiming_fan_in")
     check(run, min_exact=1)
-    assert run["0"].backward_exact  # the pooling backward is exact
+    if pool == "max3s2":
+        # the ReLU before a max pool passes the gradient at each window's largest value (tests/test_rules_near.py):
+        # approximate (bound 1.5); the old exact 1/2 was 0.54 in ln under here (3.75 of its noise)
+        first = run["0"]
+        assert not first.backward_exact and abs(log_ratio(first.backward, first.predicted_backward)) < math.log(1.5)
+    else:
+        assert run["0"].backward_exact  # the pooling backward is exact
 
 
 def test_the_old_pooling_backward_was_off_by_the_window():
