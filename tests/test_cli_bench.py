@@ -17,6 +17,8 @@ import pytest
 
 from initwise._cli.main import main
 
+from _sigint import sigint_not_ignored
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
 TINY = ["--steps", "3", "--batch-size", "2", "--patch-size", "16", "--eval-at", "0,3", "--eval-crop", "32",
@@ -206,26 +208,11 @@ def _watching(pid: int) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _sigint_not_ignored():
-    """Start children with SIGINT handled, as a terminal's foreground job: a test runner started as a background job
-    of a non-interactive shell (``cmd &`` in a script) has SIGINT ignored, which its children inherit through exec
-    and Python keeps (then initwise bench rightly ignores Ctrl-C too, and the Ctrl-C test would wait for nothing)."""
-    old = signal.getsignal(signal.SIGINT)
-    if old is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a caught signal is reset to SIG_DFL at exec
-    try:
-        yield
-    finally:
-        if old is signal.SIG_IGN:
-            signal.signal(signal.SIGINT, old)
-
-
 def _start_workers(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
     cmd = [sys.executable, "-m", "initwise._cli.main", "bench", "sr-x2", "--models", "espcn", "--schemes",
            "default,kaiming_fan_in", "--seeds", "2", "--steps", "20000", "--batch-size", "2", "--patch-size", "16",
            "--eval-crop", "32", "--workers", "2", "--quiet", "--no-plot", "--out", str(tmp_path / "runs")]
-    with _sigint_not_ignored():
+    with sigint_not_ignored():
         proc = subprocess.Popen(cmd, env={**ENV, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)  # its own process group, as a terminal's foreground job
@@ -299,7 +286,7 @@ def test_a_ctrl_c_while_workers_are_spawned_is_held_then_raised():
     reached = False
     probe = [sys.executable, "-c", "from pathlib import Path; print(next(line.split()[1] for line in "
              "Path('/proc/self/status').read_text().splitlines() if line.startswith('SigBlk:')))"]
-    with _sigint_not_ignored():
+    with sigint_not_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         with pytest.raises(KeyboardInterrupt):
             with _sigint_deferred():

@@ -17,6 +17,8 @@ import pytest
 
 from initwise._cli.main import main
 
+from _sigint import sigint_not_ignored
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 MODEL_FILE = textwrap.dedent("""
@@ -259,8 +261,9 @@ def test_ctrl_c_while_torch_is_still_importing_is_one_line_and_exit_130():
     Ctrl-C handling is in place before torch starts loading: the interrupt lands inside torch's import, seen here
     by torch's library appearing in the child's memory maps, and still ends in one line and exit status 130."""
     env = {**os.environ, "PYTHONPATH": SRC}
-    child = subprocess.Popen([sys.executable, "-m", "initwise", "fans", "no_such_model"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+    with sigint_not_ignored():  # (a runner started as a background job would pass SIGINT on ignored)
+        child = subprocess.Popen([sys.executable, "-m", "initwise", "fans", "no_such_model"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and child.poll() is None:
