@@ -514,8 +514,8 @@ def calibration(rows: list) -> None:
 
 
 def _rate(rows: list, word: str) -> str:
-    sel = [r for r in rows if r[2] == word and r[3] is not None]
-    return f"{sum(r[3]['within'] for r in sel)}/{len(sel)}" if sel else "-"
+    k, n = _within_by_word(rows)[word]
+    return f"{k}/{n}" if n else "-"
 
 
 def done_when(title: str, rows: list, feats: dict, cells: list[dict], rule: str) -> None:
@@ -681,7 +681,7 @@ def main() -> int:
                                                                                           bare], w)
                                                                    for w in ("high", "medium", "low")) + " |")
         print("| all | | " + " | ".join(_rate(every, w) for w in ("high", "medium", "low")) + " |")
-        rates = blind_confidence(cells, feats)
+        rates = _within_by_word(every)
         if rates != CONFIDENCE_RECORD:
             print(f"note: the library's CONFIDENCE_RECORD {CONFIDENCE_RECORD} differs from these rates {rates}")
     if args.live:
@@ -724,9 +724,14 @@ def blind_confidence(cells: list[dict], feats: dict) -> dict[str, tuple[int, int
     for _, vcells, rule, bare in frozen_sets(cells):
         rows = evaluate(vcells, feats, [rule, bare])
         every += rows[rule] + rows[bare]  # as the printed table's "all" row counts them
+    return _within_by_word(every)
+
+
+def _within_by_word(rows: list) -> dict[str, tuple[int, int]]:
+    """Per confidence word, (picks within seed noise of the best, picks) among ``rows`` of :func:`evaluate`."""
     out = {}
     for word in ("high", "medium", "low"):
-        sel = [r for r in every if r[2] == word and r[3] is not None]
+        sel = [r for r in rows if r[2] == word and r[3] is not None]
         out[word] = (sum(r[3]["within"] for r in sel), len(sel))
     return out
 

@@ -127,24 +127,26 @@ def rescale_(model: nn.Module, example: Any, p: Any, *, target: float = 1.0, tol
 _LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-def _scales_exactly(module: nn.Module) -> bool:
-    """The module's output is its weight times its input: a plain torch linear/conv layer with no bias (or a zero
-    one), no parametrization and no hooks, so scaling the weight by ``f`` scales the output's second moment by
-    ``f^2`` exactly (one measurement per layer instead of two)."""
+def _torch_layer(module: nn.Module) -> bool:
+    """A torch linear/conv layer run by torch's own call: no parametrization, no hooks of its own."""
     from torch.nn.utils import parametrize
 
-    bias = getattr(module, "bias", None)
     return (type(module) in _LINEAR and not parametrize.is_parametrized(module) and not module._forward_hooks
-            and not module._forward_pre_hooks and (bias is None or not bool(bias.detach().any())))
+            and not module._forward_pre_hooks)
+
+
+def _scales_exactly(module: nn.Module) -> bool:
+    """The module's output is its weight times its input: a :func:`_torch_layer` with no bias (or a zero one), so
+    scaling the weight by ``f`` scales the output's second moment by ``f^2`` exactly (one measurement per layer
+    instead of two)."""
+    bias = getattr(module, "bias", None)
+    return _torch_layer(module) and (bias is None or not bool(bias.detach().any()))
 
 
 def _plain(module: nn.Module) -> bool:
-    """A torch linear/conv layer whose output is ``module.forward(input)`` with its own weight entry: no
-    parametrization, no hooks of its own (a recomputation through ``forward`` is then what its call computes)."""
-    from torch.nn.utils import parametrize
-
-    return (type(module) in _LINEAR and not parametrize.is_parametrized(module) and not module._forward_hooks
-            and not module._forward_pre_hooks and isinstance(module._parameters.get("weight"), nn.Parameter))
+    """A :func:`_torch_layer` whose weight is its own entry: its output is ``module.forward(input)`` (a
+    recomputation through ``forward`` is then what its call computes)."""
+    return _torch_layer(module) and isinstance(module._parameters.get("weight"), nn.Parameter)
 
 
 def _one_pass_ok(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> bool:
@@ -203,17 +205,7 @@ def _one_pass(model: nn.Module, example: Any, layers: list[tuple[str, nn.Module]
             raise _Stop
         return out
 
-    handles = [m.register_forward_hook(hook, with_kwargs=True) for _, m in layers]
-    try:
-        with preserved(model, example), torch.no_grad():
-            call(model, fresh(example))
-    except _Stop:
-        pass
-    except Exception as e:
-        raise forward_error(model, e) from e
-    finally:
-        for h in handles:
-            h.remove()
+    _pass(model, example, [m.register_forward_hook(hook, with_kwargs=True) for _, m in layers])
     scales: dict[str, float] = {}
     with torch.no_grad():
         for name, m in layers:
@@ -240,10 +232,16 @@ def _output_ms(model: nn.Module, module: nn.Module, example: Any) -> float | Non
             seen.append(float(t.detach().double().pow(2).mean()))
         raise _Stop
 
-    handle = module.register_forward_hook(hook)
+    _pass(model, example, [module.register_forward_hook(hook)])
+    return seen[0] if seen else None
+
+
+def _pass(model: nn.Module, example: Any, handles: list[Any]) -> None:
+    """One forward pass of ``model`` on ``example`` with the measuring hooks ``handles`` (removed after), until a
+    hook raises :class:`_Stop`. The guard undoes whatever the forward itself changes (attributes, its own parameter
+    writes, hooks, RNG); the input is a fresh copy, so a forward that scales it in place does not compound over the
+    passes."""
     try:
-        # the guard undoes whatever the forward itself changes (attributes, its own parameter writes, hooks, RNG);
-        # the input is a fresh copy, so a forward that scales it in place does not compound over the passes
         with preserved(model, example), torch.no_grad():
             call(model, fresh(example))
     except _Stop:
@@ -251,5 +249,5 @@ def _output_ms(model: nn.Module, module: nn.Module, example: Any) -> float | Non
     except Exception as e:
         raise forward_error(model, e) from e
     finally:
-        handle.remove()
-    return seen[0] if seen else None
+        for h in handles:
+            h.remove()
