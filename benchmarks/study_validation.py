@@ -1,5 +1,6 @@
 """The advisor's validation study: new SR/denoise tasks (benchmarks/validation_models.py; ``--set v2``: the second
-validation set, benchmarks/validation_v2_models.py; ``--set v3``/``v4``/``v5``: the third/fourth/fifth) x 2 learning rates x 5 seeds x every candidate
+validation set, benchmarks/validation_v2_models.py; ``--set v3``/``v4``/``v5``/``v6``: the third to sixth;
+``--set v5kept``: v5's LapSRN-lite with the candidates that keep its bilinear kernels) x 2 learning rates x 5 seeds x every candidate
 ``initwise.generate_candidates`` makes for the model, trained with Adam; resumable.
 
     nice -n 15 python benchmarks/study_validation.py                # runs what is missing (docs/evidence/validation)
@@ -34,6 +35,7 @@ from validation_v2_models import TASKS as V2_TASKS  # noqa: E402
 from validation_v3_models import TASKS as V3_TASKS  # noqa: E402
 from validation_v4_models import TASKS as V4_TASKS  # noqa: E402
 from validation_v5_models import TASKS as V5_TASKS  # noqa: E402
+from validation_v6_models import TASKS as V6_TASKS  # noqa: E402
 
 from initwise import generate_candidates  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
@@ -46,9 +48,14 @@ V2_OUT = "docs/evidence/validation-v2/results.jsonl"  # --set v2: the second val
 V3_OUT = "docs/evidence/validation-v3/results.jsonl"  # --set v3: the third validation set
 V4_OUT = "docs/evidence/validation-v4/results.jsonl"  # --set v4: the fourth validation set
 V5_OUT = "docs/evidence/validation-v5/results.jsonl"  # --set v5: the fifth validation set
-SET_TASKS = {"validation": VALIDATION_TASKS, "design": DESIGN_TASKS, "v2": V2_TASKS, "v3": V3_TASKS, "v4": V4_TASKS, "v5": V5_TASKS}
-SET_OUT = {"validation": OUT, "design": DESIGN_OUT, "v2": V2_OUT, "v3": V3_OUT, "v4": V4_OUT, "v5": V5_OUT}
-TASKS = {**VALIDATION_TASKS, **DESIGN_TASKS, **V2_TASKS, **V3_TASKS, **V4_TASKS, **V5_TASKS}  # names are distinct; a run's key starts with its task's name
+V6_OUT = "docs/evidence/validation-v6/results.jsonl"  # --set v6: the sixth validation set
+# --set v5kept: v5's LapSRN-lite again, its candidates now keeping its bilinear kernels (eighth session; seen: design)
+V5KEPT_OUT = "docs/evidence/design-kept/results.jsonl"
+SET_TASKS = {"validation": VALIDATION_TASKS, "design": DESIGN_TASKS, "v2": V2_TASKS, "v3": V3_TASKS, "v4": V4_TASKS,
+             "v5": V5_TASKS, "v6": V6_TASKS, "v5kept": {"lapsrn-lite": V5_TASKS["lapsrn-lite"]}}
+SET_OUT = {"validation": OUT, "design": DESIGN_OUT, "v2": V2_OUT, "v3": V3_OUT, "v4": V4_OUT, "v5": V5_OUT,
+           "v6": V6_OUT, "v5kept": V5KEPT_OUT}
+TASKS = {**VALIDATION_TASKS, **DESIGN_TASKS, **V2_TASKS, **V3_TASKS, **V4_TASKS, **V5_TASKS, **V6_TASKS}  # names are distinct; a run's key starts with its task's name
 CONFIG = dict(steps=300, batch_size=8, patch_size=24, eval_crop=64, channels=1)
 LRS = (1e-3, 2e-4)
 SEEDS = (0, 1, 2, 3, 4)

@@ -13,7 +13,10 @@ model are kept:
 - **residual handling** (only with residual branches): branch-end scale 0 (zero-init), 0.1, ``1/sqrt(blocks)``,
   1 (the plain scheme); and the **output scale** 0.1 for image-to-image models (a small first prediction);
 - **other schemes**: orthogonal, Xavier (Glorot), PyTorch's default, the model's **current** initialization (kept
-  only when it differs from PyTorch's default), and the data-driven **LSUV** (Mishkin & Matas 2016).
+  only when it differs from PyTorch's default), and the data-driven **LSUV** (Mishkin & Matas 2016);
+- **structured kernels** the model's own init wrote (bilinear upsampling, identity: :mod:`initwise._kept_kernels`)
+  are kept by every candidate that draws (option ``structured="keep"``, also in its line of code); ``default``
+  (PyTorch's constructors) and ``current`` are what they are.
 
 Two candidates whose plans draw every parameter with the same method and standard deviation are the same
 initialization; the later one is dropped.
@@ -21,6 +24,7 @@ initialization; the later one is dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -28,9 +32,10 @@ import torch
 from torch import nn
 
 from ._candidates import CANDIDATES, Candidate
+from ._kept_kernels import structured_weights
 from ._plan import Plan, plan as make_plan
 
-__all__ = ["generate_candidates", "branch_ends"]
+__all__ = ["generate_candidates", "branch_ends", "keeping"]
 
 
 def branch_ends(p: Plan) -> int:
@@ -60,8 +65,19 @@ def _differs_from_default(model: nn.Module, example: Any, base: Plan) -> bool:
     return False
 
 
+def keeping(c: Candidate, kernels: dict[str, str]) -> Candidate:
+    """``c`` with ``structured="keep"`` when the model holds structured kernels (``kernels``: name -> what it is) and
+    ``c`` draws; ``default`` (PyTorch's constructors) and ``current`` unchanged."""
+    if not kernels or c.keeps_weights or c.scheme == "torch_default" or "structured" in c.options:
+        return c
+    what = ", ".join(f"{n} ({d})" for n, d in sorted(kernels.items()))
+    return dataclasses.replace(c, options={**c.options, "structured": "keep"},
+                               description=f"{c.description}; keeps the structured kernels the model set: {what}")
+
+
 def generate_candidates(model: nn.Module, example: Any, base: Plan | None = None, *,
-                        image_to_image: bool | None = None, plans: dict[str, Plan] | None = None) -> list[Candidate]:
+                        image_to_image: bool | None = None, plans: dict[str, Plan] | None = None,
+                        keep_structured: bool = True) -> list[Candidate]:
     """The candidates worth comparing on ``model`` (see the module docstring for the parts and the pruning).
 
     Args:
@@ -72,6 +88,8 @@ def generate_candidates(model: nn.Module, example: Any, base: Plan | None = None
             input's batch and channel dimensions and is at least 3-D.
         plans: a dict that receives, by candidate name, the plan made for each kept candidate (to drop duplicates
             every one is planned on ``base``'s graph; :func:`initwise.advise` reuses them instead of planning again).
+        keep_structured: every drawing candidate leaves the structured kernels the model's init wrote as they are
+            (:func:`initwise._kept_kernels.structured_weights`); False: they are redrawn like any weight.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1))
@@ -101,6 +119,10 @@ def generate_candidates(model: nn.Module, example: Any, base: Plan | None = None
     if image_to_image:
         names.append("kaiming_fan_in_out0.1")
     cands = [CANDIDATES[n] for n in names] + extra
+    if keep_structured:
+        drawn = [pp.param for lp in base.layers for pp in lp.params if len(pp.shape) >= 2 and pp.method != "keep"]
+        kernels = structured_weights(model, drawn)
+        cands = [keeping(c, kernels) for c in cands]
     keep, seen = [], set()
     for c in cands:
         if c.lsuv is not None or c.keeps_weights:

@@ -21,6 +21,7 @@ from torch import nn
 from ._activations import Activation, resolve_activation
 from ._fans import fans as layer_fans
 from ._graph import Graph, LayerInfo, trace
+from ._kept_kernels import kernel_kind
 from ._meta_pass import TORCH_NORMS
 from ._row_norms import row_ms, sharable
 from ._row_norms import shared as shared_rows
@@ -181,6 +182,9 @@ def plan(model: nn.Module, example_inputs: Any, scheme: str = "kaiming", mode: s
         icnr: ICNR for convs feeding PixelShuffle.
         bias: ``"zero"`` (default) or ``"keep"``. norm: ``"reset"`` (weight 1, bias 0; default) or ``"keep"``.
         exclude: fnmatch patterns of layer or parameter names to leave untouched (warns if one matches nothing).
+        structured: ``"draw"`` (default) or ``"keep"``: weights the model's own init set to a structured kernel
+            (bilinear upsampling, a scaled identity, a kernel of few distinct values: ``_kept_kernels``) keep their
+            values, as LapSRN's bilinear transposed convs or a mean-shift conv's identity should.
         fans: ``"effective"`` (default: stride, groups, transposition, packing), ``"nominal"`` (stride ignored) or
             ``"torch"`` (shape-only, exactly what ``torch.nn.init`` uses: reproduces common code).
 
@@ -244,7 +248,8 @@ def _plan_graph(model: nn.Module, example_inputs: Any, scheme: str, mode: str, o
     untouched = [n for n, m in model.named_modules() if n not in touched and n not in norms
                  and any(p is not None for p in m._parameters.values()) and not _is_child_of_layer(n, touched)
                  and not any(canonical[id(p)] in g.params for p in m.parameters(recurse=False))]
-    reads_values = scheme == "current" or o.norm == "keep" or o.bias == "keep" or bool(o.exclude) or any(
+    reads_values = scheme == "current" or o.norm == "keep" or o.bias == "keep" or bool(o.exclude) \
+        or o.structured == "keep" or any(
         pp.method == "keep" for lp in layers for pp in lp.params)
     p = Plan(scheme, mode, dict(options), layers, g, 1.0, None, untouched, [], norm_params, kept_params,
              _moments=(layer_ms, norm_ms, reads_values))
@@ -345,6 +350,9 @@ def _layer_plan(scheme: str, mode: str, o: _Options, info: LayerInfo, seen: set[
             continue
         if scheme != "current" and not (w.dim() < 2 and (o.bias == "keep" or isinstance(info.module, nn.PReLU))):
             _check_dtype(full, info, w)  # before the keep reasons: a non-float weight is named, also a frozen one
+        if reason is None and o.structured == "keep" and scheme not in ("current", "torch_default") and w.dim() >= 2:
+            kind = kernel_kind(w)
+            reason = None if kind is None else f"structured kernel kept: {kind}"
         if reason is not None:
             params.append(ParamPlan(full, info.name, tuple(w.shape), "keep", note=reason))
             continue

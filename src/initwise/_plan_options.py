@@ -66,11 +66,12 @@ class _Options:
     exclude: tuple[str, ...]
     fans: str = "effective"
     frozen: str = "keep"
+    structured: str = "draw"
 
 
 def _check_options(opts: dict[str, Any]) -> _Options:
     allowed = {"gain", "gain_convention", "distribution", "residual_scale", "zero_init_residual", "output_scale",
-               "icnr", "bias", "norm", "exclude", "fans", "frozen"}
+               "icnr", "bias", "norm", "exclude", "fans", "frozen", "structured"}
     extra = sorted(set(opts) - allowed)
     if extra:
         raise TypeError(f"unknown option(s) {', '.join(extra)}; valid: {', '.join(sorted(allowed))}")
@@ -119,13 +120,17 @@ def _check_options(opts: dict[str, Any]) -> _Options:
     if frozen not in ("keep", "draw"):
         raise ValueError(f"frozen must be 'keep' (parameters with requires_grad=False keep their values) or 'draw', "
                          f"got {frozen!r}")
+    structured = opts.get("structured", "draw")
+    if structured not in ("draw", "keep"):
+        raise ValueError(f"structured must be 'draw' (every weight drawn) or 'keep' (weights the model set to a "
+                         f"structured kernel, bilinear or identity, keep their values), got {structured!r}")
     for key in ("zero_init_residual", "icnr"):  # bool("no") is True: a string here would switch it on
         v = opts.get(key, False)
         if not (isinstance(v, bool) or (isinstance(v, int) and v in (0, 1))):
             raise TypeError(f"{key} must be True or False, got {v!r}")
     return _Options(g, conv, dist, opts.get("residual_scale"), bool(opts.get("zero_init_residual", False)),
                     opts.get("output_scale"), bool(opts.get("icnr", False)), bias, norm, exclude, fans_kind,
-                    frozen)
+                    frozen, structured)
 
 
 def _fan_of(f: Fans, mode: str, kind: str) -> float:
