@@ -59,6 +59,9 @@ VALIDATION_V4 = "docs/evidence/validation-v4/results.jsonl"  # the fourth (valid
 FROZEN_V4 = "78f7971"  # the commit whose rule v4 checks (the library's; docs/evidence.md, sixth session)
 VALIDATION_V5 = "docs/evidence/validation-v5/results.jsonl"  # the fifth (validation_v5_models.py), trained blind
 FROZEN_V5 = "78f7971"  # v5 checks the library's rule unchanged: no variant was studied for it (seventh session)
+VALIDATION_V6 = "docs/evidence/validation-v6/results.jsonl"  # the sixth (validation_v6_models.py), trained blind
+FROZEN_V6 = "9880ca0"  # v6 checks the library's rule unchanged (78f7971) with candidates keeping structured kernels
+V5KEPT = "docs/evidence/design-kept/results.jsonl"  # v5's LapSRN-lite retrained keeping its bilinear kernels (seen)
 V4_SEEN_ARCH = ("imdn-cca-lite",)  # v4 nets close to a seen one (v2's IMDN-lite): v4 is also reported without them
 RULE5 = "probe@5/K2/d1/i2/novanish/tp"  # the library's rule from 9c41665 until the sixth session (frozen for v3)
 VALIDATED = "probe@5/K2/d1/i2/novanish"  # the rule the first validation set checked (frozen at 493454c); the
@@ -550,7 +553,8 @@ def library_rule() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", action="store_true", help="compute missing features (slow) before the tables")
-    ap.add_argument("--only", choices=("design", "validation", "v2", "v3", "v4", "v5"), help="with --features: only this set")
+    ap.add_argument("--only", choices=("design", "validation", "v2", "v3", "v4", "v5", "v6", "v5kept"),
+                    help="with --features: only this set")
     ap.add_argument("--live", nargs="?", const="all", default=None, metavar="SET",
                     help="rerun initwise.advise on the validation cells (every set, or only SET: v5, ...)")
     ap.add_argument("--variants", action="store_true", help="also the design set's table of every variant")
@@ -561,7 +565,7 @@ def main() -> int:
     cells, feats = load()
     if args.features:
         have = {f"{c['set']}|{c['cell']}" for c in cells}
-        planned = [c for w in ("v3", "v4", "v5") for c in planned_cells(w)  # before any result of that set
+        planned = [c for w in ("v3", "v4", "v5", "v6", "v5kept") for c in planned_cells(w)  # before any result
                    if f"{w}|{c['cell']}" not in have]
         for cell in cells + planned:
             key = f"{cell['set']}|{cell['cell']}"
@@ -577,8 +581,10 @@ def main() -> int:
     v3 = [c for c in cells if c["set"] == "v3" and len(c["seeds"]) >= 2]
     v4 = [c for c in cells if c["set"] == "v4" and len(c["seeds"]) >= 2]
     v5 = [c for c in cells if c["set"] == "v5" and len(c["seeds"]) >= 2]
+    v6 = [c for c in cells if c["set"] == "v6" and len(c["seeds"]) >= 2]
+    v5kept = [c for c in cells if c["set"] == "v5kept" and len(c["seeds"]) >= 2]
     for c in cells:
-        if c["set"] in ("validation", "v2", "v3", "v4", "v5") and (len(c["seeds"]) < 2 or c["partial"]):
+        if c["set"] in ("validation", "v2", "v3", "v4", "v5", "v6") and (len(c["seeds"]) < 2 or c["partial"]):
             print(f"validation cell {c['cell']}: {len(c['seeds'])} seed(s) finished by every candidate"
                   + (f", {c['partial']} run(s) of unfinished seeds left out" if c["partial"] else "")
                   + (" -> not in the table (fewer than 2 seeds)" if len(c["seeds"]) < 2 else ""))
@@ -668,6 +674,22 @@ def main() -> int:
                 title = f"Validation sets v4 + v5 pooled (the same rule, {library})"
                 both = v4 + v5
                 done_when(title, evaluate(both, feats, [library])[library], feats, both, library)
+        if v5kept:  # eighth session: seen (design) data, the library's rule on LapSRN-lite with its kernels kept
+            title = f"LapSRN-lite with its bilinear kernels kept (v5kept, seen: design data; {library})"
+            kept_table = print_set(title, v5kept, feats, library, RULES + [rule5, "prior/novanish/pl"])
+            done_when(title, kept_table[library], feats, v5kept, library)
+        if v6:  # pre-registered (eighth session, dbe6dcc, before any v6 result was read): the library's rule at
+            # FROZEN_V6; the previous rule and the no-target order beside it; v4 + v5 + v6 pooled
+            title = f"Validation set v6 (the rule frozen for it at {FROZEN_V6}, {library})"
+            v6_table = print_set(title, v6, feats, library, RULES + [rule5, "prior/novanish/pl"])
+            done_when(title, v6_table[library], feats, v6, library)
+            for rule in (rule5, "prior/novanish/pl"):
+                m, n, w, wd, _ = _summary(v6_table[rule])
+                print(f"v6, {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse than default {wd}/{n}")
+            if v4 and v5:
+                title = f"Validation sets v4 + v5 + v6 pooled (the same rule, {library})"
+                every3 = v4 + v5 + v6
+                done_when(title, evaluate(every3, feats, [library])[library], feats, every3, library)
         # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the previous rule; v4, v5: the library's);
         # "low" is the word of advice without a target (the prior rule)
         print("\n## Confidence on every validation set, each with the rule frozen for it (within noise / picks)\n")
@@ -685,7 +707,7 @@ def main() -> int:
         if rates != CONFIDENCE_RECORD:
             print(f"note: the library's CONFIDENCE_RECORD {CONFIDENCE_RECORD} differs from these rates {rates}")
     if args.live:
-        for cell in [c for c in validation + v2 + v3 + v4 + v5 if args.live in ("all", c["set"])]:
+        for cell in [c for c in validation + v2 + v3 + v4 + v5 + v6 + v5kept if args.live in ("all", c["set"])]:
             net, x, y = _validation_model(cell)
             adv = iw.advise(net, x, target=y, lr=cell["lr"])
             want = pick(feats[f"{cell['set']}|{cell['cell']}"], library)[0]
@@ -699,7 +721,8 @@ def load() -> tuple[list[dict], dict]:
     (the last complete record of a key wins)."""
     cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells() + \
         validation_cells(VALIDATION_V2, "v2") + validation_cells(VALIDATION_V3, "v3") + \
-        validation_cells(VALIDATION_V4, "v4") + validation_cells(VALIDATION_V5, "v5")
+        validation_cells(VALIDATION_V4, "v4") + validation_cells(VALIDATION_V5, "v5") + \
+        validation_cells(VALIDATION_V6, "v6") + validation_cells(V5KEPT, "v5kept")
     feats = {}
     for r in _jsonl.read(FEATURES, every=True):
         if r.get("version") in (1, VERSION) and _complete(r):
@@ -713,7 +736,8 @@ def frozen_sets(cells: list[dict]) -> list[tuple[str, list[dict], str, str]]:
     (RULE5); v4 and v5 the library's since 78f7971."""
     library = library_rule()
     rules = {"validation": (VALIDATED, "prior"), "v2": (RULE5, "prior"), "v3": (RULE5, "prior"),
-             "v4": (library, "prior/novanish/pl"), "v5": (library, "prior/novanish/pl")}
+             "v4": (library, "prior/novanish/pl"), "v5": (library, "prior/novanish/pl"),
+             "v6": (library, "prior/novanish/pl")}
     return [(w, [c for c in cells if c["set"] == w and len(c["seeds"]) >= 2], *rules[w]) for w in rules]
 
 

@@ -317,7 +317,8 @@ def code_line(c: Any) -> str:
     return f"initwise.init_(model, example, scheme={c.scheme!r}{mode}{opts})"
 
 
-def _current_answer(model: nn.Module, example: Any, base: Plan, adv: Any) -> dict[str, Any]:
+def _current_answer(model: nn.Module, example: Any, base: Plan, adv: Any,
+                    cands: list | None = None) -> dict[str, Any]:
     differs = _differs_from_default(model, example, base)
     cur = make_plan(model, example, "current", graph=base.graph)
     name = "current" if differs else "default"
@@ -343,15 +344,31 @@ def _current_answer(model: nn.Module, example: Any, base: Plan, adv: Any) -> dic
     if pred is not None:
         text += f"; predicted output mean square {pred:.3g}x the input's for the weights it holds now"
     text += f". Verdict: {verdict} ({why})."
+    kept = _kept_by_candidates(model, base, cands)
+    if kept:
+        text += (f" It sets {len(kept)} weight(s) to a structured kernel ("
+                 + ", ".join(f"{n}: {d}" for n, d in sorted(kept.items()))
+                 + "); every candidate that draws keeps them (structured='keep'), since redrawing them throws away "
+                   "what they already do.")
     return {"differs_from_default": differs, "candidate": name, "predicted_output_forward": pred,
-            "verdict": verdict, "why": why, "text": text}
+            "verdict": verdict, "why": why, "structured_kernels": kept, "text": text}
+
+
+def _kept_by_candidates(model: nn.Module, base: Plan, cands: list | None) -> dict[str, str]:
+    """The structured kernels the compared candidates keep (name -> what it is); empty when none keeps any."""
+    if not any(c.options.get("structured") == "keep" for c in cands or ()):
+        return {}
+    from ._kept_kernels import structured_weights
+
+    return structured_weights(model, [pp.param for lp in base.layers for pp in lp.params
+                                      if len(pp.shape) >= 2 and pp.method != "keep"])
 
 
 def answers(model: nn.Module, example: Any, base: Plan, adv: Any, cands: list | None = None) -> dict[str, Any]:
     """The five answers (a)-(e) as a JSON-able dict (``cands``: the candidates compared, for their options)."""
     return {"fan_mode": _fan_answer(model, base, adv), "gain": _gain_answer(base),
             "residual": _residual_answer(base, adv, cands),
-            "code": code_line(adv.recommended), "current_init": _current_answer(model, example, base, adv)}
+            "code": code_line(adv.recommended), "current_init": _current_answer(model, example, base, adv, cands)}
 
 
 def reasons(results: list, equivalent: list[str], target_kind: str, rule: str | None, steps: int,
