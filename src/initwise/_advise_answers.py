@@ -97,6 +97,10 @@ GLOSSARY: dict[str, str] = {
                     "measure each one.",
     "regret": "in the evidence tables: the best candidate's test PSNR minus the pick's, after training.",
     "trial": "short trainings of the finalists (--trial STEPS); a short trial favours inits that start fastest.",
+    "structured kernel": "a weight that the model's own init set to a fixed pattern instead of a random draw: "
+                         "bilinear upsampling (LapSRN's, FCN's transposed convs), a scaled identity (dirac_, eye_, "
+                         "a mean-shift conv), a few-valued kernel. Every candidate that draws keeps it "
+                         "(structured='keep'): redrawing it throws away what it already does.",
 }
 
 
