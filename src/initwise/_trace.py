@@ -28,7 +28,7 @@ from ._roles import FACTORY, NORM_ARGS, WEIGHT_OPS, RoleTracker
 from ._trace_vocab import (_ACT_POSITIONAL, _AVG_POOLS, _BINARY, _CAT_OPS, _CONST_LIMIT, _CONVERT_OPS,
                            _INTERPOLATE_OPS, _MATMUL_OPS, _NORM_OPS, _PASS_OPS, _REDUCE_OPS, _SOURCE_OPS, _SPLIT_OPS,
                            Node, _drop_path, _dropout, _factor, _interp_mode, _ints, _normalize, _op_name, _pointwise,
-                           _replayable, _shape, shapes_str)
+                           _replayable, _shape, einsum_is_matmul, shapes_str)
 
 __all__ = ["Recorder"]
 
@@ -241,6 +241,12 @@ class Recorder(TorchFunctionMode):
             if n0 is not None:
                 self.emit("act", raw, (n0,), outs, activation=self._activation(func, name, args, kwargs),
                           inplace=inplace)
+                return
+        elif name == "einsum" and einsum_is_matmul(a0):  # attention written as einsum: a batched matmul
+            ops = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+            ids = [self.nid(t) for t in ops]
+            if len(ids) == 2 and None not in ids:
+                self.emit("matmul", name, (ids[0], ids[1]), outs)
                 return
         elif name in _REDUCE_OPS or name in ("softmax", "scaled_dot_product_attention") or name in _MATMUL_OPS:
             if self._reduction(name, a0, n0, args, kwargs, outs):

@@ -242,3 +242,21 @@ def _ints(v: Any, n: int) -> tuple[int, ...]:
 
 def shapes_str(args: Any) -> str:
     return ", ".join("x".join(map(str, t.shape)) or "scalar" for t in _tensors(args)) or "no tensors"
+
+
+def einsum_is_matmul(equation: Any) -> bool:
+    """Whether a two-operand ``einsum`` is a batched ``a @ b`` (or ``a @ b^T``): ``a = B i j``, ``b = B j k`` or
+    ``B k j``, out ``B i k`` with the same leading batch indices ``B`` (``...`` counts as one), ``j`` summed.
+    The matmul rules then read the contraction size from ``a``'s last dim and the output's last two dims."""
+    if not isinstance(equation, str) or equation.count("->") != 1:
+        return False
+    lhs, out = equation.replace(" ", "").replace("...", "E").split("->")
+    ops = lhs.split(",")
+    if len(ops) != 2 or any(len(set(s)) != len(s) for s in (*ops, out)):
+        return False
+    a, b = ops
+    if len(a) < 2 or len(b) < 2 or len(out) < 2 or not (a[:-2] == b[:-2] == out[:-2]):
+        return False
+    i, j = a[-2:]
+    k = b[-1] if b[-2] == j else b[-2] if b[-1] == j else None
+    return k is not None and k not in (i, j) and out[-2:] == i + k
