@@ -160,6 +160,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         elif k == "matmul" and len(ins) == 2:
             src = _softmax_source(nodes, n.inputs[0])
             out, b = J.matmul_forward(ins[0], ins[1], shapes[0], aux.get(src) if src is not None else None)
+        elif k == "matmul" and len(ins) == 1 and n.dims and n.factor is not None:  # x @ W, W a constant
+            out, b = J.constant_matmul_forward(x, s_in[n.dims[0]] if len(s_in) > n.dims[0] else 1, n.factor)
         elif k == "attention" and len(ins) == 3:
             out, b, aux[n.id] = J.attention_forward(*ins, shapes[0], shapes[1], n.factor, n.residual)
         elif k == "output":
@@ -335,6 +337,10 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             src = _softmax_source(nodes, n.inputs[0])
             contrib, b = J.matmul_backward(d, ins[0], ins[1], shapes[0], n.shape,
                                            aux.get(src) if src is not None else None)
+        elif k == "matmul" and len(ins) == 1 and n.dims and n.factor is not None:
+            left = n.dims[0] == len(shapes[0]) - 1  # x @ W: x's rows feed the output's last dim
+            fanout = (n.shape[-1] if left else n.shape[-2]) if len(n.shape) >= 2 else 1
+            contrib, b = J.constant_matmul_backward(d, fanout, n.factor)
         elif k == "attention" and len(ins) == 3:
             contrib, b = J.attention_backward(d, *ins, shapes[0], shapes[1], n.factor, aux.get(n.id, (1.0, 0.0)))
         elif n.op in F.FFT_OPS:  # a spectrum carries its signal's moments (rules_fft)

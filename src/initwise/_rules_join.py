@@ -23,7 +23,8 @@ import torch
 from ._signal import Grad, Sig, layout
 
 __all__ = ["AttentionMoments", "mha_forward", "mha_backward", "add_forward", "add_backward", "cat_forward", "mul_forward", "mul_backward", "softmax_stats",
-           "softmax_forward", "softmax_backward", "matmul_forward", "matmul_backward", "attention_forward",
+           "softmax_forward", "softmax_backward", "matmul_forward", "matmul_backward", "constant_matmul_forward",
+           "constant_matmul_backward", "attention_forward",
            "attention_backward"]
 
 # measured bounds (tests/test_propagate.py)
@@ -146,6 +147,19 @@ def matmul_backward(d: Grad, a: Sig, b: Sig, sa: tuple[int, ...], out_shape: tup
         gp = n * d.g * max(b.q - b.dc, 0.0)
         return [Grad(gp), Grad(gv, min(gv, (m / keys) ** 2 * d.dc), 0.0)], BOUND_ATTENTION
     return [Grad(n * d.g * b.q), Grad(m * d.g * a.q)], BOUND_MATMUL
+
+
+def constant_matmul_forward(x: Sig, contracted: int, rms: float) -> tuple[Sig, float]:
+    """``x @ W`` (or ``W @ x``) with ``W`` a constant of RMS ``rms`` summing ``contracted`` entries of ``x``: each
+    output is ``sum_k x_k W_kn``, ``contracted * E[W^2]`` times ``x``'s moments for entries independent over ``k``
+    (a mean shared over ``k`` meets ``W``'s column sums instead: approximate, the matmul bound)."""
+    c2 = contracted * rms * rms
+    return Sig(x.q * c2, 0.0, x.dc * c2, x.dcb * c2).clean(), BOUND_MATMUL
+
+
+def constant_matmul_backward(d: Grad, fanout: int, rms: float) -> tuple[list[Grad], float]:
+    """Each entry of ``x`` feeds ``fanout`` outputs through ``W``'s entries: ``fanout * E[W^2]`` of the gradient."""
+    return [d.scaled(fanout * rms * rms)], BOUND_MATMUL
 
 
 def attention_forward(q: Sig, k: Sig, v: Sig, sq: tuple[int, ...], sk: tuple[int, ...],

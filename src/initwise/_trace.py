@@ -289,7 +289,11 @@ class Recorder(TorchFunctionMode):
             self.emit("unknown", raw, ins, outs, inplace=inplace)
 
     def _reduction(self, name: str, a0: Any, n0: int | None, args: tuple, kwargs: dict, outs: list) -> bool:
-        """mean/sum (reduced dims), softmax (its dim), matmul of two signals, scaled_dot_product_attention."""
+        """mean/sum (reduced dims), softmax (its dim), matmul of two signals or of a signal and a constant
+        (a parameter: ``att @ self.w``), scaled_dot_product_attention."""
+        if name in _MATMUL_OPS and (one := self._constant_matmul(a0, n0, args, kwargs)) is not None:
+            self.emit("matmul", name, (one[0],), outs, factor=one[1], dims=(one[2],))
+            return True
         if n0 is None or not isinstance(a0, torch.Tensor):
             return False
         if name in _MATMUL_OPS or name == "scaled_dot_product_attention":
@@ -318,6 +322,25 @@ class Recorder(TorchFunctionMode):
             dims = tuple(d % max(a0.dim(), 1) for d in ((dim,) if isinstance(dim, int) else dim))
         self.emit("reduce", name, (n0,), outs, dims=dims)
         return True
+
+    def _constant_matmul(self, a: Any, na: int | None, args: tuple, kwargs: dict) -> tuple[int, float, int] | None:
+        """``x @ W`` or ``W @ x`` with ``W`` not a signal (a parameter, a constant; 2-D or more): the signal's
+        node, ``W``'s RMS and the signal's contracted dim (its last for ``x @ W``, its second last for ``W @ x``).
+        Not inside a hand-written layer (``through:layer``: ``x @ self.weight`` is its weight, drawn by the scheme
+        once the call becomes one layer node)."""
+        if self._stack and self._stack[-1][2].startswith("through:"):
+            return None
+        b = args[1] if len(args) > 1 else kwargs.get("other")
+        nb = self.nid(b)
+        if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or (na is None) == (nb is None):
+            return None
+        x, w = (a, b) if na is not None else (b, a)
+        if x.dim() < 2 or w.dim() < 2 or not (w.is_floating_point() and x.is_floating_point()):
+            return None
+        f = _factor(w)
+        if f is None:
+            return None
+        return (na, f, x.dim() - 1) if na is not None else (nb, f, x.dim() - 2)
 
     def _activation(self, func: Any, name: str, args: tuple, kwargs: dict) -> Activation:
         if name == "rrelu":
