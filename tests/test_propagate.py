@@ -433,6 +433,44 @@ def test_a_matmul_with_a_parameter_sums_its_contracted_entries(left, scale):
         assert abs(mean) <= 4 * se + 0.05, (v, mean, se)
 
 
+class TransposedAttention(nn.Module):
+    """Restormer's MDTA / RetinexFormer's IG-MSA: channels attend to channels, the logits are cosines of the
+    channels' rows over the positions (``F.normalize`` along them)."""
+
+    def __init__(self, c=32, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+        self.proj = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        a = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+        return self.proj((a @ v).reshape(b, c, h, w))
+
+
+@pytest.mark.parametrize("const, noise", [(1.0, 0.3), (0.5, 1.0), (0.0, 1.0)])
+def test_a_transposed_attention_contracts_positions_then_channels(const, noise):
+    """The logits contract the positions: the rows' constants over them add up (``k (k - 1) dc_a dc_b``: the
+    cosine of two maps that are mostly their constants is near +-1, not ``1 / sqrt(HW)``); the weighted sum then
+    runs over channels, which share only the mean, not the constant over positions. ln(measured / predicted) of
+    the output layer's forward over 16 draws: -0.36 / +0.01 / +0.03 (+- 0.07-0.09) for inputs whose constant per
+    (sample, channel) holds 92% / 20% / 0% of the power; before (every matmul taken as the usual attention),
+    -2.40 / -1.30 / -0.03."""
+    torch.manual_seed(0)
+    x = const * torch.randn(8, 32, 1, 1) + noise * torch.randn(8, 32, 16, 16)
+    fw = []
+    for seed in range(16):
+        torch.manual_seed(seed)
+        run = profile(TransposedAttention(), x, "kaiming_fan_in", seed=seed)
+        fw.append(math.log(run["proj"].forward / run["proj"].predicted_forward))
+    mean = sum(fw) / len(fw)
+    se = (sum((t - mean) ** 2 for t in fw) / (len(fw) - 1) / len(fw)) ** 0.5
+    assert abs(mean) <= math.log(_rules_join.BOUND_ATTENTION) + 4 * se, (fw, mean, se)
+
+
 @pytest.mark.parametrize("eq, ok", [
     ("hbwpc,hbwqc->hbwpq", True), ("b h i j, b h j d -> b h i d", True), ("...ij,...jk->...ik", True),
     ("ij,jk->ik", True), ("bij,bjk->bki", False), ("bij,bjk", False), ("bij,bjk,bkl->bil", False),

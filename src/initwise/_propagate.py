@@ -80,6 +80,50 @@ def _softmax_source(nodes, i: int) -> int | None:
         return None
 
 
+def _contracted(nodes, i: int, size: int) -> str | None:
+    """What a matmul operand's contracted dim (of ``size``) is in the layout its moments were taken in (the node
+    that made them, through views, moves, scales, ``F.normalize`` and elementwise ops of same-shaped tensors):
+    "positions" (a transposed attention over tokens, a Gram matrix of feature maps), "channels" (a head split of
+    them too), or None when the sizes cannot tell (positions as many as channels, or a dim neither)."""
+    while True:
+        n = nodes[i]
+        if n.inputs and (n.kind == "pass" and n.op in R.EXACT_PASS or n.kind in ("scale", "shift", "act")
+                         or n.kind == "norm" and n.op == "normalize"
+                         or n.kind in ("mul", "add", "sub") and all(nodes[j].shape == n.shape for j in n.inputs)):
+            i = n.inputs[0]
+            continue
+        break
+    if n.kind == "layer" and n.op in ("Linear", "linear") and len(n.shape) != 3:
+        return None  # a linear map over the last dim of a 4-D tensor: its moments' layout is not (N, C, H, W)
+    _, c, p = layout(tuple(n.shape))
+    if size <= 1 or size == p == c:
+        return None
+    if size == p and c % size != 0:  # every position (a part of the channels would divide them)
+        return "positions"
+    if size != p and (size == c or c % size == 0 and p % size != 0):  # the channels or a head's share of them
+        return "channels"
+    return None  # e.g. a window's share of the positions or a head's of the channels: the sizes cannot tell
+
+
+def _along(nodes, n, shapes, softmax: int | None = None) -> tuple[str | None, str | None]:
+    """:func:`_contracted` for both operands of the matmul node ``n`` (``a``'s last dim, ``b``'s second last).
+    With ``a`` the weights of the softmax node ``softmax``: when its logits were a product over positions (a
+    transposed attention), its keys are channels."""
+    sa, sb = shapes[0], shapes[1]
+    k = sa[-1] if sa else 1
+    along = (_contracted(nodes, n.inputs[0], k) if len(sa) >= 2 else None,
+             _contracted(nodes, n.inputs[1], k) if len(sb) >= 2 else None)
+    if softmax is not None and along[1] is None and nodes[softmax].inputs:
+        i = nodes[softmax].inputs[0]
+        while nodes[i].kind in ("scale", "shift") or nodes[i].kind == "pass" and nodes[i].op in R.EXACT_PASS:
+            i = nodes[i].inputs[0]
+        m = nodes[i]
+        if m.kind == "matmul" and len(m.inputs) == 2 and \
+                _along(nodes, m, [nodes[j].shape for j in m.inputs]) == ("positions", "positions"):
+            along = (along[0], "channels")
+    return along
+
+
 def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, NormMoments | tuple[float, float]],
               input_ms: Mapping[int, float | Sig | None], batch: int | None = None,
               known: Mapping[int, Sig] | None = None, near: Mapping[int, float] | None = None) -> Propagation:
@@ -159,7 +203,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b, aux[n.id] = J.softmax_forward(x, size)
         elif k == "matmul" and len(ins) == 2:
             src = _softmax_source(nodes, n.inputs[0])
-            out, b = J.matmul_forward(ins[0], ins[1], shapes[0], aux.get(src) if src is not None else None)
+            out, b = J.matmul_forward(ins[0], ins[1], shapes[0], aux.get(src) if src is not None else None,
+                                      _along(nodes, n, shapes, src))
         elif k == "matmul" and len(ins) == 1 and n.dims and n.factor is not None:  # x @ W, W a constant
             out, b = J.constant_matmul_forward(x, s_in[n.dims[0]] if len(s_in) > n.dims[0] else 1, n.factor)
         elif k == "attention" and len(ins) == 3:

@@ -125,15 +125,28 @@ def softmax_backward(d: Grad, st: tuple[float, float], n: int) -> tuple[list[Gra
     return [Grad(d.g * st[1] / n, 0.0, 0.0)], BOUND_ATTENTION
 
 
-def matmul_forward(a: Sig, b: Sig, sa: tuple[int, ...], st: tuple[float, float] | None) -> tuple[Sig, float]:
-    """``a @ b``; ``st`` (:func:`softmax_stats`) is set when ``a`` holds softmax weights (attention)."""
+def matmul_forward(a: Sig, b: Sig, sa: tuple[int, ...], st: tuple[float, float] | None,
+                   along: tuple[str | None, str | None] = (None, None)) -> tuple[Sig, float]:
+    """``a @ b``; ``st`` (:func:`softmax_stats`) is set when ``a`` holds softmax weights (attention). ``along``:
+    what each operand's contracted dim is in its moments' layout ("positions", "channels", None: unknown). The
+    products of entries ``k != k'`` along it meet the operands' shared part there: the constant over positions
+    (``dc``) along positions, the mean along channels. Unknown keeps the usual attention: keys along positions
+    for the weighted sum, query-key products over channels."""
     if st is not None:
         s2 = st[0]
+        if along[1] == "channels":  # keys are channels: what they share is the mean; each keeps its constants
+            m2 = min(b.mean * b.mean, b.q)
+            q = s2 * b.q + (1 - s2) * m2
+            return Sig(q, b.mean, s2 * b.dc + (1 - s2) * min(m2, b.dc),
+                       s2 * b.dcb + (1 - s2) * min(m2, b.dcb)).clean(), BOUND_ATTENTION
         q = s2 * b.q + (1 - s2) * b.dc
         return Sig(q, b.mean, b.dc, b.dcb).clean(), BOUND_ATTENTION
     # the constant part of a row of ``a @ b`` (what a softmax over the last dim ignores) is ``a_i . mean_j b_j``
     k = sa[-1] if sa else 1
-    return Sig(k * a.q * b.q, k * a.mean * b.mean, k * a.q * b.dc, k * a.dcb * b.dcb).clean(), BOUND_MATMUL
+    q = k * a.q * b.q
+    if along == ("positions", "positions"):  # rows of feature maps over their positions: their constants add up
+        q += k * (k - 1) * a.dc * b.dc
+    return Sig(q, k * a.mean * b.mean, min(k * a.q * b.dc, q), min(k * a.dcb * b.dcb, q)).clean(), BOUND_MATMUL
 
 
 def matmul_backward(d: Grad, a: Sig, b: Sig, sa: tuple[int, ...], out_shape: tuple[int, ...],
