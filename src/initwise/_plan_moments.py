@@ -46,7 +46,7 @@ def propagation_inputs(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, La
     input_ms = _input_moments(g, example_inputs)
     known, values = _prefix_moments(g, example_inputs, layers)
     _patch_moments(g, layer_ms, example_inputs)
-    return input_ms, known, _batch(example_inputs), _measured_near(g, layer_ms, values)
+    return input_ms, known, _batch(example_inputs), _measured_near(g, layer_ms, values, known)
 
 
 def attach_propagation(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
