@@ -128,7 +128,8 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
                              "forward that uses its parameters only through functional ops?): nothing to diagnose")
         for attempt in (0, 1):
             runs = []
-            for i, cand in enumerate(cands or [None]):
+            todo = cands or [None]
+            for i, cand in enumerate(todo):
                 snap.seed(seed)  # the same dropout masks for every scheme, drawn from the seed, not the caller's RNG
                 with shared_rows():  # the plan's and the measurement's weight rows read once (per scheme)
                     if cand is None:
@@ -138,11 +139,13 @@ def diagnose(model: nn.Module, inputs: Any, *, loss: Callable[[Any], torch.Tenso
                         p = given.get(cand.name) or make_plan(model, inputs, graph=graph, **cand.plan_kwargs())
                         name, desc = cand.name, cand.description
                         p.apply(model, generator=torch.Generator().manual_seed(seed + 1 + i))
-                    try:
-                        run, consistent = _measure(model, graph, p, args, kwargs, loss, seed, name, desc)
-                    finally:
-                        snap.restore()
-                if not consistent and sliced and attempt == 0:
+                    # after an error, and after the last scheme, snap.close() below puts everything back: the
+                    # model is restored here only before another scheme's pass or a new trace
+                    run, consistent = _measure(model, graph, p, args, kwargs, loss, seed, name, desc)
+                retrace = not consistent and sliced and attempt == 0
+                if retrace or i + 1 < len(todo):
+                    snap.restore()
+                if retrace:
                     break  # the one-sample trace took another path: trace the whole batch and start again
                 runs.append(run)
             else:

@@ -63,6 +63,12 @@ class Site:
     dead: torch.Tensor | None = None  # per channel: 1.0 when never positive
     saturated: torch.Tensor | None = None  # number of saturated elements (scalar)
     op: str = ""
+    # set by reduce: ``ms`` still holds the per (sample, channel) norms as ``vector_norm`` gave them; :func:`finish`
+    # squares them in float64 and divides by this (each site's positions), all sites at once (the same
+    # elementwise arithmetic, in fewer torch calls); ``dead_from_ms``: a ReLU's channels never positive, read from
+    # the finished ``ms`` there
+    divisor: int = 0
+    dead_from_ms: bool = False
 
 
 @dataclass
@@ -105,11 +111,12 @@ def _reduce(t: torch.Tensor, cdim: int, activation: str) -> Site:
     keep = (0, *range(2, x.dim())) if cdim == 1 else tuple(range(x.dim() - 1))  # all but the channel dim
     inner = tuple(range(2, x.dim())) if cdim == 1 else tuple(range(1, x.dim() - 1))  # all but sample and channel
     k = math.prod(x.shape[d] for d in inner)
-    ms = (torch.linalg.vector_norm(x, dim=inner) if inner else x.abs()).double().square_().div_(max(k, 1))
+    # ``ms`` is finished in finish(): ``.double().square_().div_(max(k, 1))`` there, for every site at once
+    norms = torch.linalg.vector_norm(x, dim=inner) if inner else x.abs()
     sums = (x.sum(dim=inner) if inner else x).double().sum(0)  # per (sample, channel) first: contiguous, fast
-    site = Site(ms, sums, x.numel(), op=activation)
+    site = Site(norms, sums, x.numel(), op=activation, divisor=max(k, 1))
     if activation in _RELU_LIKE:
-        site.dead = (ms.sum(0) == 0).double()
+        site.dead_from_ms = True  # no channel's ms above 0 over the batch (read in finish)
     elif activation in _SIGN_KEEPING:
         site.dead = (x.amax(dim=keep) <= 0).double()
     elif activation == "tanh":
@@ -133,23 +140,55 @@ _PDF = np.exp(-0.5 * _T * _T) / math.sqrt(2.0 * math.pi)
 _RATIO = (_T * _CDF + _PDF) ** 2 / ((_T * _T + 1.0) * _CDF + _T * _PDF)
 
 
+def _settle(sites: list[Site]) -> dict[Any, tuple[torch.Tensor, dict[int, int]]]:
+    """The ``ms`` of the sites :func:`reduce` left pending, finished: per device, one float64 tensor of every such
+    site's ``norms.double().square_().div_(divisor)`` (elementwise, so the same values as site by site; each
+    site's part divided by its own Python number, as before), the sites in order of their divisor, and where each
+    site's part starts. The sites are not changed."""
+    by_device: dict[Any, list[Site]] = {}
+    for s in sites:
+        if s.divisor:
+            by_device.setdefault(s.ms.device, []).append(s)
+    out = {}
+    for d, group in by_device.items():
+        group.sort(key=lambda s: s.divisor)
+        flat = torch.cat([s.ms.reshape(-1) for s in group]).double().square_()
+        starts: dict[int, int] = {}
+        at, start = 0, 0
+        for i, s in enumerate(group):
+            starts[id(s)] = at
+            at += s.ms.numel()
+            if i + 1 == len(group) or group[i + 1].divisor != s.divisor:
+                if at > start:
+                    flat[start:at].div_(s.divisor)
+                start = at
+        out[d] = (flat, starts)
+    return out
+
+
 def _to_host(sites: list[Site]) -> list[list[np.ndarray]]:
     """Every site's tensors as float64 numpy arrays, with one transfer per device."""
-    parts: dict[Any, list[torch.Tensor]] = {}
+    settled = _settle(sites)
+    parts: dict[Any, list[torch.Tensor]] = {d: [flat] for d, (flat, _) in settled.items()}
     for s in sites:
-        for t in (s.ms, s.sums, s.dead, s.saturated):
+        for t in (None if s.divisor else s.ms, s.sums, s.dead, s.saturated):
             if t is not None:
                 parts.setdefault(t.device, []).append(t.reshape(-1))
-    flat = {d: torch.cat(ts).double().cpu().numpy() for d, ts in parts.items()}
-    at = {d: 0 for d in parts}
+    flat = {d: torch.cat(ts).double().cpu().numpy() if len(ts) > 1 else ts[0].double().cpu().numpy()
+            for d, ts in parts.items()}
+    at = {d: settled[d][0].numel() if d in settled else 0 for d in parts}
     out = []
     for s in sites:
         row = []
-        for t in (s.ms, s.sums, s.dead, s.saturated):
+        for j, t in enumerate((s.ms, s.sums, s.dead, s.saturated)):
             if t is None:
                 row.append(None)
                 continue
             k, d = t.numel(), t.device
+            if j == 0 and s.divisor:  # its ms: its part of the settled tensor
+                i = settled[d][1][id(s)]
+                row.append(flat[d][i:i + k].reshape(t.shape))
+                continue
             row.append(flat[d][at[d]:at[d] + k].reshape(t.shape))
             at[d] += k
         out.append(row)
@@ -185,6 +224,8 @@ def finish(sites: Iterable[Site | None]) -> list[SiteStats | None]:
                 out.append(None)
                 continue
             ms, sums, dead, sat = next(host)
+            if s.dead_from_ms:  # (ms.sum(0) == 0) in float64: ms >= 0, so exactly "every entry 0"
+                dead = np.logical_and.reduce(ms == 0, axis=0).astype(np.float64)
             n, c = ms.shape
             if ms.size == 0:  # an empty output (a layer with zero output channels): nothing measured
                 out.append(None)
