@@ -30,26 +30,72 @@ _U0, _U1 = -30.0, 40.0  # ln t: the integrands decay at both ends (trapezoid, ex
 _DU = (_U1 - _U0) / (_N_GRID - 1)
 
 
+# the grid's nodes: u, t = exp(u), -t and 2 t (exact doubling), computed once (the same floats every call)
+_GRID = tuple((u, t, -t, 2.0 * t) for u, t in ((u, math.exp(u)) for u in (_U0 + j * _DU for j in range(_N_GRID))))
+
+
 def _moments(parts: list[tuple[float, int]], eps: float) -> tuple[float, list[float]]:
     """``E[1 / Z]`` and, per part ``k``, ``E[X_k / Z^2]`` for ``Z = sum_k w_k X_k + eps``, ``X_k ~ chi2(d_k) /
     d_k``."""
+    if len(parts) == 1:  # an instance norm, or a batch norm with one part left: the same sums, fewer lists
+        return _moments1(parts[0], eps)
+    if len(parts) == 2:  # a batch norm
+        return _moments2(parts[0], parts[1], eps)
     i0, ix = 0.0, [0.0] * len(parts)
-    for j in range(_N_GRID):
-        u = _U0 + j * _DU
-        t = math.exp(u)
-        log_mgf = -t * eps
+    exp, log1p = math.exp, math.log1p
+    halves = [(w, d, 0.5 * d) for w, d in parts]
+    for u, t, mt, t2 in _GRID:
+        log_mgf = mt * eps
         logs = []
-        for w, d in parts:
-            lg = math.log1p(2.0 * t * w / d)
+        for w, d, h in halves:
+            lg = log1p(t2 * w / d)
             logs.append(lg)
-            log_mgf -= 0.5 * d * lg
+            log_mgf -= h * lg
         if log_mgf + u < -80.0 and u > 0:
             break  # decreasing from here on
-        base = math.exp(log_mgf + u)
+        base = exp(log_mgf + u)
         i0 += base
+        bt = base * t
         for k, lg in enumerate(logs):
-            ix[k] += base * t * math.exp(-lg)
+            ix[k] += bt * exp(-lg)
     return i0 * _DU, [v * _DU for v in ix]
+
+
+def _moments2(p: tuple[float, int], q: tuple[float, int], eps: float) -> tuple[float, list[float]]:
+    """:func:`_moments` for two parts (the same operations in the same order)."""
+    (w1, d1), (w2, d2) = p, q
+    h1, h2 = 0.5 * d1, 0.5 * d2
+    i0 = x1 = x2 = 0.0
+    exp, log1p = math.exp, math.log1p
+    for u, t, mt, t2 in _GRID:
+        lg1 = log1p(t2 * w1 / d1)
+        lg2 = log1p(t2 * w2 / d2)
+        log_mgf = mt * eps - h1 * lg1 - h2 * lg2
+        if log_mgf + u < -80.0 and u > 0:
+            break  # decreasing from here on
+        base = exp(log_mgf + u)
+        i0 += base
+        bt = base * t
+        x1 += bt * exp(-lg1)
+        x2 += bt * exp(-lg2)
+    return i0 * _DU, [x1 * _DU, x2 * _DU]
+
+
+def _moments1(part: tuple[float, int], eps: float) -> tuple[float, list[float]]:
+    """:func:`_moments` for one part (the same operations in the same order)."""
+    w, d = part
+    h = 0.5 * d
+    i0 = ix = 0.0
+    exp, log1p = math.exp, math.log1p
+    for u, t, mt, t2 in _GRID:
+        lg = log1p(t2 * w / d)
+        log_mgf = mt * eps - h * lg
+        if log_mgf + u < -80.0 and u > 0:
+            break  # decreasing from here on
+        base = exp(log_mgf + u)
+        i0 += base
+        ix += base * t * exp(-lg)
+    return i0 * _DU, [ix * _DU]
 
 
 def finite_set_factor(kind: str, q: float, dc: float, dcb: float, g: float, gdc: float, gdcb: float,
