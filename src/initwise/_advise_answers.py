@@ -22,8 +22,8 @@ __all__ = ["answers", "facts", "reasons", "GLOSSARY", "CONFIDENCE_RECORD", "conf
 # How often a pick with each confidence word was within seed noise of the best after training, over every
 # validation set trained blind, each with the rule frozen for it: word -> (within noise, picks). From the stored
 # runs (``python benchmarks/advise_quality.py``, its last table; tests/test_evidence_record.py recomputes it).
-CONFIDENCE_RECORD: dict[str, tuple[int, int]] = {"high": (5, 7), "medium": (11, 24), "low": (15, 31)}
-CONFIDENCE_SETS = 5
+CONFIDENCE_RECORD: dict[str, tuple[int, int]] = {"high": (5, 7), "medium": (13, 30), "low": (17, 37)}
+CONFIDENCE_SETS = 6
 
 
 def _record(word: str) -> str:
