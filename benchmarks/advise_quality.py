@@ -661,35 +661,18 @@ def main() -> int:
                 title = f"Validation set v4, new nets only ({', '.join(dict.fromkeys(c['task_name'] for c in new))})"
                 new_table = evaluate(new, feats, [library])
                 done_when(title, new_table[library], feats, new, library)
-        if v5:  # pre-registered (seventh session, before any v5 result was read): the library's rule as frozen
-            # for v4, unchanged; the previous rule and the no-target order for comparison; v4 + v5 pooled (the
-            # same rule, frozen before either set's results were read)
-            title = f"Validation set v5 (the rule frozen for it at {FROZEN_V5}, {library})"
-            v5_table = print_set(title, v5, feats, library, RULES + [rule5, "prior/novanish/pl"])
-            done_when(title, v5_table[library], feats, v5, library)
-            for rule in (rule5, "prior/novanish/pl"):
-                m, n, w, wd, _ = _summary(v5_table[rule])
-                print(f"v5, {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse than default {wd}/{n}")
-            if v4:
-                title = f"Validation sets v4 + v5 pooled (the same rule, {library})"
-                both = v4 + v5
-                done_when(title, evaluate(both, feats, [library])[library], feats, both, library)
+        # pre-registered, each before any of its results was read: the library's rule as frozen for it (v5: as for
+        # v4, unchanged; v6: the same rule, the candidates keeping structured kernels), the previous rule and the
+        # no-target order for comparison, and the blind sets of that rule pooled
+        if v5:
+            _blind_set("v5", FROZEN_V5, v5, v4 + v5 if v4 else [], "v4 + v5", feats, library, rule5)
         if v5kept:  # eighth session: seen (design) data, the library's rule on LapSRN-lite with its kernels kept
             title = f"LapSRN-lite with its bilinear kernels kept (v5kept, seen: design data; {library})"
             kept_table = print_set(title, v5kept, feats, library, RULES + [rule5, "prior/novanish/pl"])
             done_when(title, kept_table[library], feats, v5kept, library)
-        if v6:  # pre-registered (eighth session, dbe6dcc, before any v6 result was read): the library's rule at
-            # FROZEN_V6; the previous rule and the no-target order beside it; v4 + v5 + v6 pooled
-            title = f"Validation set v6 (the rule frozen for it at {FROZEN_V6}, {library})"
-            v6_table = print_set(title, v6, feats, library, RULES + [rule5, "prior/novanish/pl"])
-            done_when(title, v6_table[library], feats, v6, library)
-            for rule in (rule5, "prior/novanish/pl"):
-                m, n, w, wd, _ = _summary(v6_table[rule])
-                print(f"v6, {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse than default {wd}/{n}")
-            if v4 and v5:
-                title = f"Validation sets v4 + v5 + v6 pooled (the same rule, {library})"
-                every3 = v4 + v5 + v6
-                done_when(title, evaluate(every3, feats, [library])[library], feats, every3, library)
+        if v6:
+            _blind_set("v6", FROZEN_V6, v6, v4 + v5 + v6 if v4 and v5 else [], "v4 + v5 + v6", feats, library,
+                       rule5)
         # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the previous rule; v4, v5: the library's);
         # "low" is the word of advice without a target (the prior rule)
         print("\n## Confidence on every validation set, each with the rule frozen for it (within noise / picks)\n")
@@ -714,6 +697,22 @@ def main() -> int:
             print(f"live {cell['set']} {cell['cell']}: advise picks {adv.recommended.name} ({adv.confidence}); "
                   f"table: {want}")
     return 0
+
+
+def _blind_set(name: str, frozen: str, cells: list[dict], pooled: list[dict], pooled_name: str, feats: dict,
+               library: str, rule5: str) -> None:
+    """One blind validation set checking the library's rule frozen at ``frozen``: its table and Done-when, the
+    previous rule and the no-target order beside it, and the Done-when over ``pooled`` (the blind sets of that
+    rule together; none when empty)."""
+    title = f"Validation set {name} (the rule frozen for it at {frozen}, {library})"
+    table = print_set(title, cells, feats, library, RULES + [rule5, "prior/novanish/pl"])
+    done_when(title, table[library], feats, cells, library)
+    for rule in (rule5, "prior/novanish/pl"):
+        m, n, w, wd, _ = _summary(table[rule])
+        print(f"{name}, {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse than default {wd}/{n}")
+    if pooled:
+        title = f"Validation sets {pooled_name} pooled (the same rule, {library})"
+        done_when(title, evaluate(pooled, feats, [library])[library], feats, pooled, library)
 
 
 def load() -> tuple[list[dict], dict]:
