@@ -22,7 +22,7 @@ __all__ = ["answers", "facts", "reasons", "GLOSSARY", "CONFIDENCE_RECORD", "conf
 # How often a pick with each confidence word was within seed noise of the best after training, over every
 # validation set trained blind, each with the rule frozen for it: word -> (within noise, picks). From the stored
 # runs (``python benchmarks/advise_quality.py``, its last table; tests/test_evidence_record.py recomputes it).
-CONFIDENCE_RECORD: dict[str, tuple[int, int]] = {"high": (5, 7), "medium": (13, 30), "low": (17, 37)}
+CONFIDENCE_RECORD: dict[str, tuple[int, int]] = {"high": (5, 7), "medium": (11, 28), "low": (15, 35)}
 CONFIDENCE_SETS = 6
 
 
