@@ -44,6 +44,7 @@ from initwise._advise_rule import INIT_DRAWS, PROBE_DRAWS, PROBE_STEPS, PRIOR, R
 from initwise._advise_rule import PROBE_PRIOR, TIE, TIE_PRIOR  # noqa: E402
 from initwise._advise_answers import CONFIDENCE_RECORD  # noqa: E402
 from initwise._advise_rule import confidence, equivalent, probed, rank, screened  # noqa: E402
+from initwise._advise_gate import GATE, gated, identity_loss  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
 import _jsonl  # noqa: E402
 from initwise.bench.runner import RunSpec, _build, read_records  # noqa: E402
@@ -61,9 +62,14 @@ VALIDATION_V5 = "docs/evidence/validation-v5/results.jsonl"  # the fifth (valida
 FROZEN_V5 = "78f7971"  # v5 checks the library's rule unchanged: no variant was studied for it (seventh session)
 VALIDATION_V6 = "docs/evidence/validation-v6/results.jsonl"  # the sixth (validation_v6_models.py), trained blind
 FROZEN_V6 = "9880ca0"  # v6 checks the library's rule unchanged (78f7971) with candidates keeping structured kernels
+VALIDATION_V7 = "docs/evidence/validation-v7/results.jsonl"  # the seventh (validation_v7_models.py), trained blind
+VALIDATION_V8 = "docs/evidence/validation-v8/results.jsonl"  # the eighth (validation_v8_models.py), trained blind
+FROZEN_V7 = FROZEN_V8 = "(pre-registration commit)"  # v7, v8 check the ninth session's rule: RULE6 + identity gate
 V5KEPT = "docs/evidence/design-kept/results.jsonl"  # v5's LapSRN-lite retrained keeping its bilinear kernels (seen)
 V4_SEEN_ARCH = ("imdn-cca-lite",)  # v4 nets close to a seen one (v2's IMDN-lite): v4 is also reported without them
 RULE5 = "probe@5/K2/d1/i2/novanish/tp"  # the library's rule from 9c41665 until the sixth session (frozen for v3)
+RULE6 = "probe@5/K1/d1/i2/novanish/P/tp/pl/t25"  # the library's rule from 78f7971 to the ninth session (v4, v5, v6)
+GATES = (110, 130, 150, 200, 300, 400, 600, 1000)  # the identity gates the ninth session compared on the seen cells
 VALIDATED = "probe@5/K2/d1/i2/novanish"  # the rule the first validation set checked (frozen at 493454c); the
 # library's rule since 9c41665 adds /tp, chosen on the design set after that set's misses were known: "seen" there
 FEATURES = "docs/evidence/advise_features.jsonl"
@@ -218,14 +224,16 @@ def parse(rule: str) -> dict:
     ``P``: the first healthy candidate in ``PRIOR``'s order is probed too; ``tp``: among the pick and its
     equivalents, the first in ``PRIOR``'s order is picked; ``F``: beside the screen, the healthy candidate with the
     lowest initial loss of each residual-handling family (:func:`family`) is probed too; ``t10``: scores within
-    10% of the best are equivalent, instead of ``TIE``; ``po``: the order is :data:`POOLED_PRIOR`, the fixed
+    10% of the best are equivalent, instead of ``TIE``; ``g150``: the identity gate (:mod:`initwise._advise_gate`)
+    at 1.5: Xavier when healthy, the net's activations homogeneous and its initial loss within 1.5x of the
+    identity's (:func:`gate_inputs`); ``po``: the order is :data:`POOLED_PRIOR`, the fixed
     choices by their mean regret over every seen cell, instead of ``PRIOR``), ``init_loss``, ``prior``,
     ``always NAME``;
     ``library``: the library's constants."""
     if rule == "library":
         return {"score": SCORE, "k": PROBE_STEPS if SCORE == "probe" else None, "screen": SCREEN,
                 "init": INIT_DRAWS, "draws": PROBE_DRAWS, "reject": REJECT, "tie_prior": TIE_PRIOR,
-                "prior_add": PROBE_PRIOR, "prior": "library", "tie": TIE}
+                "prior_add": PROBE_PRIOR, "prior": "library", "tie": TIE, "gate": GATE}
     head, *opts = rule.split("/")
     out = {"score": "probe" if head.startswith("probe@") else head, "k": int(head.split("@")[1])
            if head.startswith("probe@") else None, "screen": 99, "init": SEEDS, "draws": PROBE_SEEDS,
@@ -237,6 +245,8 @@ def parse(rule: str) -> dict:
             out["prior"] = "pooled" if o == "po" else "library"
         elif o[0] == "t" and o[1:].isdigit():
             out["tie"] = int(o[1:]) / 100
+        elif o[0] == "g" and o[1:].isdigit():
+            out["gate"] = int(o[1:]) / 100
         elif o == "soft":
             out["reject"] = out["reject"] - SOFT
         elif o == "novanish":
@@ -270,10 +280,32 @@ def pick(feat: dict, rule: str) -> tuple[str, str]:
     rank(res, score)
     eq = equivalent(res, score, spec.get("tie", TIE5))
     conf = confidence(res, eq, score)
+    chosen = res[0].name
     if spec.get("tie_prior") and eq:
         order = {n: i for i, n in enumerate(_prior(spec))}
-        return min([res[0].name, *eq], key=lambda n: order.get(n, len(order))), conf
-    return res[0].name, conf
+        chosen = min([res[0].name, *eq], key=lambda n: order.get(n, len(order)))
+    if spec.get("gate") is not None:  # after the tie-break, as in initwise.advise
+        identity, acts = _GATE_IN[feat["key"]]
+        g = gated(res, identity, acts, spec["gate"])
+        if g is not None and g[0] != chosen:
+            return g[0], "medium"  # as initwise.advise words a pick the gate changed
+    return chosen, conf
+
+
+_GATE_IN: dict[str, tuple[float | None, list[str]]] = {}  # feature key -> the gate's inputs (gate_inputs)
+
+
+def gate_inputs(cell: dict) -> tuple[float | None, list[str]]:
+    """The identity gate's inputs on a cell, as ``initwise.advise`` computes them on the same example and target:
+    the identity prediction's L1 loss and the traced activation of every layer (cached by feature key)."""
+    key = f"{cell['set']}|{cell['cell']}"
+    if key not in _GATE_IN:
+        net, x, y = _design_model(cell) if cell["set"] == "design" and "task_name" not in cell else \
+            _validation_model(cell)
+        base = iw.plan(net, x, "kaiming", "fan_in")
+        _GATE_IN[key] = (identity_loss(x, y, lambda o, t: (o - t).abs().mean()),
+                         [lp.activation for lp in base.layers])
+    return _GATE_IN[key]
 
 
 # the rules' defaults before the sixth session (the rule names of the earlier sessions keep meaning what they meant
@@ -450,6 +482,8 @@ def evaluate(cells: list[dict], feats: dict, rules: list[str]) -> dict[str, list
             f = feats.get(f"{cell['set']}|{cell['cell']}")
             if f is None:
                 continue
+            if "/g" in rule or rule == "library":
+                gate_inputs(cell)
             name, conf = pick(f, rule)
             rows.append((cell, name, conf, regret(cell, name) if name else None))
         table[rule] = rows
@@ -546,26 +580,30 @@ def library_rule() -> str:
     return (f"probe@{PROBE_STEPS}/K{SCREEN}/d{PROBE_DRAWS}/i{INIT_DRAWS}"
             + ("/soft" if not (SOFT & REJECT) else "/novanish" if "vanishes" not in REJECT else "")
             + ("/P" if PROBE_PRIOR else "") + ("/tp" if TIE_PRIOR else "") + ("/pl" if PRIOR != PRIOR5 else "")
-            + (f"/t{round(TIE * 100)}" if TIE != TIE5 else "")) if SCORE == "probe" else \
+            + (f"/t{round(TIE * 100)}" if TIE != TIE5 else "") + (f"/g{round(GATE * 100)}" if GATE else "")) \
+        if SCORE == "probe" else \
         SCORE + ("/tp" if TIE_PRIOR else "")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", action="store_true", help="compute missing features (slow) before the tables")
-    ap.add_argument("--only", choices=("design", "validation", "v2", "v3", "v4", "v5", "v6", "v5kept"),
+    ap.add_argument("--only", choices=("design", "validation", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v5kept"),
                     help="with --features: only this set")
     ap.add_argument("--live", nargs="?", const="all", default=None, metavar="SET",
                     help="rerun initwise.advise on the validation cells (every set, or only SET: v5, ...)")
     ap.add_argument("--variants", action="store_true", help="also the design set's table of every variant")
     ap.add_argument("--design-only", action="store_true", help="no validation table (while a rule is being chosen)")
     ap.add_argument("--sixth", action="store_true", help="the sixth session's study: every seen cell as design data")
+    ap.add_argument("--ninth", action="store_true", help="the ninth session's study: the identity gate on every cell "
+                    "seen before v7")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cells, feats = load()
     if args.features:
         have = {f"{c['set']}|{c['cell']}" for c in cells}
-        planned = [c for w in ("v3", "v4", "v5", "v6", "v5kept") for c in planned_cells(w)  # before any result
+        planned = [c for w in ("v3", "v4", "v5", "v6", "v7", "v8", "v5kept")
+                   for c in planned_cells(w)  # before any result
                    if f"{w}|{c['cell']}" not in have]
         for cell in cells + planned:
             key = f"{cell['set']}|{cell['cell']}"
@@ -582,9 +620,11 @@ def main() -> int:
     v4 = [c for c in cells if c["set"] == "v4" and len(c["seeds"]) >= 2]
     v5 = [c for c in cells if c["set"] == "v5" and len(c["seeds"]) >= 2]
     v6 = [c for c in cells if c["set"] == "v6" and len(c["seeds"]) >= 2]
+    v7 = [c for c in cells if c["set"] == "v7" and len(c["seeds"]) >= 2]
+    v8 = [c for c in cells if c["set"] == "v8" and len(c["seeds"]) >= 2]
     v5kept = [c for c in cells if c["set"] == "v5kept" and len(c["seeds"]) >= 2]
     for c in cells:
-        if c["set"] in ("validation", "v2", "v3", "v4", "v5", "v6") and (len(c["seeds"]) < 2 or c["partial"]):
+        if c["set"] in ("validation", "v2", "v3", "v4", "v5", "v6", "v7", "v8") and (len(c["seeds"]) < 2 or c["partial"]):
             print(f"validation cell {c['cell']}: {len(c['seeds'])} seed(s) finished by every candidate"
                   + (f", {c['partial']} run(s) of unfinished seeds left out" if c["partial"] else "")
                   + (" -> not in the table (fewer than 2 seeds)" if len(c["seeds"]) < 2 else ""))
@@ -596,6 +636,8 @@ def main() -> int:
         print(f"note: the library's PRIOR differs from the order pooled over the seen cells ({', '.join(POOLED_PRIOR)})")
     if args.sixth:
         return sixth(seen, feats, rule5)
+    if args.ninth:
+        return ninth(design + validation + v2 + v3 + v4 + v5 + v6 + v5kept, feats)
     d_table = evaluate(design, feats, RULES + VARIANTS)
     full = _summary(d_table["probe@10"])
     # the probe's configurations (a probe on 2 or more screened candidates; the score itself, probe vs initial
@@ -650,29 +692,33 @@ def main() -> int:
                       f"than default {wd}/{n}, {_cost(v3, feats, rule):.0f} forwards (that rule "
                       f"{_cost(v3, feats, rule5):.0f})")
         if v4:
-            title = f"Validation set v4 (the rule frozen for it at {FROZEN_V4}, {library})"
-            v4_table = print_set(title, v4, feats, library, RULES + [rule5, "prior/novanish/pl"])
-            done_when(title, v4_table[library], feats, v4, library)
+            title = f"Validation set v4 (the rule frozen for it at {FROZEN_V4}, {RULE6})"
+            v4_table = print_set(title, v4, feats, RULE6, RULES + [rule5, "prior/novanish/pl"])
+            done_when(title, v4_table[RULE6], feats, v4, RULE6)
             for rule in (rule5, "prior/novanish/pl"):  # for comparison: the previous rule; the no-target order
                 m, n, w, wd, _ = _summary(v4_table[rule])
                 print(f"v4, {rule}: mean regret {m:.2f} dB, within noise {w}/{n}, worse than default {wd}/{n}")
             new = [c for c in v4 if c["task_name"] not in V4_SEEN_ARCH]  # the primary figure (declared before
             if new and len(new) < len(v4):  # any v4 result was read): the nets no seen net resembles
                 title = f"Validation set v4, new nets only ({', '.join(dict.fromkeys(c['task_name'] for c in new))})"
-                new_table = evaluate(new, feats, [library])
-                done_when(title, new_table[library], feats, new, library)
+                new_table = evaluate(new, feats, [RULE6])
+                done_when(title, new_table[RULE6], feats, new, RULE6)
         # pre-registered, each before any of its results was read: the library's rule as frozen for it (v5: as for
         # v4, unchanged; v6: the same rule, the candidates keeping structured kernels), the previous rule and the
         # no-target order for comparison, and the blind sets of that rule pooled
         if v5:
-            _blind_set("v5", FROZEN_V5, v5, v4 + v5 if v4 else [], "v4 + v5", feats, library, rule5)
+            _blind_set("v5", FROZEN_V5, v5, v4 + v5 if v4 else [], "v4 + v5", feats, RULE6, rule5)
         if v5kept:  # eighth session: seen (design) data, the library's rule on LapSRN-lite with its kernels kept
-            title = f"LapSRN-lite with its bilinear kernels kept (v5kept, seen: design data; {library})"
-            kept_table = print_set(title, v5kept, feats, library, RULES + [rule5, "prior/novanish/pl"])
-            done_when(title, kept_table[library], feats, v5kept, library)
+            title = f"LapSRN-lite with its bilinear kernels kept (v5kept, seen: design data; {RULE6})"
+            kept_table = print_set(title, v5kept, feats, RULE6, RULES + [rule5, "prior/novanish/pl"])
+            done_when(title, kept_table[RULE6], feats, v5kept, RULE6)
         if v6:
-            _blind_set("v6", FROZEN_V6, v6, v4 + v5 + v6 if v4 and v5 else [], "v4 + v5 + v6", feats, library,
+            _blind_set("v6", FROZEN_V6, v6, v4 + v5 + v6 if v4 and v5 else [], "v4 + v5 + v6", feats, RULE6,
                        rule5)
+        if v7:  # ninth session: the identity gate, blind (the previous rule, RULE6, beside it)
+            _blind_set("v7", FROZEN_V7, v7, [], "", feats, library, RULE6)
+        if v8:  # the same rule on nets where the gate acts; v7 + v8 pooled
+            _blind_set("v8", FROZEN_V8, v8, v7 + v8 if v7 else [], "v7 + v8", feats, library, RULE6)
         # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the previous rule; v4, v5: the library's);
         # "low" is the word of advice without a target (the prior rule)
         print("\n## Confidence on every validation set, each with the rule frozen for it (within noise / picks)\n")
@@ -690,7 +736,7 @@ def main() -> int:
         if rates != CONFIDENCE_RECORD:
             print(f"note: the library's CONFIDENCE_RECORD {CONFIDENCE_RECORD} differs from these rates {rates}")
     if args.live:
-        for cell in [c for c in validation + v2 + v3 + v4 + v5 + v6 + v5kept if args.live in ("all", c["set"])]:
+        for cell in [c for c in validation + v2 + v3 + v4 + v5 + v6 + v7 + v8 + v5kept if args.live in ("all", c["set"])]:
             net, x, y = _validation_model(cell)
             adv = iw.advise(net, x, target=y, lr=cell["lr"])
             want = pick(feats[f"{cell['set']}|{cell['cell']}"], library)[0]
@@ -721,7 +767,9 @@ def load() -> tuple[list[dict], dict]:
     cells = design_cells() + validation_cells(DESIGN_EXTRA, "design") + validation_cells() + \
         validation_cells(VALIDATION_V2, "v2") + validation_cells(VALIDATION_V3, "v3") + \
         validation_cells(VALIDATION_V4, "v4") + validation_cells(VALIDATION_V5, "v5") + \
-        validation_cells(VALIDATION_V6, "v6") + validation_cells(V5KEPT, "v5kept")
+        validation_cells(VALIDATION_V6, "v6") + validation_cells(VALIDATION_V7, "v7") + \
+        validation_cells(VALIDATION_V8, "v8") + \
+        validation_cells(V5KEPT, "v5kept")
     feats = {}
     for r in _jsonl.read(FEATURES, every=True):
         if r.get("version") in (1, VERSION) and _complete(r):
@@ -733,10 +781,10 @@ def frozen_sets(cells: list[dict]) -> list[tuple[str, list[dict], str, str]]:
     """Each blind validation set with the rule frozen for it and the no-target rule of that time: (set, its
     cells with >= 2 seeds, rule, no-target rule). The first set checked VALIDATED; v2 and v3 the rule of 9c41665
     (RULE5); v4 and v5 the library's since 78f7971."""
-    library = library_rule()
     rules = {"validation": (VALIDATED, "prior"), "v2": (RULE5, "prior"), "v3": (RULE5, "prior"),
-             "v4": (library, "prior/novanish/pl"), "v5": (library, "prior/novanish/pl"),
-             "v6": (library, "prior/novanish/pl")}
+             "v4": (RULE6, "prior/novanish/pl"), "v5": (RULE6, "prior/novanish/pl"),
+             "v6": (RULE6, "prior/novanish/pl"), "v7": (library_rule(), "prior/novanish/pl"),
+             "v8": (library_rule(), "prior/novanish/pl")}
     return [(w, [c for c in cells if c["set"] == w and len(c["seeds"]) >= 2], *rules[w]) for w in rules]
 
 
@@ -789,6 +837,26 @@ def sixth(seen: list[dict], feats: dict, library: str) -> int:
               f"{_cost(seen, feats, r) / lib_cost:.2f}x the previous rule's forwards")
     print(f"adoptable (ADOPT_MARGIN {ADOPT_MARGIN} dB, cost <= {ADOPT_COST6}x): {', '.join(ok) or 'none'}; "
           f"chosen: {near[0] if near else 'none (library stays)'}")
+    return 0
+
+
+
+def ninth(seen: list[dict], feats: dict) -> int:
+    """The ninth session's study on every cell seen before v7 (design set, validation sets one to six, v5kept):
+    RULE6 with the identity gate at each of GATES, the fixed choices beside it."""
+    rules = [RULE6] + [f"{RULE6}/g{g}" for g in GATES] + [f"always {n}" for n in ("orthogonal", "xavier", "default",
+                                                                                  "lecun", "kaiming_fan_in")]
+    table = evaluate(seen, feats, rules)
+    print(f"seen cells: {len(seen)}")
+    for r in rules:
+        m = _summary(table[r])
+        print(f"{r}: {m[0]:.3f} dB over {m[1]} cells, {m[2]} within noise, {m[3]} worse than default")
+    lib = library_rule()
+    if lib in table:
+        gated_rows = [row for row, base in zip(table[lib], table[RULE6]) if row[1] != base[1]]
+        print(f"{lib} changed {len(gated_rows)} picks: " + ", ".join(
+            f"{row[0]['cell']} {row[1]} ({row[3]['regret']:.2f} dB, {'within' if row[3]['within'] else 'MISS'})"
+            for row in gated_rows if row[3]))
     return 0
 
 

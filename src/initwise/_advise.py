@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._advise_evidence import HEALTH, CandidateResult, Drawer, initial_losses
+from ._advise_gate import GATE, GATE_PICK, gate_ratio, gated, homogeneous, identity_loss
 from ._advise_health import Health, needed
 from ._advise_evidence import LEAD, lead_scale, outputs, probe_losses
 from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_PRIOR, PROBE_STEPS, SCORE, SCREEN, TIE, TIE_PRIOR
@@ -263,6 +264,7 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     hc = Health(model, example, seed, drawers, plans, lead)
     need = needed(cands, model, example, base)
     init: dict[str, tuple[list[float], list[float]]] = {}
+    identity: float | None = None  # the identity prediction's loss (the gate, _advise_gate)
     if trial is not None or candidates is not None:
         hc.measure(cands)  # the trial trains the healthy finalists; a list you gave gets each one's health
     if target is None:
@@ -293,6 +295,12 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
             for c in sorted((c for c in cands if c.name in order), key=lambda c: order[c.name])[:WALK]:
                 if c.name not in found and hc.healthy(c) and math.isfinite(mean_init[c.name]):
                     break
+        identity = identity_loss(example, target, loss_fn)
+        gate_cand = next((c for c in cands if c.name == GATE_PICK), None)
+        ratio = gate_ratio(mean_init.get(GATE_PICK), identity)
+        if gate_cand is not None and ratio is not None and ratio <= GATE and \
+                homogeneous(lp.activation for lp in base.layers):
+            hc.measure([gate_cand])  # the identity gate may pick it: its health decides
     results: list[CandidateResult] = []
     for cand in cands:
         run = hc.runs.get(cand.name)
@@ -328,10 +336,19 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     scored_first = None
     if TIE_PRIOR:
         equivalent, scored_first = prefer_prior(results, equivalent)
+    gate = gated(results, identity, (lp.activation for lp in base.layers)) if rule is not None else None
+    if gate is not None and results[0].name != gate[0]:
+        scored_first = None
+        i = next(j for j, r in enumerate(results) if r.name == gate[0])
+        results.insert(0, results.pop(i))
+        for j, r in enumerate(results):
+            r.rank = j + 1
+        equivalent = _equivalent(results, rule)
+        confidence = "medium"  # the score did not rank it first: what the gate's picks meant is in docs/evidence.md
     chosen = next(c for c in cands if c.name == results[0].name)
     from ._advise_answers import answers, facts, reasons
 
-    why = reasons(results, equivalent, target_kind, rule, steps, lr, scored_first)
+    why = reasons(results, equivalent, target_kind, rule, steps, lr, scored_first, gate, identity)
     if trial is not None:
         from ._advise_trial import run_trial
 
