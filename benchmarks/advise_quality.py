@@ -64,7 +64,7 @@ VALIDATION_V6 = "docs/evidence/validation-v6/results.jsonl"  # the sixth (valida
 FROZEN_V6 = "9880ca0"  # v6 checks the library's rule unchanged (78f7971) with candidates keeping structured kernels
 VALIDATION_V7 = "docs/evidence/validation-v7/results.jsonl"  # the seventh (validation_v7_models.py), trained blind
 VALIDATION_V8 = "docs/evidence/validation-v8/results.jsonl"  # the eighth (validation_v8_models.py), trained blind
-FROZEN_V7 = FROZEN_V8 = "(pre-registration commit)"  # v7, v8 check the ninth session's rule: RULE6 + identity gate
+FROZEN_V7 = FROZEN_V8 = "ae0cb6b"  # v7, v8 check the ninth session's rule: RULE6 + identity gate
 V5KEPT = "docs/evidence/design-kept/results.jsonl"  # v5's LapSRN-lite retrained keeping its bilinear kernels (seen)
 V4_SEEN_ARCH = ("imdn-cca-lite",)  # v4 nets close to a seen one (v2's IMDN-lite): v4 is also reported without them
 RULE5 = "probe@5/K2/d1/i2/novanish/tp"  # the library's rule from 9c41665 until the sixth session (frozen for v3)
