@@ -285,6 +285,8 @@ def pick(feat: dict, rule: str) -> tuple[str, str]:
         order = {n: i for i, n in enumerate(_prior(spec))}
         chosen = min([res[0].name, *eq], key=lambda n: order.get(n, len(order)))
     if spec.get("gate") is not None:  # after the tie-break, as in initwise.advise
+        if feat["key"] not in _GATE_IN:
+            raise KeyError(f"{feat['key']}: the gate's inputs were not computed (gate_inputs(cell) first)")
         identity, acts = _GATE_IN[feat["key"]]
         g = gated(res, identity, acts, spec["gate"])
         if g is not None and g[0] != chosen:
@@ -739,6 +741,7 @@ def main() -> int:
         for cell in [c for c in validation + v2 + v3 + v4 + v5 + v6 + v7 + v8 + v5kept if args.live in ("all", c["set"])]:
             net, x, y = _validation_model(cell)
             adv = iw.advise(net, x, target=y, lr=cell["lr"])
+            gate_inputs(cell)
             want = pick(feats[f"{cell['set']}|{cell['cell']}"], library)[0]
             print(f"live {cell['set']} {cell['cell']}: advise picks {adv.recommended.name} ({adv.confidence}); "
                   f"table: {want}")

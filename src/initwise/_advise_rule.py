@@ -14,7 +14,10 @@ The rule (chosen on the design set of docs/evidence.md, never on the validation 
 4. candidates within seed noise of the pick (Welch p > 0.05 and less than ``EFFECT`` apart, or within ``TIE``)
    are listed as equivalent;
 5. among the score's best and its equivalents, the first in ``PRIOR``'s order is the pick (``TIE_PRIOR``,
-   :func:`prefer_prior`): the score cannot tell them apart, the design set's order can.
+   :func:`prefer_prior`): the score cannot tell them apart, the design set's order can;
+6. with a float target shaped like the example, the identity gate (:mod:`initwise._advise_gate`, ninth session)
+   makes Xavier the pick when it is healthy, every traced activation is ReLU-like and its initial loss is within
+   ``GATE`` of the identity prediction's: the model then starts at the identity, which the short probe misses.
 """
 
 from __future__ import annotations
