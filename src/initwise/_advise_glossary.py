@@ -8,8 +8,8 @@ __all__ = ["GLOSSARY", "CONFIDENCE_RECORD", "CONFIDENCE_SETS", "confidence_note"
 # How often a pick with each confidence word was within seed noise of the best after training, over every
 # validation set trained blind, each with the rule frozen for it: word -> (within noise, picks). From the stored
 # runs (``python benchmarks/advise_quality.py``, its last table; tests/test_evidence_record.py recomputes it).
-CONFIDENCE_RECORD: dict[str, tuple[int, int]] = {"high": (5, 8), "medium": (11, 33), "low": (17, 41)}
-CONFIDENCE_SETS = 7
+CONFIDENCE_RECORD: dict[str, tuple[int, int]] = {"high": (5, 8), "medium": (15, 39), "low": (21, 47)}
+CONFIDENCE_SETS = 8
 
 
 def _record(word: str) -> str:
