@@ -101,7 +101,6 @@ def _key(model: nn.Module, example: Any, scheme: Any, mode: Any, options: dict[s
 
 def _template(plan: Plan) -> Plan:
     """A copy that shares nothing mutable with ``plan`` and holds no module (LayerInfo.module is None)."""
-    g = plan.graph
     return _copy(plan, _bound(plan.graph, lambda name: None))
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._flags import EXPLODING, MISMATCH_Z, VANISHING
+
+if TYPE_CHECKING:  # annotations only
+    from ._profile import LayerProfile
 
 __all__ = ["run_table", "profile_table"]
 
