@@ -6,7 +6,8 @@ and applies one rule per op family:
 - weight layers and normalizations, constant scales: :mod:`initwise._rules_layer`;
 - activations: :mod:`initwise._rules_act`;
 - joins, products, matrix products, softmax and attention: :mod:`initwise._rules_join`;
-- moving and averaging values (views, pooling, means), constant scales and shifts: :mod:`initwise._rules_reduce`.
+- moving and averaging values (views, pooling, means), constant scales and shifts: :mod:`initwise._rules_reduce`;
+- a signal joined with its own average pooling (``pool(x) - x``): :mod:`initwise._rules_window`.
 
 Each tensor carries its moments (:class:`initwise._signal.Sig`: second moment, mean and the parts constant over
 positions, which batch norm removes and pooling keeps); each gradient a :class:`initwise._signal.Grad`. Every
@@ -27,6 +28,7 @@ from . import _rules_fft as F
 from . import _rules_join as J
 from . import _rules_near as N
 from . import _rules_reduce as R
+from . import _rules_window as W
 from ._rules_act import act_backward, act_forward, slope_correlation
 from ._rules_layer import (LayerMoments, NormMoments, layer_backward, layer_forward, norm_backward, norm_forward,
                            normalize_backward, normalize_forward)
@@ -174,6 +176,10 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = R.scale_forward(x, n.factor)
         elif k == "shift":
             out, b = R.shift_forward(x, _const_moments(n.const), n.op)
+        elif k in ("add", "sub") and W.pooled_pair(nodes, n, R.EXACT_PASS) is not None:
+            pool, skip, signs = W.pooled_pair(nodes, n, R.EXACT_PASS)
+            pn = nodes[n.inputs[pool]]
+            out, b = W.window_join_forward(ins[skip], n.shape, pn.dims, pn.window, signs)
         elif k in ("add", "sub"):
             out, b = J.add_forward(ins, k == "sub")
         elif k == "cat":
@@ -221,7 +227,9 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
                 out = replace(out, near=nr)
         sig[n.id] = out
         prop.forward[n.id] = out.q
-        fb[n.id] = b * max((fb.get(i, 1.0) for i in n.inputs), default=1.0)
+        read = n.inputs if k not in ("add", "sub") or W.pooled_pair(nodes, n, R.EXACT_PASS) is None else \
+            [n.inputs[W.pooled_pair(nodes, n, R.EXACT_PASS)[1]]]  # the join with its own pooling reads the skip
+        fb[n.id] = b * max((fb.get(i, 1.0) for i in read), default=1.0)
         if b > 1.0:
             prop.approximate.append(f"{n.module or ''}:{n.op}".lstrip(":"))
     _backward(graph, nodes, layers, norms, prop, aux, batch)
@@ -352,6 +360,12 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             contrib, b = [d.scaled(f * f) if f is not None else d], 1.0 if f is not None else R.BOUND_UNKNOWN
         elif k == "shift":
             contrib, b = [d], 1.0
+        elif k in ("add", "sub") and W.pooled_pair(nodes, n, R.EXACT_PASS) is not None:
+            pool, skip, signs = W.pooled_pair(nodes, n, R.EXACT_PASS)
+            pn = nodes[n.inputs[pool]]
+            pooled, _ = R.pool_backward(pn.op, d, pn.dims, nodes[pn.inputs[0]].shape, pn.shape)
+            contrib, b = [d, d], 1.0
+            contrib[skip], b = W.window_join_backward(d, n.shape, pn.dims, pn.window, signs, pooled)
         elif k in ("add", "sub"):
             contrib, b = J.add_backward(d, shapes, n.shape)
         elif k == "cat":

@@ -27,7 +27,7 @@ from ._pointwise import Replays
 from ._roles import FACTORY, NORM_ARGS, WEIGHT_OPS, RoleTracker
 from ._trace_vocab import (_ACT_POSITIONAL, _AVG_POOLS, _BINARY, _CAT_OPS, _CONST_LIMIT, _CONVERT_OPS,
                            _INTERPOLATE_OPS, _MATMUL_OPS, _NORM_OPS, _PASS_OPS, _REDUCE_OPS, _SOURCE_OPS, _SPLIT_OPS,
-                           Node, _drop_path, _dropout, _factor, _interp_mode, _ints, _normalize, _op_name, _pointwise,
+                           Node, _avg_window, _drop_path, _dropout, _factor, _interp_mode, _ints, _normalize, _op_name, _pointwise,
                            _replayable, _shape, einsum_is_matmul, shapes_str)
 
 __all__ = ["Recorder"]
@@ -166,6 +166,9 @@ class Recorder(TorchFunctionMode):
             kw["factor"] = float(module.upscale_factor if shuffle else module.downscale_factor)
         elif isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
             kw["dims"] = _ints(module.kernel_size, outs[0].dim() - 2)
+            if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+                kw["window"] = _avg_window(module.kernel_size, module.stride, module.padding, module.count_include_pad,
+                                           getattr(module, "divisor_override", None), outs[0].dim() - 2)
         elif isinstance(module, nn.Upsample):
             kw["mode"] = str(module.mode) + ("+ac" if module.align_corners else "")
         elif _drop_path(module) is not None or _dropout(module) is not None:
@@ -259,6 +262,11 @@ class Recorder(TorchFunctionMode):
                 elif name in _AVG_POOLS:
                     k = args[1] if len(args) > 1 else kwargs.get("kernel_size")
                     kw["dims"] = _ints(k, a0.dim() - 2)
+                    if name.startswith("avg_pool"):  # (input, kernel, stride, padding, ceil, count_include_pad, div)
+                        arg = lambda i, key, d: args[i] if len(args) > i else kwargs.get(key, d)  # noqa: E731
+                        kw["window"] = _avg_window(k, arg(2, "stride", None), arg(3, "padding", 0),
+                                                   arg(5, "count_include_pad", True), arg(6, "divisor_override", None),
+                                                   a0.dim() - 2)
                 elif name in _INTERPOLATE_OPS:
                     kw["mode"] = _interp_mode(name, args, kwargs)
                 elif name == "normalize":  # F.normalize(x, p, dim): the dim it makes unit-norm (p = 2 only)

@@ -52,6 +52,9 @@ class Node:
     # an interpolation ("interpolate", nn.Upsample): its mode ("nearest", "bilinear", "bicubic", ...), with "+ac"
     # appended when it aligns corners; None where the trace did not see it
     mode: str | None = None
+    # an average pooling: ``(stride, padding, count_include_pad)``, one int per spatial dim for the first two (None
+    # where the trace did not see them or a divisor override replaces the window's count)
+    window: tuple[tuple[int, ...], tuple[int, ...], bool] | None = None
 
 
 def _classes(*names: str) -> tuple[type, ...]:
@@ -238,6 +241,20 @@ def _interp_mode(name: str, args: tuple, kwargs: dict) -> str:
 def _ints(v: Any, n: int) -> tuple[int, ...]:
     """A pooling window as one int per spatial dim."""
     return tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else (int(v),) * max(n, 1)
+
+
+def _avg_window(kernel: Any, stride: Any, padding: Any, include_pad: Any, divisor: Any,
+                n: int) -> tuple[tuple[int, ...], tuple[int, ...], bool] | None:
+    """An average pooling's ``Node.window``: stride (the kernel's when None or empty) and padding per spatial dim,
+    and whether padded values count; None with a divisor override or arguments that are not plain ints."""
+    if divisor is not None:
+        return None
+    try:
+        k = _ints(kernel, n)
+        s = k if stride is None or isinstance(stride, (tuple, list)) and not stride else _ints(stride, n)
+        return s, _ints(padding, n), bool(include_pad)
+    except (TypeError, ValueError):
+        return None
 
 
 def shapes_str(args: Any) -> str:
