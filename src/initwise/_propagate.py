@@ -176,6 +176,10 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = R.scale_forward(x, n.factor)
         elif k == "shift":
             out, b = R.shift_forward(x, _const_moments(n.const), n.op)
+        elif k == "add" and _branch(nodes, n, norms) is not None:
+            found = _branch(nodes, n, norms)
+            out, b = W.branch_forward(nodes, found, R.EXACT_PASS, sig[found[1]], _norm_of(norms, nodes[found[5]]),
+                                      n.shape)
         elif k in ("add", "sub") and W.pooled_pair(nodes, n, R.EXACT_PASS) is not None:
             pool, skip, signs = W.pooled_pair(nodes, n, R.EXACT_PASS)
             pn = nodes[n.inputs[pool]]
@@ -234,6 +238,11 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             prop.approximate.append(f"{n.module or ''}:{n.op}".lstrip(":"))
     _backward(graph, nodes, layers, norms, prop, aux, batch)
     return prop
+
+
+def _branch(nodes, n, norms):
+    """:func:`initwise._rules_window.pooled_branch` for the add node ``n``."""
+    return W.pooled_branch(nodes, n, R.EXACT_PASS, lambda m: _norm_of(norms, m))
 
 
 def _spectral_pair(nodes, n) -> tuple[int, tuple[int, ...]] | None:
@@ -368,6 +377,13 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             contrib[skip], b = W.window_join_backward(d, n.shape, pn.dims, pn.window, signs, pooled)
         elif k in ("add", "sub"):
             contrib, b = J.add_backward(d, shapes, n.shape)
+            found = _branch(nodes, n, norms) if k == "add" else None
+            if found is not None:  # the fork's cross term, which the two paths to it cannot carry
+                root = found[1]
+                cross, cb = W.branch_cross(nodes, found, R.EXACT_PASS, sig.get(root, Sig(1.0)),
+                                           _norm_of(norms, nodes[found[5]]), d, n.shape)
+                grads[root] = grads.get(root, Grad(0.0)) + cross
+                bb[root] = max(bb.get(root, 1.0), here * cb)
         elif k == "cat":
             contrib, b = [d] * len(n.inputs), 1.0
         elif k == "mul" and _spectral_pair(nodes, n) is not None:

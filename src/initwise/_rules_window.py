@@ -23,11 +23,16 @@ from __future__ import annotations
 
 import functools
 
+from ._rules_layer import _shared
 from ._signal import Grad, Sig, layout
 
-__all__ = ["BOUND_WINDOW_JOIN", "pooled_pair", "window_join_backward", "window_join_forward"]
+__all__ = ["BOUND_BRANCH_GRAD", "BOUND_WINDOW_JOIN", "branch_cross", "branch_forward", "pooled_branch", "pooled_pair", "window_join_backward",
+           "window_join_forward"]
 
 BOUND_WINDOW_JOIN = 1.5  # the largest ratio seen in tests/test_rules_window.py (smooth maps, borders), rounded up
+# PoolFormer's residual join on maps its windows do not cover: the gradient there is under-stated up to 7.4x
+# (tests/test_rules_window.py, four blocks on a smooth 16x16 map, 4 draws; 1.7x on a 4x4 map), rounded up
+BOUND_BRANCH_GRAD = 8.0
 
 
 def pooled_pair(nodes, n, exact_pass) -> tuple[int, int, tuple[float, float]] | None:
@@ -123,3 +128,86 @@ def window_join_backward(d: Grad, shape, dims, window, signs, pooled: Grad) -> t
     total = Grad(max(g, 0.0), min(c * d.dc, max(g, 0.0)), min(c * d.dcb, max(g, 0.0)))
     bound = 1.0 if terms[5] else BOUND_WINDOW_JOIN
     return Grad(total.g - pooled.g, total.dc - pooled.dc, total.dcb - pooled.dcb), bound
+
+
+# ---------------------------------------------------------------- the residual join around a pooling token mixer
+
+
+def _walk(nodes, i: int, exact_pass) -> tuple[int, float]:
+    """``(root, c)``: node ``i``'s value is ``c`` times ``root``'s, through value-preserving views and constant
+    scales."""
+    c = 1.0
+    while True:
+        m = nodes[i]
+        if len(m.inputs) == 1 and tuple(nodes[m.inputs[0]].shape) == tuple(m.shape) and (
+                m.kind == "pass" and m.op in exact_pass or m.kind == "scale" and m.factor is not None):
+            c *= m.factor if m.kind == "scale" else 1.0
+            i = m.inputs[0]
+            continue
+        return i, c
+
+
+def _scalar_norm(nm) -> bool:
+    """A norm that, at its parameters' values, multiplies each sample by one number (after removing the sample's
+    mean): statistics over every channel and position (GroupNorm with one group, a LayerNorm over C, H, W), a
+    constant gamma (``E[gamma^2] = E[gamma]^2``) and no beta."""
+    per_sample = nm.kind == "group" and nm.groups == 1 or nm.kind == "layer" and nm.over_positions
+    return per_sample and nm.beta_ms == 0.0 and abs(nm.gamma_ms - nm.gamma_mean ** 2) <= 1e-9 * max(nm.gamma_ms, 1e-30)
+
+
+def pooled_branch(nodes, n, exact_pass, norm_of) -> tuple[int, int, float, float, int, int] | None:
+    """PoolFormer's residual join ``y = r x + c (a N(x) + b P N(x))`` (``N`` a per-sample norm of ``x`` itself,
+    :func:`_scalar_norm`; the bracket a :func:`pooled_pair`): no drawn weight lies between the fork and the join,
+    so its operands are correlated. Returns ``(skip index, root, r, c, pair node, norm node)`` or None."""
+    if n.kind != "add" or len(n.inputs) != 2:
+        return None
+    for j in (0, 1):
+        p_id, c = _walk(nodes, n.inputs[1 - j], exact_pass)
+        pair = nodes[p_id]
+        pp = pooled_pair(nodes, pair, exact_pass)
+        if pp is None or tuple(pair.shape) != tuple(n.shape):
+            continue
+        m_id, c0 = _walk(nodes, pair.inputs[pp[1]], exact_pass)
+        m = nodes[m_id]
+        if m.kind != "norm" or len(m.inputs) != 1 or c0 != 1.0 or not _scalar_norm(norm_of(m)):
+            continue
+        root, r = _walk(nodes, n.inputs[j], exact_pass)
+        root_m, r0 = _walk(nodes, m.inputs[0], exact_pass)
+        if root == root_m and r0 == 1.0 and tuple(nodes[root].shape) == tuple(n.shape):
+            return j, root, r, c, p_id, m_id
+    return None
+
+
+def _pieces(nodes, found, exact_pass, x: Sig, nm):
+    """``(A, B, r, c lambda, a, b)`` of ``y = A x + B P x`` for :func:`pooled_branch`'s ``found`` and the pooling
+    node, with the norm's per-sample factor ``lambda = gamma / sqrt(var + eps)`` (``var``: the variance over its
+    statistics set, as the norm's rule takes it)."""
+    _, root, r, c, p_id, _ = found
+    pool, _, (a, b) = pooled_pair(nodes, nodes[p_id], exact_pass)
+    var = max(_shared(nm, x, tuple(nodes[root].shape))[0], 0.0)
+    lam = nm.gamma_mean / (var + nm.eps) ** 0.5 if var + nm.eps > 0 else 0.0
+    return (r + c * a * lam, c * b * lam, r, c * lam, a, b), nodes[nodes[p_id].inputs[pool]]
+
+
+def branch_forward(nodes, found, exact_pass, x: Sig, nm, shape) -> tuple[Sig, float]:
+    """:func:`pooled_branch`'s join: ``y = A x + B P x`` with ``A = r + c a lambda``, ``B = c b lambda`` (the
+    sample's mean, which the norm removes, is kept by ``P``'s averaging and cancels in ``a + b = 0``); approximate
+    (``lambda`` is one per sample, taken at its mean)."""
+    (big_a, big_b, *_), pn = _pieces(nodes, found, exact_pass, x, nm)
+    out, _ = window_join_forward(x, shape, pn.dims, pn.window, (big_a, big_b))
+    return out, BOUND_WINDOW_JOIN
+
+
+def branch_cross(nodes, found, exact_pass, x: Sig, nm, d: Grad, shape) -> tuple[Grad, float]:
+    """The cross term the separate paths miss at the fork: ``dx = r dy + c lambda (a dy + b P^T dy)`` reaches
+    ``x`` along the skip (``r^2 E[dy^2]``) and the branch (through the pooling and the norm) as if independent;
+    their cross term is ``2 r c lambda E[dy . (a dy + b P dy)]`` (the constant parts with the pooled map's weight
+    ``u``). The gradient's positions are taken independent besides its constant: where a window does not cover
+    the map, the poolings downstream (``P^T`` of the blocks after) correlate neighbouring gradients and the
+    gradient is under-stated (``BOUND_BRANCH_GRAD``); where every window covers it, ``BOUND_WINDOW_JOIN``."""
+    (_, _, r, cl, a, b), pn = _pieces(nodes, found, exact_pass, x, nm)
+    terms = _terms(shape, pn.dims, pn.window, 0.0)
+    _, xp = _moments(d.g, d.dc, terms) if layout(tuple(shape))[2] > 1 else (d.g, d.g)
+    k, u = 2.0 * r * cl, terms[0]
+    cross = Grad(k * (a * d.g + b * xp), k * (a + b * u) * d.dc, k * (a + b * u) * d.dcb)
+    return cross, BOUND_WINDOW_JOIN if terms[5] else BOUND_BRANCH_GRAD
