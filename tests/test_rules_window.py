@@ -95,8 +95,9 @@ class PoolBlocks(nn.Module):
         self.stem = nn.Conv2d(3, width, 3, padding=1, padding_mode="circular")
         self.n1 = nn.ModuleList(nn.GroupNorm(1, width) for _ in range(depth))
         self.n2 = nn.ModuleList(nn.GroupNorm(1, width) for _ in range(depth))
-        self.mlp = nn.ModuleList(nn.Sequential(nn.Conv2d(width, 2 * width, 1), nn.ReLU(), nn.Conv2d(2 * width, width, 1))
-                                 for _ in range(depth))
+        self.mlp = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, 2 * width, 1), nn.ReLU(), nn.Conv2d(2 * width, width, 1))
+            for _ in range(depth))
         self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
         self.head = nn.Conv2d(width, 16, 1)
         self.scale = scale

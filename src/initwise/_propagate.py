@@ -20,7 +20,6 @@ the path is.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -29,6 +28,7 @@ from . import _rules_join as J
 from . import _rules_near as N
 from . import _rules_reduce as R
 from . import _rules_window as W
+from ._operands import along as _along, softmax_source as _softmax_source
 from ._rules_act import act_backward, act_forward, slope_correlation
 from ._rules_layer import (LayerMoments, NormMoments, layer_backward, layer_forward, norm_backward, norm_forward,
                            normalize_backward, normalize_forward)
@@ -68,62 +68,6 @@ def _as_sig(v) -> Sig:
     if isinstance(v, Sig):
         return v
     return Sig(float(v) if v else 1.0)
-
-
-def _softmax_source(nodes, i: int) -> int | None:
-    """The softmax node whose weights reach node ``i`` through value-moving ops only (dropout, views)."""
-    while True:
-        n = nodes[i]
-        if n.kind == "softmax":
-            return n.id
-        if n.kind == "pass" and n.op in R.EXACT_PASS and n.inputs:
-            i = n.inputs[0]
-            continue
-        return None
-
-
-def _contracted(nodes, i: int, size: int) -> str | None:
-    """What a matmul operand's contracted dim (of ``size``) is in the layout its moments were taken in (the node
-    that made them, through views, moves, scales, ``F.normalize`` and elementwise ops of same-shaped tensors):
-    "positions" (a transposed attention over tokens, a Gram matrix of feature maps), "channels" (a head split of
-    them too), or None when the sizes cannot tell (positions as many as channels, or a dim neither)."""
-    while True:
-        n = nodes[i]
-        if n.inputs and (n.kind == "pass" and n.op in R.EXACT_PASS or n.kind in ("scale", "shift", "act")
-                         or n.kind == "norm" and n.op == "normalize"
-                         or n.kind in ("mul", "add", "sub") and all(nodes[j].shape == n.shape for j in n.inputs)):
-            i = n.inputs[0]
-            continue
-        break
-    if n.kind == "layer" and n.op in ("Linear", "linear") and len(n.shape) != 3:
-        return None  # a linear map over the last dim of a 4-D tensor: its moments' layout is not (N, C, H, W)
-    _, c, p = layout(tuple(n.shape))
-    if size <= 1 or size == p == c:
-        return None
-    if size == p and c % size != 0:  # every position (a part of the channels would divide them)
-        return "positions"
-    if size != p and (size == c or c % size == 0 and p % size != 0):  # the channels or a head's share of them
-        return "channels"
-    return None  # e.g. a window's share of the positions or a head's of the channels: the sizes cannot tell
-
-
-def _along(nodes, n, shapes, softmax: int | None = None) -> tuple[str | None, str | None]:
-    """:func:`_contracted` for both operands of the matmul node ``n`` (``a``'s last dim, ``b``'s second last).
-    With ``a`` the weights of the softmax node ``softmax``: when its logits were a product over positions (a
-    transposed attention), its keys are channels."""
-    sa, sb = shapes[0], shapes[1]
-    k = sa[-1] if sa else 1
-    along = (_contracted(nodes, n.inputs[0], k) if len(sa) >= 2 else None,
-             _contracted(nodes, n.inputs[1], k) if len(sb) >= 2 else None)
-    if softmax is not None and along[1] is None and nodes[softmax].inputs:
-        i = nodes[softmax].inputs[0]
-        while nodes[i].kind in ("scale", "shift") or nodes[i].kind == "pass" and nodes[i].op in R.EXACT_PASS:
-            i = nodes[i].inputs[0]
-        m = nodes[i]
-        if m.kind == "matmul" and len(m.inputs) == 2 and \
-                _along(nodes, m, [nodes[j].shape for j in m.inputs]) == ("positions", "positions"):
-            along = (along[0], "channels")
-    return along
 
 
 def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, NormMoments | tuple[float, float]],

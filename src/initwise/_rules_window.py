@@ -26,8 +26,8 @@ import functools
 from ._rules_layer import _shared
 from ._signal import Grad, Sig, layout
 
-__all__ = ["BOUND_BRANCH_GRAD", "BOUND_WINDOW_JOIN", "branch_cross", "branch_forward", "pooled_branch", "pooled_pair", "window_join_backward",
-           "window_join_forward"]
+__all__ = ["BOUND_BRANCH_GRAD", "BOUND_WINDOW_JOIN", "branch_cross", "branch_forward", "pooled_branch", "pooled_pair",
+           "window_join_backward", "window_join_forward"]
 
 BOUND_WINDOW_JOIN = 1.5  # the largest ratio seen in tests/test_rules_window.py (smooth maps, borders), rounded up
 # PoolFormer's residual join on maps its windows do not cover: the gradient there is under-stated up to 7.4x

@@ -27,8 +27,8 @@ from ._pointwise import Replays
 from ._roles import FACTORY, NORM_ARGS, WEIGHT_OPS, RoleTracker
 from ._trace_vocab import (_ACT_POSITIONAL, _AVG_POOLS, _BINARY, _CAT_OPS, _CONST_LIMIT, _CONVERT_OPS,
                            _INTERPOLATE_OPS, _MATMUL_OPS, _NORM_OPS, _PASS_OPS, _REDUCE_OPS, _SOURCE_OPS, _SPLIT_OPS,
-                           Node, _avg_window, _drop_path, _dropout, _factor, _interp_mode, _ints, _normalize, _op_name, _pointwise,
-                           _replayable, _shape, einsum_is_matmul, shapes_str)
+                           Node, _avg_window, _drop_path, _dropout, _factor, _interp_mode, _ints, _normalize, _op_name,
+                           _pointwise, _replayable, _shape, einsum_is_matmul, shapes_str)
 
 __all__ = ["Recorder"]
 
