@@ -65,7 +65,8 @@ FROZEN_V6 = "9880ca0"  # v6 checks the library's rule unchanged (78f7971) with c
 VALIDATION_V7 = "docs/evidence/validation-v7/results.jsonl"  # the seventh (validation_v7_models.py), trained blind
 VALIDATION_V8 = "docs/evidence/validation-v8/results.jsonl"  # the eighth (validation_v8_models.py), trained blind
 VALIDATION_V9 = "docs/evidence/validation-v9/results.jsonl"  # the ninth (validation_v9_models.py), trained blind
-FROZEN_V7 = FROZEN_V8 = FROZEN_V9 = "ae0cb6b"  # v7, v8 check the ninth session's rule: RULE6 + identity gate
+VALIDATION_V10 = "docs/evidence/validation-v10/results.jsonl"  # the tenth (validation_v10_models.py), trained blind
+FROZEN_V7 = FROZEN_V8 = FROZEN_V9 = FROZEN_V10 = "ae0cb6b"  # v7, v8 check the ninth session's rule: RULE6 + identity gate
 V5KEPT = "docs/evidence/design-kept/results.jsonl"  # v5's LapSRN-lite retrained keeping its bilinear kernels (seen)
 V4_SEEN_ARCH = ("imdn-cca-lite",)  # v4 nets close to a seen one (v2's IMDN-lite): v4 is also reported without them
 RULE5 = "probe@5/K2/d1/i2/novanish/tp"  # the library's rule from 9c41665 until the sixth session (frozen for v3)
@@ -592,7 +593,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", action="store_true", help="compute missing features (slow) before the tables")
     ap.add_argument("--only", choices=("design", "validation", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9",
-                                           "v5kept"),
+                                           "v10", "v5kept"),
                     help="with --features: only this set")
     ap.add_argument("--live", nargs="?", const="all", default=None, metavar="SET",
                     help="rerun initwise.advise on the validation cells (every set, or only SET: v5, ...)")
@@ -606,7 +607,7 @@ def main() -> int:
     cells, feats = load()
     if args.features:
         have = {f"{c['set']}|{c['cell']}" for c in cells}
-        planned = [c for w in ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v5kept")
+        planned = [c for w in ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v5kept")
                    for c in planned_cells(w)  # before any result
                    if f"{w}|{c['cell']}" not in have]
         for cell in cells + planned:
@@ -627,9 +628,10 @@ def main() -> int:
     v7 = [c for c in cells if c["set"] == "v7" and len(c["seeds"]) >= 2]
     v8 = [c for c in cells if c["set"] == "v8" and len(c["seeds"]) >= 2]
     v9 = [c for c in cells if c["set"] == "v9" and len(c["seeds"]) >= 2]
+    v10 = [c for c in cells if c["set"] == "v10" and len(c["seeds"]) >= 2]
     v5kept = [c for c in cells if c["set"] == "v5kept" and len(c["seeds"]) >= 2]
     for c in cells:
-        if c["set"] in ("validation", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9") and (len(c["seeds"]) < 2 or c["partial"]):
+        if c["set"] in ("validation", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10") and (len(c["seeds"]) < 2 or c["partial"]):
             print(f"validation cell {c['cell']}: {len(c['seeds'])} seed(s) finished by every candidate"
                   + (f", {c['partial']} run(s) of unfinished seeds left out" if c["partial"] else "")
                   + (" -> not in the table (fewer than 2 seeds)" if len(c["seeds"]) < 2 else ""))
@@ -726,6 +728,9 @@ def main() -> int:
             _blind_set("v8", FROZEN_V8, v8, v7 + v8 if v7 else [], "v7 + v8", feats, library, RULE6)
         if v9:  # the same rule again (not retuned on v8); v8 + v9 pooled: the gate's blind record
             _blind_set("v9", FROZEN_V9, v9, v8 + v9 if v8 else [], "v8 + v9", feats, library, RULE6)
+        if v10:  # the same rule a third time; v8 + v9 + v10 pooled
+            _blind_set("v10", FROZEN_V10, v10, v8 + v9 + v10 if v8 and v9 else [], "v8 + v9 + v10", feats, library,
+                       RULE6)
         # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the previous rule; v4, v5: the library's);
         # "low" is the word of advice without a target (the prior rule)
         print("\n## Confidence on every validation set, each with the rule frozen for it (within noise / picks)\n")
@@ -743,7 +748,7 @@ def main() -> int:
         if rates != CONFIDENCE_RECORD:
             print(f"note: the library's CONFIDENCE_RECORD {CONFIDENCE_RECORD} differs from these rates {rates}")
     if args.live:
-        for cell in [c for c in validation + v2 + v3 + v4 + v5 + v6 + v7 + v8 + v9 + v5kept if args.live in ("all", c["set"])]:
+        for cell in [c for c in validation + v2 + v3 + v4 + v5 + v6 + v7 + v8 + v9 + v10 + v5kept if args.live in ("all", c["set"])]:
             net, x, y = _validation_model(cell)
             adv = iw.advise(net, x, target=y, lr=cell["lr"])
             gate_inputs(cell)
@@ -777,6 +782,7 @@ def load() -> tuple[list[dict], dict]:
         validation_cells(VALIDATION_V4, "v4") + validation_cells(VALIDATION_V5, "v5") + \
         validation_cells(VALIDATION_V6, "v6") + validation_cells(VALIDATION_V7, "v7") + \
         validation_cells(VALIDATION_V8, "v8") + validation_cells(VALIDATION_V9, "v9") + \
+        validation_cells(VALIDATION_V10, "v10") + \
         validation_cells(V5KEPT, "v5kept")
     feats = {}
     for r in _jsonl.read(FEATURES, every=True):
@@ -792,7 +798,8 @@ def frozen_sets(cells: list[dict]) -> list[tuple[str, list[dict], str, str]]:
     rules = {"validation": (VALIDATED, "prior"), "v2": (RULE5, "prior"), "v3": (RULE5, "prior"),
              "v4": (RULE6, "prior/novanish/pl"), "v5": (RULE6, "prior/novanish/pl"),
              "v6": (RULE6, "prior/novanish/pl"), "v7": (library_rule(), "prior/novanish/pl"),
-             "v8": (library_rule(), "prior/novanish/pl"), "v9": (library_rule(), "prior/novanish/pl")}
+             "v8": (library_rule(), "prior/novanish/pl"), "v9": (library_rule(), "prior/novanish/pl"),
+             "v10": (library_rule(), "prior/novanish/pl")}
     return [(w, [c for c in cells if c["set"] == w and len(c["seeds"]) >= 2], *rules[w]) for w in rules]
 
 

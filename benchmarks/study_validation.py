@@ -1,6 +1,6 @@
 """The advisor's validation study: new SR/denoise tasks (benchmarks/validation_models.py; ``--set v2``: the second
-validation set, benchmarks/validation_v2_models.py; ``--set v3`` to ``v9``: the third to
-ninth;
+validation set, benchmarks/validation_v2_models.py; ``--set v3`` to ``v10``: the third to
+tenth;
 ``--set v5kept``: v5's LapSRN-lite with the candidates that keep its bilinear kernels) x 2 learning rates x 5 seeds x every candidate
 ``initwise.generate_candidates`` makes for the model, trained with Adam; resumable.
 
@@ -40,6 +40,7 @@ from validation_v6_models import TASKS as V6_TASKS  # noqa: E402
 from validation_v7_models import TASKS as V7_TASKS  # noqa: E402
 from validation_v8_models import TASKS as V8_TASKS  # noqa: E402
 from validation_v9_models import TASKS as V9_TASKS  # noqa: E402
+from validation_v10_models import TASKS as V10_TASKS  # noqa: E402
 
 from initwise import generate_candidates  # noqa: E402
 from initwise.bench.data import get_task  # noqa: E402
@@ -56,16 +57,17 @@ V6_OUT = "docs/evidence/validation-v6/results.jsonl"  # --set v6: the sixth vali
 V7_OUT = "docs/evidence/validation-v7/results.jsonl"  # --set v7: the seventh validation set
 V8_OUT = "docs/evidence/validation-v8/results.jsonl"  # --set v8: the eighth validation set
 V9_OUT = "docs/evidence/validation-v9/results.jsonl"  # --set v9: the ninth validation set
+V10_OUT = "docs/evidence/validation-v10/results.jsonl"  # --set v10: the tenth validation set
 # --set v5kept: v5's LapSRN-lite again, its candidates now keeping its bilinear kernels (eighth session; seen: design)
 V5KEPT_OUT = "docs/evidence/design-kept/results.jsonl"
 SET_TASKS = {"validation": VALIDATION_TASKS, "design": DESIGN_TASKS, "v2": V2_TASKS, "v3": V3_TASKS, "v4": V4_TASKS,
-             "v5": V5_TASKS, "v6": V6_TASKS, "v7": V7_TASKS, "v8": V8_TASKS, "v9": V9_TASKS, "v5kept": {"lapsrn-lite": V5_TASKS["lapsrn-lite"]}}
+             "v5": V5_TASKS, "v6": V6_TASKS, "v7": V7_TASKS, "v8": V8_TASKS, "v9": V9_TASKS, "v10": V10_TASKS, "v5kept": {"lapsrn-lite": V5_TASKS["lapsrn-lite"]}}
 SET_OUT = {"validation": OUT, "design": DESIGN_OUT, "v2": V2_OUT, "v3": V3_OUT, "v4": V4_OUT, "v5": V5_OUT,
-           "v6": V6_OUT, "v7": V7_OUT, "v8": V8_OUT, "v9": V9_OUT, "v5kept": V5KEPT_OUT}
+           "v6": V6_OUT, "v7": V7_OUT, "v8": V8_OUT, "v9": V9_OUT, "v10": V10_OUT, "v5kept": V5KEPT_OUT}
 TASKS = {**VALIDATION_TASKS, **DESIGN_TASKS, **V2_TASKS, **V3_TASKS, **V4_TASKS, **V5_TASKS, **V6_TASKS,
-         **V7_TASKS, **V8_TASKS, **V9_TASKS}  # names are distinct (checked below); a run's key starts with its task's name
+         **V7_TASKS, **V8_TASKS, **V9_TASKS, **V10_TASKS}  # names are distinct (checked below); a run's key starts with its task's name
 assert len(TASKS) == sum(map(len, (VALIDATION_TASKS, DESIGN_TASKS, V2_TASKS, V3_TASKS, V4_TASKS, V5_TASKS, V6_TASKS,
-                                  V7_TASKS, V8_TASKS, V9_TASKS))), "a task name is used by two sets"
+                                  V7_TASKS, V8_TASKS, V9_TASKS, V10_TASKS))), "a task name is used by two sets"
 CONFIG = dict(steps=300, batch_size=8, patch_size=24, eval_crop=64, channels=1)
 LRS = (1e-3, 2e-4)
 SEEDS = (0, 1, 2, 3, 4)
