@@ -7,7 +7,8 @@ and applies one rule per op family:
 - activations: :mod:`initwise._rules_act`;
 - joins, products, matrix products, softmax and attention: :mod:`initwise._rules_join`;
 - moving and averaging values (views, pooling, means), constant scales and shifts: :mod:`initwise._rules_reduce`;
-- a signal joined with its own average pooling (``pool(x) - x``): :mod:`initwise._rules_window`.
+- a signal joined with its own average pooling (``pool(x) - x``): :mod:`initwise._rules_window`;
+- a product of two operands that share a source (``(o + x) * h(o)``): :mod:`initwise._rules_shared`.
 
 Each tensor carries its moments (:class:`initwise._signal.Sig`: second moment, mean and the parts constant over
 positions, which batch norm removes and pooling keeps); each gradient a :class:`initwise._signal.Grad`. Every
@@ -27,6 +28,7 @@ from . import _rules_fft as F
 from . import _rules_join as J
 from . import _rules_near as N
 from . import _rules_reduce as R
+from . import _rules_shared as S
 from . import _rules_window as W
 from ._operands import along as _along, softmax_source as _softmax_source
 from ._rules_act import act_backward, act_forward, slope_correlation
@@ -136,6 +138,9 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = J.cat_forward(ins, sizes)
         elif k == "mul" and _spectral_pair(nodes, n) is not None:
             out, b = F.spectral_product_forward(ins[0], ins[1], *_spectral_pair(nodes, n))
+        elif k == "mul" and S.shared_product(nodes, n, R.EXACT_PASS) is not None:
+            sp = S.shared_product(nodes, n, R.EXACT_PASS)
+            out, b = S.shared_forward(nodes, sp, sig, ins[sp.other], ins[sp.gate])
         elif k == "mul":
             out, b = J.mul_forward(ins, n.branch is not None)
         elif k == "reduce":
@@ -334,6 +339,11 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             contrib, b = F.spectral_product_backward(d, ins[0], ins[1], *_spectral_pair(nodes, n))
         elif k == "mul":
             contrib, b = J.mul_backward(d, ins, shapes, n.shape, n.branch is not None)
+            sp = S.shared_product(nodes, n, R.EXACT_PASS)
+            if sp is not None:  # the two paths to the shared source are correlated (rules_shared)
+                grads[sp.root] = grads.get(sp.root, Grad(0.0)) + S.shared_cross(nodes, sp, sig, d, ins[sp.other],
+                                                                                ins[sp.gate])
+                bb[sp.root] = max(bb.get(sp.root, 1.0), here)
         elif k == "reduce":
             one, b = R.reduce_backward(n.op, d, n.dims or (), shapes[0])
             contrib = [one]
