@@ -71,6 +71,7 @@ V5KEPT = "docs/evidence/design-kept/results.jsonl"  # v5's LapSRN-lite retrained
 V4_SEEN_ARCH = ("imdn-cca-lite",)  # v4 nets close to a seen one (v2's IMDN-lite): v4 is also reported without them
 RULE5 = "probe@5/K2/d1/i2/novanish/tp"  # the library's rule from 9c41665 until the sixth session (frozen for v3)
 RULE6 = "probe@5/K1/d1/i2/novanish/P/tp/pl/t25"  # the library's rule from 78f7971 to the ninth session (v4, v5, v6)
+GATE_RULE = f"{RULE6}/g{round(GATE * 100)}"  # the ninth session's rule, frozen for v7-v10 (ae0cb6b): RULE6 + the gate
 GATES = (110, 130, 150, 200, 300, 400, 600, 1000)  # the identity gates the ninth session compared on the seen cells
 VALIDATED = "probe@5/K2/d1/i2/novanish"  # the rule the first validation set checked (frozen at 493454c); the
 # library's rule since 9c41665 adds /tp, chosen on the design set after that set's misses were known: "seen" there
@@ -235,7 +236,7 @@ def parse(rule: str) -> dict:
     if rule == "library":
         return {"score": SCORE, "k": PROBE_STEPS if SCORE == "probe" else None, "screen": SCREEN,
                 "init": INIT_DRAWS, "draws": PROBE_DRAWS, "reject": REJECT, "tie_prior": TIE_PRIOR,
-                "prior_add": PROBE_PRIOR, "prior": "library", "tie": TIE, "gate": GATE}
+                "prior_add": PROBE_PRIOR, "prior": "library", "tie": TIE}
     head, *opts = rule.split("/")
     out = {"score": "probe" if head.startswith("probe@") else head, "k": int(head.split("@")[1])
            if head.startswith("probe@") else None, "screen": 99, "init": SEEDS, "draws": PROBE_SEEDS,
@@ -486,7 +487,7 @@ def evaluate(cells: list[dict], feats: dict, rules: list[str]) -> dict[str, list
             f = feats.get(f"{cell['set']}|{cell['cell']}")
             if f is None:
                 continue
-            if "/g" in rule or rule == "library":
+            if "/g" in rule:
                 gate_inputs(cell)
             name, conf = pick(f, rule)
             rows.append((cell, name, conf, regret(cell, name) if name else None))
@@ -584,8 +585,7 @@ def library_rule() -> str:
     return (f"probe@{PROBE_STEPS}/K{SCREEN}/d{PROBE_DRAWS}/i{INIT_DRAWS}"
             + ("/soft" if not (SOFT & REJECT) else "/novanish" if "vanishes" not in REJECT else "")
             + ("/P" if PROBE_PRIOR else "") + ("/tp" if TIE_PRIOR else "") + ("/pl" if PRIOR != PRIOR5 else "")
-            + (f"/t{round(TIE * 100)}" if TIE != TIE5 else "") + (f"/g{round(GATE * 100)}" if GATE else "")) \
-        if SCORE == "probe" else \
+            + (f"/t{round(TIE * 100)}" if TIE != TIE5 else "")) if SCORE == "probe" else \
         SCORE + ("/tp" if TIE_PRIOR else "")
 
 
@@ -723,14 +723,14 @@ def main() -> int:
             _blind_set("v6", FROZEN_V6, v6, v4 + v5 + v6 if v4 and v5 else [], "v4 + v5 + v6", feats, RULE6,
                        rule5)
         if v7:  # ninth session: the identity gate, blind (the previous rule, RULE6, beside it)
-            _blind_set("v7", FROZEN_V7, v7, [], "", feats, library, RULE6)
+            _blind_set("v7", FROZEN_V7, v7, [], "", feats, GATE_RULE, RULE6)
         if v8:  # the same rule on nets where the gate acts; v7 + v8 pooled
-            _blind_set("v8", FROZEN_V8, v8, v7 + v8 if v7 else [], "v7 + v8", feats, library, RULE6)
+            _blind_set("v8", FROZEN_V8, v8, v7 + v8 if v7 else [], "v7 + v8", feats, GATE_RULE, RULE6)
         if v9:  # the same rule again (not retuned on v8); v8 + v9 pooled: the gate's blind record
-            _blind_set("v9", FROZEN_V9, v9, v8 + v9 if v8 else [], "v8 + v9", feats, library, RULE6)
+            _blind_set("v9", FROZEN_V9, v9, v8 + v9 if v8 else [], "v8 + v9", feats, GATE_RULE, RULE6)
         if v10:  # the same rule a third time; v8 + v9 + v10 pooled
-            _blind_set("v10", FROZEN_V10, v10, v8 + v9 + v10 if v8 and v9 else [], "v8 + v9 + v10", feats, library,
-                       RULE6)
+            _blind_set("v10", FROZEN_V10, v10, v8 + v9 + v10 if v8 and v9 else [], "v8 + v9 + v10", feats,
+                       GATE_RULE, RULE6)
         # item 6: every validation set with the rule frozen for it (first set: VALIDATED; v2, v3: the previous rule; v4, v5: the library's);
         # "low" is the word of advice without a target (the prior rule)
         print("\n## Confidence on every validation set, each with the rule frozen for it (within noise / picks)\n")
@@ -797,9 +797,9 @@ def frozen_sets(cells: list[dict]) -> list[tuple[str, list[dict], str, str]]:
     (RULE5); v4 and v5 the library's since 78f7971."""
     rules = {"validation": (VALIDATED, "prior"), "v2": (RULE5, "prior"), "v3": (RULE5, "prior"),
              "v4": (RULE6, "prior/novanish/pl"), "v5": (RULE6, "prior/novanish/pl"),
-             "v6": (RULE6, "prior/novanish/pl"), "v7": (library_rule(), "prior/novanish/pl"),
-             "v8": (library_rule(), "prior/novanish/pl"), "v9": (library_rule(), "prior/novanish/pl"),
-             "v10": (library_rule(), "prior/novanish/pl")}
+             "v6": (RULE6, "prior/novanish/pl"), "v7": (GATE_RULE, "prior/novanish/pl"),
+             "v8": (GATE_RULE, "prior/novanish/pl"), "v9": (GATE_RULE, "prior/novanish/pl"),
+             "v10": (GATE_RULE, "prior/novanish/pl")}
     return [(w, [c for c in cells if c["set"] == w and len(c["seeds"]) >= 2], *rules[w]) for w in rules]
 
 
@@ -866,7 +866,7 @@ def ninth(seen: list[dict], feats: dict) -> int:
     for r in rules:
         m = _summary(table[r])
         print(f"{r}: {m[0]:.3f} dB over {m[1]} cells, {m[2]} within noise, {m[3]} worse than default")
-    lib = library_rule()
+    lib = GATE_RULE
     if lib in table:
         gated_rows = [row for row, base in zip(table[lib], table[RULE6]) if row[1] != base[1]]
         print(f"{lib} changed {len(gated_rows)} picks: " + ", ".join(

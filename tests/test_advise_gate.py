@@ -82,10 +82,10 @@ def _batch():
     return clean + 0.1 * torch.randn(8, 1, 16, 16, generator=g), clean
 
 
-def test_advise_picks_xavier_on_a_relu_net_that_starts_at_the_identity():
+def test_advise_with_the_gate_picks_xavier_on_a_relu_net_that_starts_at_the_identity():
     torch.manual_seed(0)
     noisy, clean = _batch()
-    adv = iw.advise(_Skip(), noisy, target=clean, seeds=2, probe_steps=2)
+    adv = iw.advise(_Skip(), noisy, target=clean, seeds=2, probe_steps=2, identity_gate=True)
     assert adv.recommended.name == "xavier" and adv.confidence == "medium"
     xav = next(r for r in adv.results if r.name == "xavier")
     ratio = xav.init_loss / float((noisy - clean).abs().mean())  # the identity: the noisy input itself
@@ -97,5 +97,12 @@ def test_advise_picks_xavier_on_a_relu_net_that_starts_at_the_identity():
 @pytest.mark.parametrize("net", [_Skip(nn.SiLU), _Skip().body], ids=["silu-skip", "no-skip"])
 def test_the_gate_does_not_apply_off_its_domain(net):
     noisy, clean = _batch()  # SiLU is not homogeneous; without the skip the gain-1 start is far from the identity
-    adv = iw.advise(net, noisy, target=clean, seeds=2, probe_steps=2)
+    adv = iw.advise(net, noisy, target=clean, seeds=2, probe_steps=2, identity_gate=True)
+    assert not any("starts at the identity" in r for r in adv.reasons)
+
+
+def test_the_gate_is_off_by_default():
+    torch.manual_seed(0)  # the net the gate picks Xavier on: without identity_gate=True the rule is the probe's
+    noisy, clean = _batch()
+    adv = iw.advise(_Skip(), noisy, target=clean, seeds=2, probe_steps=2)
     assert not any("starts at the identity" in r for r in adv.reasons)

@@ -10,7 +10,9 @@ within seed noise of the best after training (mean regret 0.50 -> 0.38 dB, withi
 1.3 to 2 make the same picks; ``python benchmarks/advise_quality.py --ninth``): the probe's 5 steps favour the inits
 that start fastest and missed it there. The gate was chosen on those cells only. Blind, on validation sets v8 and
 v9 (8 cells where it acts), it was within seed noise of the best on 5, as often as the previous rule's picks there,
-with a higher mean regret (0.41 against 0.25 dB: MWCNN-lite lost 0.75 and 1.92 dB): not confirmed, not refuted.
+with a higher mean regret (0.41 against 0.25 dB: MWCNN-lite lost 0.75 and 1.92 dB); with v10 (DIDN-lite), on 6 of
+its 10 blind cells against the previous rule's 7, mean regret 0.40 against 0.23 dB. Not supported out of sample: it
+is off by default (``advise(..., identity_gate=True)`` turns it on).
 
 The identity's loss is the lower of two: the example resized to the target's size (the model's input as its
 output: SR and denoising nets with the skip inside), and a zero output (the target is a residual the training

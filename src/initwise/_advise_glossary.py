@@ -8,8 +8,8 @@ __all__ = ["GLOSSARY", "CONFIDENCE_RECORD", "CONFIDENCE_SETS", "confidence_note"
 # How often a pick with each confidence word was within seed noise of the best after training, over every
 # validation set trained blind, each with the rule frozen for it: word -> (within noise, picks). From the stored
 # runs (``python benchmarks/advise_quality.py``, its last table; tests/test_evidence_record.py recomputes it).
-CONFIDENCE_RECORD: dict[str, tuple[int, int]] = {"high": (5, 9), "medium": (19, 44), "low": (25, 53)}
-CONFIDENCE_SETS = 9
+CONFIDENCE_RECORD: dict[str, tuple[int, int]] = {"high": (9, 13), "medium": (20, 46), "low": (29, 59)}
+CONFIDENCE_SETS = 10
 
 
 def _record(word: str) -> str:
@@ -83,12 +83,13 @@ GLOSSARY: dict[str, str] = {
                     "measure each one.",
     "regret": "in the evidence tables: the best candidate's test PSNR minus the pick's, after training.",
     "trial": "short trainings of the finalists (--trial STEPS); a short trial favours inits that start fastest.",
-    "identity gate": "the rule's step after the probe: when every traced activation is ReLU-like (positively "
+    "identity gate": "an optional step after the probe (advise(..., identity_gate=True); off by default): when every traced activation is ReLU-like (positively "
                      "homogeneous) and Xavier's initial loss is within 1.5x of the identity prediction's (the input "
                      "resized to the target, or a zero output for a residual target), Xavier is the pick: the model "
                      "starts at the identity with its learned part small. Chosen on 50 trained cells (11 picks changed, each "
-                     "within seed noise of the best); on 8 cells trained blind after it, within noise on 5, as "
-                     "often as the previous rule (docs/evidence.md, \"Ninth session\").",
+                     "within seed noise of the best); on the 10 cells trained blind after it, within noise on 6, "
+                     "the rule without it on 7, with a higher mean regret: so it is off by default "
+                     "(docs/evidence.md, \"Ninth session\").",
     "structured kernel": "a weight that the model's own init set to a fixed pattern instead of a random draw: "
                          "bilinear upsampling (LapSRN's, FCN's transposed convs), a scaled identity (dirac_, eye_, "
                          "a mean-shift conv), a few-valued kernel. Every candidate that draws keeps it "

@@ -15,8 +15,8 @@ The rule (chosen on the design set of docs/evidence.md, never on the validation 
    are listed as equivalent;
 5. among the score's best and its equivalents, the first in ``PRIOR``'s order is the pick (``TIE_PRIOR``,
    :func:`prefer_prior`): the score cannot tell them apart, the design set's order can;
-6. with a float target shaped like the example, the identity gate (:mod:`initwise._advise_gate`, ninth session)
-   makes Xavier the pick when it is healthy, every traced activation is ReLU-like and its initial loss is within
+6. only with ``advise(..., identity_gate=True)`` (off by default: not supported by the blind sets v8-v10), the
+   identity gate (:mod:`initwise._advise_gate`, ninth session) makes Xavier the pick when it is healthy, every traced activation is ReLU-like and its initial loss is within
    ``GATE`` of the identity prediction's: the model then starts at the identity, which the short probe misses.
 """
 
