@@ -178,6 +178,15 @@ class ValTask:
     upsample: bool = False
 
 
+def smoke(tasks: dict[str, ValTask]) -> None:
+    """A shape-only check of a set's nets before they are queued (no training, no PSNR): each net's output shape on
+    a 2-sample batch (12 px LR for an SR net that upscales itself, else 24 px) and its parameter count."""
+    for t in tasks.values():
+        net = t.build(1)
+        side = 12 if t.task.startswith("sr") and not t.upsample else 24
+        print(t.name, tuple(net(torch.rand(2, 1, side, side)).shape), sum(p.numel() for p in net.parameters()))
+
+
 TASKS: dict[str, ValTask] = {t.name: t for t in (
     ValTask("dncnn17-lrelu-out", "denoise-s25", lambda c: DnCNN17(c), outside=-1.0),
     ValTask("edsr12", "sr-x2", lambda c: EDSRDeep(c)),

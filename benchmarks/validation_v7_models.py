@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from validation_models import ValTask
+from validation_models import ValTask, smoke
 
 __all__ = ["TASKS"]
 
@@ -132,7 +132,4 @@ TASKS: dict[str, ValTask] = {t.name: t for t in (
 )}
 
 if __name__ == "__main__":  # a smoke check: shapes only (no training, no PSNR)
-    for t in TASKS.values():
-        net = t.build(1)
-        x = torch.rand(2, 1, 12 if t.task.startswith("sr") else 24, 12 if t.task.startswith("sr") else 24)
-        print(t.name, tuple(net(x).shape), sum(p.numel() for p in net.parameters()))
+    smoke(TASKS)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from validation_models import ValTask
+from validation_models import ValTask, smoke
 
 __all__ = ["TASKS"]
 
@@ -146,8 +146,4 @@ TASKS: dict[str, ValTask] = {t.name: t for t in (
 if __name__ == "__main__":  # a smoke check: shapes only (no training, no PSNR)
     z = torch.rand(2, 1, 24, 24)
     assert torch.allclose(_iwt(_dwt(z)), z, atol=1e-6)
-    for t in TASKS.values():
-        net = t.build(1)
-        x = torch.rand(2, 1, 12 if t.task.startswith("sr") and not t.upsample else 24,
-                       12 if t.task.startswith("sr") and not t.upsample else 24)
-        print(t.name, tuple(net(x).shape), sum(p.numel() for p in net.parameters()))
+    smoke(TASKS)

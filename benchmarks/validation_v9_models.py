@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from validation_models import ValTask
+from validation_models import ValTask, smoke
 
 __all__ = ["TASKS"]
 
@@ -134,7 +134,4 @@ TASKS: dict[str, ValTask] = {t.name: t for t in (
 )}
 
 if __name__ == "__main__":  # a smoke check: shapes only (no training, no PSNR)
-    for t in TASKS.values():
-        net = t.build(1)
-        side = 12 if t.task.startswith("sr") else 24
-        print(t.name, tuple(net(torch.rand(2, 1, side, side)).shape), sum(p.numel() for p in net.parameters()))
+    smoke(TASKS)

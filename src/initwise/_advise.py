@@ -31,7 +31,7 @@ from ._advise_gate import GATE, GATE_PICK, gate_ratio, gated, homogeneous, ident
 from ._advise_health import Health, needed
 from ._advise_evidence import LEAD, lead_scale, outputs, probe_losses
 from ._advise_rule import INIT_DRAWS, PRIOR, PROBE_DRAWS, PROBE_PRIOR, PROBE_STEPS, SCORE, SCREEN, TIE, TIE_PRIOR
-from ._advise_rule import WALK, mean_std, prefer_prior, probed, rejects
+from ._advise_rule import WALK, mean_std, prefer_prior, probed, rejects, to_front
 from ._advise_rule import confidence as _confidence, equivalent as _equivalent, rank as _rank
 from ._candidate_set import generate_candidates
 from ._candidates import Candidate, candidate
@@ -268,6 +268,7 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     need = needed(cands, model, example, base)
     init: dict[str, tuple[list[float], list[float]]] = {}
     identity: float | None = None  # the identity prediction's loss (the gate, _advise_gate)
+    acts = [lp.activation for lp in base.layers] if identity_gate else []
     if trial is not None or candidates is not None:
         hc.measure(cands)  # the trial trains the healthy finalists; a list you gave gets each one's health
     if target is None:
@@ -298,12 +299,12 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
             for c in sorted((c for c in cands if c.name in order), key=lambda c: order[c.name])[:WALK]:
                 if c.name not in found and hc.healthy(c) and math.isfinite(mean_init[c.name]):
                     break
-        identity = identity_loss(example, target, loss_fn) if identity_gate else None
-        gate_cand = next((c for c in cands if c.name == GATE_PICK), None)
-        ratio = gate_ratio(mean_init.get(GATE_PICK), identity)
-        if gate_cand is not None and ratio is not None and ratio <= GATE and \
-                homogeneous(lp.activation for lp in base.layers):
-            hc.measure([gate_cand])  # the identity gate may pick it: its health decides
+        if identity_gate:
+            identity = identity_loss(example, target, loss_fn)
+            gate_cand = next((c for c in cands if c.name == GATE_PICK), None)
+            ratio = gate_ratio(mean_init.get(GATE_PICK), identity)
+            if gate_cand is not None and ratio is not None and ratio <= GATE and homogeneous(acts):
+                hc.measure([gate_cand])  # the identity gate may pick it: its health decides
     results: list[CandidateResult] = []
     for cand in cands:
         run = hc.runs.get(cand.name)
@@ -339,14 +340,10 @@ def advise(model: nn.Module, example: Any, *, target: torch.Tensor | None = None
     scored_first = None
     if TIE_PRIOR:
         equivalent, scored_first = prefer_prior(results, equivalent)
-    gate = gated(results, identity, (lp.activation for lp in base.layers)) \
-        if rule is not None and identity_gate else None
+    gate = gated(results, identity, acts) if rule is not None and identity_gate else None
     if gate is not None and results[0].name != gate[0]:
         scored_first = None
-        i = next(j for j, r in enumerate(results) if r.name == gate[0])
-        results.insert(0, results.pop(i))
-        for j, r in enumerate(results):
-            r.rank = j + 1
+        to_front(results, gate[0])
         equivalent = _equivalent(results, rule)
         confidence = "medium"  # the score did not rank it first: what the gate's picks meant is in docs/evidence.md
     chosen = next(c for c in cands if c.name == results[0].name)

@@ -26,7 +26,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["rank", "equivalent", "confidence", "screened", "probed", "rejects", "prefer_prior", "welch_p", "mean_std",
+__all__ = ["rank", "equivalent", "confidence", "screened", "probed", "rejects", "prefer_prior", "to_front", "welch_p",
+           "mean_std",
            "SCORE", "PROBE_STEPS", "SCREEN", "INIT_DRAWS", "PROBE_DRAWS", "WALK", "REJECT", "PRIOR", "TIE", "EFFECT",
            "P_EQUIVALENT", "TIE_PRIOR", "PROBE_PRIOR"]
 
@@ -243,8 +244,13 @@ def prefer_prior(results: list, equivalents: list[str], prior: Sequence[str] = P
     chosen = min(names, key=lambda n: order.get(n, len(order)))  # min keeps the first on ties: the score's order
     if chosen == names[0]:
         return list(equivalents), None
-    i = next(j for j, r in enumerate(results) if r.name == chosen)
+    to_front(results, chosen)
+    return [n for n in names if n != chosen], names[0]
+
+
+def to_front(results: list, name: str) -> None:
+    """Move the candidate ``name`` to the front of ``results`` and renumber the ranks."""
+    i = next(j for j, r in enumerate(results) if r.name == name)
     results.insert(0, results.pop(i))
     for j, r in enumerate(results):
         r.rank = j + 1
-    return [n for n in names if n != chosen], names[0]
