@@ -296,6 +296,38 @@ def test_squeeze_excite_and_global_pool():
     assert fc1.backward > 30 * run["c2"].backward  # summed over 256 positions: far above a per-element gradient
 
 
+class SEConv(nn.Module):
+    """Squeeze-excite between two convs, no pooling after it (an SR net's channel attention): the gradient at
+    the gate's product is white over positions, so the gate's sum over H x W is its fluctuating part."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 64, 3, padding=1, padding_mode="circular")
+        self.se = SE()
+        self.c2 = nn.Conv2d(64, 16, 3, padding=1, padding_mode="circular")
+
+    def forward(self, x):
+        return self.c2(self.se(F.relu(self.c1(x))))
+
+
+def test_squeeze_excite_gate_sums_the_fluctuations():
+    """``sum_p dy_p x_p`` over H x W: what adds up H W times is ``(E[dy^2] - dc_dy) (E[x^2] - dc_x)``; the old rule
+    took ``E[dy^2] E[x^2] - dc_dy dc_x``, too much by ``1 / (1 - 1/pi)`` = 1.47x after a ReLU. Over 8 seeds the
+    mean log ratio at fc2 (the gate's pre-activation) is within 4 of its standard errors of 0, and the old factor
+    is more than 4 away."""
+    logs, noises = [], []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        run = profile(SEConv(), torch.randn(8, 3, 16, 16), "kaiming_fan_in", seed=seed)
+        fc2 = run["se.fc2"]
+        logs.append(math.log(fc2.backward / fc2.predicted_backward))
+        noises.append(fc2.backward_noise)
+    mean, se = sum(logs) / len(logs), math.sqrt(sum(n * n for n in noises)) / len(noises)
+    assert abs(mean) < 4 * se, (mean, se)
+    old = math.log(1.0 / (1.0 - 1.0 / math.pi))  # the old prediction was this much higher
+    assert abs(mean + old) > 4 * se, (mean, old, se)
+
+
 @pytest.mark.parametrize("pool", ["avg7", "adaptive", "avg3s1", "max3s2"])
 def test_pooling(pool):
     torch.manual_seed(0)
