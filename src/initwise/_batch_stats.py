@@ -99,12 +99,16 @@ def _moments1(part: tuple[float, int], eps: float) -> tuple[float, list[float]]:
 
 
 def finite_set_factor(kind: str, q: float, dc: float, dcb: float, g: float, gdc: float, gdcb: float,
-                      n: int, p: int, eps: float, coherent: float = 0.0) -> float:
+                      n: int, p: int, eps: float, coherent: float = 0.0, realized: bool = False) -> float:
     """The factor (module docstring) on a norm's backward rule for a statistics set of ``n`` samples by ``p``
     positions (``kind`` "batch"; "instance": one sample's positions), the input's moments ``q, dc, dcb`` and the
     gradient's ``g, gdc, gdcb`` per element. ``coherent``: the power per element of the gradient's mean part
     along ``xhat`` (``E[(dy . xhat)]^2 / M^2``: an activation after the norm, see
-    :func:`initwise._rules_act.slope_correlation`), removed besides the independent part's share."""
+    :func:`initwise._rules_act.slope_correlation`), removed besides the independent part's share. ``realized``: the
+    channels' own variances ``s`` of this very set are at hand (measured on the example: ``Sig.realized``) and the
+    rule already divides by them, so ``E[1 / Z]`` is not averaged over chi-square draws; only the projection on
+    ``xhat`` is left, each part's share of ``Z`` over its directions: ``1 - (coherent + sum_k G_k (w_k / Z) / d_k)
+    / G``."""
     if kind == "batch":
         m = n * p
         parts = [(max(dc - dcb, 0.0), n - 1, max(gdc - gdcb, 0.0)), (max(q - dc, 0.0), n * (p - 1), max(g - gdc, 0.0))]
@@ -120,6 +124,8 @@ def finite_set_factor(kind: str, q: float, dc: float, dcb: float, g: float, gdc:
     grad = sum(gk for _, _, gk in parts)
     if scale <= 0 or grad <= 0 or not parts:
         return 1.0
+    if realized:
+        return max(grad - coherent - sum(gk * (w / scale) / d for w, d, gk in parts), 0.0) / grad
     if sum(d for _, d, _ in parts) <= 2 and eps <= 0:
         return math.inf
     i0, ix = _moments([(w / scale, d) for w, d, _ in parts], eps / scale)

@@ -291,7 +291,8 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...],
             m = n * p if nm.kind == "batch" else p
             shared = (h.dcb if nm.kind == "batch" else h.dc) - h.g / max(m, 1)
             coherent = kappa * kappa * max(shared, 0.0)
-        fs = finite_set_factor(nm.kind, x.q, x.dc, x.dcb, d.g, d.dc, d.dcb, n, p, nm.eps, coherent)
+        fs = finite_set_factor(nm.kind, x.q, x.dc, x.dcb, d.g, d.dc, d.dcb, n, p, nm.eps, coherent,
+                               realized=x.realized and x.rows is not None and nm.kind == "batch")
         f *= fs
         if abs(math.log(fs)) > math.log(SPREAD_EXACT) if fs > 0 else False:
             bound *= max(fs, 1.0 / fs)  # Gaussian values: approximate by as much as it moves (tests)

@@ -23,6 +23,8 @@ import torch
 
 __all__ = ["Sig", "Grad", "layout", "sig_of"]
 
+SPREAD_CAP = 1e6  # a measured channel without variance: taken as this many times below the mean
+
 
 @dataclass(frozen=True)
 class Sig:
@@ -51,11 +53,14 @@ class Sig:
     # the correlation between neighbouring positions of the part that varies over positions (0: independent;
     # :mod:`initwise._rules_near`)
     near: float = 0.0
+    # the moments were measured on the example itself (``sig_of``): ``rows`` are this batch's own per-channel
+    # variances, which a batch norm over the same batch divides by (no average over draws of them)
+    realized: bool = False
 
     def scaled(self, c2: float, c: float | None = None) -> "Sig":
         """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
         return Sig(self.q * c2, self.mean * (c if c is not None else math.sqrt(c2)), self.dc * c2, self.dcb * c2,
-                   self.spread, rows=self.rows, rows_rest=self.rows_rest, near=self.near)
+                   self.spread, rows=self.rows, rows_rest=self.rows_rest, near=self.near, realized=self.realized)
 
     def clean(self) -> "Sig":
         """Clip to ``mean^2 <= dcb <= dc <= q`` (rounding in rules that subtract)."""
@@ -63,7 +68,7 @@ class Sig:
         dc = min(max(self.dc, 0.0), q)
         dcb = min(max(self.dcb, 0.0), dc)
         m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
-        return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest, self.near)
+        return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest, self.near, self.realized)
 
     def no_positions(self) -> "Sig":
         """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own
@@ -139,8 +144,26 @@ def sig_of(t: torch.Tensor) -> Sig:
     if a > 0 and b > 0 and bool((a_c + b_c > 0).all()):
         share = float((a_c / (a_c + b_c)).mean()) * (a + b) / a
     dc = float(per.square().mean())
-    return Sig(q, float(per.mean()), dc, float(per.mean(0).square().mean()), 1.0, share,
-               near=_near_of(x, q, dc) if x.dim() >= 4 else 0.0).clean()
+    spread, rows = _channel_spread(ms_c - per.mean(0).square())
+    return Sig(q, float(per.mean()), dc, float(per.mean(0).square().mean()), spread, share, rows,
+               near=_near_of(x, q, dc) if x.dim() >= 4 else 0.0, realized=rows is not None).clean()
+
+
+def _channel_spread(v: torch.Tensor) -> tuple[float, tuple[float, ...] | None]:
+    """``(E_c[v / v_c], v_c / v)`` (``Sig.spread``, ``Sig.rows``) of measured per-channel variances over the batch
+    and positions (what a training-mode batch norm divides each channel by): a smooth image's channels, or a
+    stem conv's output on it (its rows meet the RGB channels' correlation), are far from even. ``(1, None)`` for
+    one channel or no variance; a channel without variance counts as ``SPREAD_CAP`` times the mean (the norm's
+    eps caps it: see ``initwise._rules_layer.norm_backward``)."""
+    v = v.clamp(min=0.0)
+    mean = float(v.mean()) if v.numel() else 0.0
+    if v.numel() < 2 or not mean > 0.0 or not math.isfinite(mean):
+        return 1.0, None
+    r = v / mean
+    spread = float((1.0 / r.clamp(min=1.0 / SPREAD_CAP)).mean())
+    if spread <= 1.0 + 1e-9:  # even (to rounding): nothing for a norm to apply
+        return 1.0, None
+    return spread, tuple(float(t) for t in r)
 
 
 def _near_of(x: torch.Tensor, q: float, dc: float) -> float:
