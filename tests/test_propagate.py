@@ -300,6 +300,45 @@ def test_batch_norm_after_a_stem_on_photos_divides_each_channel_by_its_own_varia
     assert spread > abs(mean) + 4 * se, (spreads, mean, se)
 
 
+class DepthwiseOnPhotos(nn.Module):
+    """A stem, then a depthwise 3x3 conv and a batch norm (MobileNet, EfficientNet, FastViT): on photos the
+    depthwise conv's input is smooth (neighbours correlate ~0.8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(32)
+        self.dw = nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.head = nn.Conv2d(32, 8, 1)
+
+    def forward(self, x):
+        return self.head(F.relu(self.bn1(self.dw(F.relu(self.bn0(self.stem(x)))))))
+
+
+def _dw_logs():
+    logs, noises = [], []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        dw = profile(DepthwiseOnPhotos(), _photo_patches(32, seed), None, seed=seed)["dw"]
+        logs.append(math.log(dw.backward / dw.predicted_backward))
+        noises.append(dw.backward_noise)
+    return sum(logs) / len(logs), math.sqrt(sum(n * n for n in noises)) / len(noises)
+
+
+def test_depthwise_conv_of_a_smooth_input_spreads_the_channels_variances(monkeypatch):
+    """A depthwise row meets a correlated input as ``k^T P k`` (``_rules_layer.correlated_rows``): rows that sum
+    to ~0 are high-pass filters whose channels carry little variance, which the norm after the layer divides by.
+    Over 8 draws (the model's own weights) the mean log ratio at the depthwise conv is within 4 of its standard
+    errors of 0; with the rows taken as meeting a white input (the old rule: the variances as the rows' squared
+    norms) it is more than 4 away (the gradient 2x under)."""
+    mean, se = _dw_logs()
+    assert abs(mean) < 4 * se, (mean, se)
+    monkeypatch.setattr(_rules_layer, "NEAR_MIN", 2.0)  # no input is correlated enough: the white rows
+    old, se_old = _dw_logs()
+    assert abs(old) > 4 * se_old, (old, se_old)
+
+
 # ---------------------------------------------------------------- reductions, pooling, gates
 
 

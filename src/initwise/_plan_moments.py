@@ -17,6 +17,7 @@ from ._graph import Graph, LayerInfo
 from ._plan_options import _Options
 from ._plan_types import LayerPlan
 from ._propagate import LayerMoments, NormMoments, propagate
+from ._rules_layer import KERNEL_ROWS
 from ._reparam import effective_ms, reparams
 from ._row_norms import row_ms, sharable
 from ._plan_example import _batch, _input_moments, _measured_near, _patch_moments, _prefix_moments
@@ -116,7 +117,37 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
                         row_norms=_row_norms(w, primary.method) if per_channel and not transposed and spread > 1.0
                         else None,
                         per_channel=per_channel, centered=centered, channels=int(primary.shape[1]),
-                        taps=max(int(round(math.prod(primary.shape[2:]) * t_in)), 1))
+                        taps=max(int(round(math.prod(primary.shape[2:]) * t_in)), 1),
+                        kernels=_kernel_rows(w, primary.method, primary.shape) if per_channel and not transposed
+                        else None, kernel_size=tuple(int(v) for v in primary.shape[2:]),
+                        dilation=tuple(int(v) for v in getattr(m, "dilation", ())) if isinstance(
+                            m, nn.modules.conv._ConvNd) else ())
+
+
+def _kernel_rows(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) -> tuple[tuple[float, ...], ...] | None:
+    """A per-channel layer's rows (``LayerMoments.kernels``): its weights when kept (up to ``KERNEL_ROWS``
+    channels, evenly spaced), else Gaussian rows of the kernel's size (a fixed generator: every independent
+    zero-mean draw has their correlation structure, only the scale differs); None for one tap, for orthogonal
+    and identity rows, and without values."""
+    k = math.prod(shape[2:])
+    if k <= 1:
+        return None
+    if method == "keep":
+        if w is None or w.is_meta or not w.is_floating_point():
+            return None
+        rows = w.detach().reshape(w.shape[0], -1).double()
+        if rows.shape[0] > KERNEL_ROWS:
+            rows = rows[torch.linspace(0, rows.shape[0] - 1, KERNEL_ROWS).round().long()]
+        return tuple(tuple(r) for r in rows.tolist())
+    if method not in _KURTOSIS:
+        return None
+    return _gaussian_rows(k)
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_rows(k: int) -> tuple[tuple[float, ...], ...]:
+    g = torch.Generator().manual_seed(0)
+    return tuple(tuple(r) for r in torch.randn(KERNEL_ROWS, k, dtype=torch.float64, generator=g).tolist())
 
 
 def _row_sums(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) -> tuple[float, ...] | None:

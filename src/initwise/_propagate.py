@@ -173,7 +173,7 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         else:  # unknown (or a kind the rules do not know)
             out, b = R.pass_forward(n.op, x, n.shape, False)
         if k in ("act", "pass", "scale") and out.spread == 1.0 and x.spread != 1.0 and n.id not in known:
-            out = replace(out, spread=x.spread, rows=x.rows, rows_rest=x.rows_rest)  # pointwise maps, moves
+            out = replace(out, spread=x.spread, rows=x.rows, rows_rest=x.rows_rest, norms=x.norms)  # pointwise maps
         if n.id not in known and k not in ("input", "output"):
             nr = near[n.id] if n.id in near else N.near_after(n, out, ins, shapes, layers, batch)
             if nr != out.near:

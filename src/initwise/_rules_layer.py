@@ -16,6 +16,7 @@ gamma_c / sqrt(running_var_c + eps)``, ``b_c = beta_c - a_c running_mean_c``: ex
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,12 @@ class LayerMoments:
     channels: int = 1
     taps: int = 1
     patch_ms: float | None = None  # E[mean_i x_i^2 - xbar^2] measured on the example (a first layer)
+    # a per-channel layer of more than one tap: its rows (kept weights, up to KERNEL_ROWS channels; drawn ones:
+    # as many Gaussian rows of the kernel's size, a fixed generator), the kernel's spatial size and dilation, for
+    # a spatially correlated input (:func:`correlated_rows`)
+    kernels: tuple[tuple[float, ...], ...] | None = None
+    kernel_size: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,11 @@ class NormMoments:
     normalized: int = 0  # layer norm: how many trailing elements it normalizes over (0: the channel dim)
 
 
+NEAR_MIN = 0.05  # below it a depthwise layer's input is taken as independent between positions
+BOUND_CORRELATED = 1.5  # the geometric-lag correlation model of a depthwise layer's input (tests/test_propagate.py)
+KERNEL_ROWS = 512  # rows of a per-channel layer kept for correlated_rows
+
+
 def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
                   batch: int | None = None) -> tuple[Sig, float]:
     if lm is None or lm.kind == "opaque":
@@ -136,10 +148,52 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
         dc, dcb = lm.dc_keep * dc + moved, lm.dc_keep * dcb + moved / max(batch or layout(shape)[0], 1)
         if moved > BORDER_MOVED * dc:  # positions taken as independent there
             bound *= BOUND_BORDER
+    rows, norms = lm.row_norms if lm.per_channel and lm.bias_ms == 0.0 else None, None
+    if lm.per_channel and lm.kernels and x.near > NEAR_MIN:
+        corr = correlated_rows(lm.kernels, lm.kernel_size, lm.dilation, x.near, max(dc - dcb, 0.0),
+                               max(q - dc, 0.0))
+        if corr is not None:
+            c_spread, c_rows, c_norms = corr
+            spread = c_spread * x.spread
+            rows, norms = (c_rows, c_norms) if lm.bias_ms == 0.0 else (None, None)
+            if c_spread > SPREAD_EXACT:
+                bound *= BOUND_CORRELATED
     out = Sig(g * q + lm.bias_ms, 0.0, g * dc + lm.bias_ms, g * dcb + lm.bias_ms, spread,
               _dc_share(lm.row_sums, dc - dcb, q - dc) if lm.per_channel else 1.0,
-              lm.row_norms if lm.per_channel and lm.bias_ms == 0.0 else None, x.spread if lm.per_channel else 1.0)
+              rows, x.spread if lm.per_channel else 1.0, norms=norms)
     return (out.no_positions() if len(shape) <= 2 else out).clean(), bound
+
+
+def correlated_rows(kernels: tuple[tuple[float, ...], ...], size: tuple[int, ...], dilation: tuple[int, ...],
+                    near: float, a: float, b: float) -> tuple[float, tuple[float, ...], tuple[float, ...]] | None:
+    """The channels' variances after a per-channel (depthwise) layer whose input is correlated between
+    neighbouring positions (``Sig.near``, the lags geometric: ``R(d) = near^d`` per spatial dim, separable):
+    channel ``c`` has ``v_c = (sum_t k_ct)^2 a + k_c^T P k_c b`` for the input's per-sample constant part ``a``
+    and varying part ``b``, ``P_tt' = prod_dims near^(dilation |t - t'|)``. A smooth map meets a row that sums to
+    ~0 as a high-pass filter: those channels carry little variance, and a norm after the layer divides by it
+    (``E_c[v / v_c]`` far above the white input's ``E_c[s / s_c]``). Returns ``(E_c[v / v_c], v_c / v,
+    |k_c|^2 / mean)`` (``Sig.spread``, ``Sig.rows``, ``Sig.norms``), None when the kernel's shape is unknown."""
+    if not kernels or not size or math.prod(size) != len(kernels[0]) or not 0.0 < near < 1.0 or a + b <= 0:
+        return None
+    key = (kernels, size, dilation or (1,) * len(size), round(near, 3), float(f"{a / (a + b):.3g}"))
+    return _correlated_rows(*key)
+
+
+@functools.lru_cache(maxsize=256)
+def _correlated_rows(kernels, size, dilation, near, share):
+    import torch  # the rules are plain floats; one quadratic form per channel, in float64
+
+    k = torch.tensor(kernels, dtype=torch.float64)  # (C, taps)
+    p = torch.ones((1, 1), dtype=torch.float64)
+    for n, d in zip(size, dilation):
+        i = torch.arange(n, dtype=torch.float64)
+        p = torch.kron(p, near ** (d * (i[:, None] - i[None, :]).abs()))
+    norms = k.square().sum(1)
+    v = share * k.sum(1).square() + (1.0 - share) * ((k @ p) * k).sum(1)
+    if not bool((norms > 0).all()) or not bool((v > 0).all()):
+        return None
+    vm, nm = float(v.mean()), float(norms.mean())
+    return float((vm / v).mean()), tuple((v / vm).tolist()), tuple((norms / nm).tolist())
 
 
 def _dc_share(t: tuple[float, ...] | None, a: float, b: float) -> float:
@@ -275,7 +329,8 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...],
             rest = max(x.rows_rest, 1.0)
             h = [(var + nm.eps) / (r * var / rest + nm.eps) for r in x.rows]
             applied = sum(h) / len(h)
-            cancels = applied / max(sum(r * t for r, t in zip(x.rows, h)) / len(h), 1e-300)
+            own = x.norms if x.norms is not None and len(x.norms) == len(x.rows) else x.rows
+            cancels = applied / max(sum(r * t for r, t in zip(own, h)) / len(h), 1e-300)
         f *= applied
         if x.spread > SPREAD_EXACT:
             bound *= x.spread

@@ -56,11 +56,17 @@ class Sig:
     # the moments were measured on the example itself (``sig_of``): ``rows`` are this batch's own per-channel
     # variances, which a batch norm over the same batch divides by (no average over draws of them)
     realized: bool = False
+    # with ``rows``: the producing per-channel layer's own squared row norms over their mean, where the channels'
+    # variances are not proportional to them (a depthwise conv of a spatially correlated input: ``v_c ~ k_c^T P
+    # k_c``); what that layer's backward multiplies each channel by, for the norm's cancelled share. None: the
+    # rows themselves
+    norms: tuple[float, ...] | None = None
 
     def scaled(self, c2: float, c: float | None = None) -> "Sig":
         """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
         return Sig(self.q * c2, self.mean * (c if c is not None else math.sqrt(c2)), self.dc * c2, self.dcb * c2,
-                   self.spread, rows=self.rows, rows_rest=self.rows_rest, near=self.near, realized=self.realized)
+                   self.spread, rows=self.rows, rows_rest=self.rows_rest, near=self.near, realized=self.realized,
+                   norms=self.norms)
 
     def clean(self) -> "Sig":
         """Clip to ``mean^2 <= dcb <= dc <= q`` (rounding in rules that subtract)."""
@@ -68,7 +74,8 @@ class Sig:
         dc = min(max(self.dc, 0.0), q)
         dcb = min(max(self.dcb, 0.0), dc)
         m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
-        return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest, self.near, self.realized)
+        return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest, self.near, self.realized,
+                   self.norms)
 
     def no_positions(self) -> "Sig":
         """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own
