@@ -323,6 +323,8 @@ def _dw_logs():
         dw = profile(DepthwiseOnPhotos(), _photo_patches(32, seed), None, seed=seed)["dw"]
         logs.append(math.log(dw.backward / dw.predicted_backward))
         noises.append(dw.backward_noise)
+        if _rules_layer.NEAR_MIN < 1.0:  # each draw within the error bound the report shows (+ 4 of its noise)
+            assert abs(logs[-1]) <= math.log(dw.backward_bound) + 4 * dw.backward_noise, (seed, logs[-1])
     return sum(logs) / len(logs), math.sqrt(sum(n * n for n in noises)) / len(noises)
 
 
