@@ -138,7 +138,7 @@ def _kernel_rows(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) ->
         rows = w.detach().reshape(w.shape[0], -1).double()
         if rows.shape[0] > KERNEL_ROWS:
             rows = rows[torch.linspace(0, rows.shape[0] - 1, KERNEL_ROWS).round().long()]
-        return tuple(tuple(r) for r in rows.tolist())
+        return tuple(map(tuple, rows.tolist()))
     if method not in _KURTOSIS:
         return None
     return _gaussian_rows(k)
@@ -147,7 +147,7 @@ def _kernel_rows(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) ->
 @functools.lru_cache(maxsize=64)
 def _gaussian_rows(k: int) -> tuple[tuple[float, ...], ...]:
     g = torch.Generator().manual_seed(0)
-    return tuple(tuple(r) for r in torch.randn(KERNEL_ROWS, k, dtype=torch.float64, generator=g).tolist())
+    return tuple(map(tuple, torch.randn(KERNEL_ROWS, k, dtype=torch.float64, generator=g).tolist()))
 
 
 def _row_sums(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) -> tuple[float, ...] | None:

@@ -123,7 +123,7 @@ class NormMoments:
 
 NEAR_MIN = 0.05  # below it a depthwise layer's input is taken as independent between positions
 BOUND_CORRELATED = 1.5  # the geometric-lag correlation model of a depthwise layer's input (tests/test_propagate.py)
-KERNEL_ROWS = 512  # rows of a per-channel layer kept for correlated_rows
+KERNEL_ROWS = 256  # rows of a per-channel layer kept for correlated_rows (evenly spaced channels beyond)
 
 
 def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
