@@ -267,16 +267,18 @@ def _split(dims: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, int, int
     return rb, rc, rp
 
 
-def window_mean(x: Sig, k: float, p: int) -> float:
+def window_mean(x: Sig, k: float, p: int, rho: float = 0.0) -> float:
     """``E[m^2]`` for ``m`` the mean of ``k`` of a map's ``p`` positions. ``x.dc`` is the power of the mean over
     all ``p`` (:class:`initwise._signal.Sig`): a window that covers the map gives it back, exactly, whatever
-    the positions' correlation. A smaller window of positions exchangeable around the constant ``c`` (taken as
-    uncorrelated: the bound) keeps ``c^2 + (q - c^2) / k``, where the measured ``dc = c^2 + (q - c^2) / p``
-    holds ``1 / p`` of the rest: ``c^2 = (p dc - q) / (p - 1)``."""
+    the positions' correlation. A smaller window of positions exchangeable around the constant ``c`` keeps
+    ``c^2 + (q - c^2) (1 / k + (1 - 1 / k) rho)``, ``rho`` the mean correlation of two of its positions'
+    varying parts (:func:`initwise._rules_near.window_correlation` of ``Sig.near``; 0: uncorrelated), where the
+    measured ``dc = c^2 + (q - c^2) / p`` holds ``1 / p`` of the rest: ``c^2 = (p dc - q) / (p - 1)``."""
     if k >= p:
         return x.dc
     c2 = min(max((p * x.dc - x.q) / (p - 1), 0.0), x.q) if p > 1 else x.q
-    return c2 + (x.q - c2) / max(k, 1.0)
+    k = max(k, 1.0)
+    return c2 + (x.q - c2) * (1.0 / k + (1.0 - 1.0 / k) * min(max(rho, 0.0), 1.0))
 
 
 def reduce_forward(op: str, x: Sig, dims: tuple[int, ...], shape_in: tuple[int, ...],
@@ -322,10 +324,27 @@ def _window(op: str, dims: tuple[int, ...] | None, shape_in: tuple[int, ...],
     return float(_numel(dims)), s
 
 
+def _window_dims(op: str, dims: tuple[int, ...] | None, shape_in: tuple[int, ...],
+                 shape_out: tuple[int, ...]) -> tuple[int, ...] | None:
+    """An average pooling's window per spatial dim (its kernel; adaptive: input over output size, rounded up),
+    None when the shapes do not say."""
+    spatial_in, spatial_out = tuple(shape_in[2:]), tuple(shape_out[2:])
+    if not spatial_in or len(spatial_in) != len(spatial_out) or not all(spatial_out):
+        return None
+    if op in ADAPTIVE_AVG or not dims:
+        return tuple(-(-a // b) for a, b in zip(spatial_in, spatial_out))
+    if len(dims) == 1:
+        return tuple(dims) * len(spatial_in)
+    return tuple(dims) if len(dims) == len(spatial_in) else None
+
+
 def pool_forward(op: str, x: Sig, dims: tuple[int, ...] | None, shape_in: tuple[int, ...],
                  shape_out: tuple[int, ...]) -> tuple[Sig, float]:
     k, _ = _window(op, dims, shape_in, shape_out)
-    q = window_mean(x, max(k, 1.0), layout(shape_in)[2])
+    p = layout(shape_in)[2]
+    win = _window_dims(op, dims, shape_in, shape_out)
+    rho = window_correlation(x.near, win) if x.near > 0.0 and win is not None and k < p else 0.0
+    q = window_mean(x, max(k, 1.0), p, rho)
     out = Sig(q, x.mean, x.dc, x.dcb)
     if layout(shape_out)[2] == 1:
         out = out.no_positions()
