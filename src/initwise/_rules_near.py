@@ -7,17 +7,22 @@ With ``q = E[x^2]``, ``same`` the mean of ``E[x_p x_p']`` over two different pos
 independent between positions (the rules' assumption, and every op's here unless it is listed below), near 1 for
 a smooth map (a natural image: ~0.9 between pixels).
 
-The only rule that reads it is max pooling (:func:`initwise._rules_reduce.max_pool_forward`): the values of a
-window are alike, so their largest is much closer to their mean than the largest of independent draws (a
-ResNet's stem pools the ReLU of a stride-2 convolution of the image: with independent neighbours its output's
-second moment is over-stated ~2.2x, and in eval mode, where no batch norm renormalizes, every layer after it).
+Three rules read it. Max pooling (:func:`initwise._rules_reduce.max_pool_forward`): the values of a window are
+alike, so their largest is much closer to their mean than the largest of independent draws (a ResNet's stem
+pools the ReLU of a stride-2 convolution of the image: with independent neighbours its output's second moment is
+over-stated ~2.2x, and in eval mode, where no batch norm renormalizes, every layer after it). Average pooling
+(:func:`initwise._rules_reduce.window_mean`): the window's mean keeps the correlated share of the varying part.
+A depthwise layer (:func:`initwise._rules_layer.correlated_rows`): each channel's variance is its row's
+quadratic form over the correlated taps, which a norm after it divides by.
 
 How it moves (``R(d)``: the lag-``d`` moment averaged over positions):
 
 - a weight layer with independent zero-mean weights: ``E_w[y_p y_p'] = E[w^2] sum_{c,t} x_{c,p+t} x_{c,p'+t}``
   (only the same weight pairs with itself), so the output's lag-1 moment is the input's lag-``s`` one at stride
   ``s`` (interior positions): ``near^s`` with the lags taken geometric (``R(d) ~ near^d``, an exponential
-  correlation); a transposed convolution that upsamples reads neighbours through different taps: 0; a
+  correlation); a per-channel (depthwise) layer whose rows the plan holds: its channels' own lag over their
+  quadratic forms, equally weighted (:func:`channel_near`); a transposed convolution that upsamples reads
+  neighbours through different taps: 0; a
   standardized weight (rows of zero sum: NF-Nets) is a high-pass filter of a smooth map: 0; a first layer
   (the example fixes its input) is measured instead (:func:`initwise._plan_example._measured_near`);
 - a norm, a constant scale or shift, a value-preserving view: kept (per-channel and per-sample affine maps);

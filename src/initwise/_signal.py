@@ -45,9 +45,11 @@ class Sig:
     # ``b_c = (sum_j w_cj^2) b`` scatter apart (9 taps: the row sum's square is chi-square with 1 degree of
     # freedom); 1 elsewhere, and lost by any op but the weight layer that sets it
     dc_share: float = 1.0
-    # after a per-channel (depthwise) layer: each channel's variance over the mean, ``v_c / v`` (its row's squared
-    # norm over their mean), where ``spread`` is theirs alone; a norm's eps caps ``1 / v_c`` for the channels
-    # whose rows are tiny (one-tap rows: ``E[1 / w^2]`` diverges, ``E[1 / (w^2 v + eps)]`` does not)
+    # each channel's variance over the mean, ``v_c / v``: after a per-channel (depthwise) layer its row's squared
+    # norm over their mean (or, for a correlated input, its quadratic form: ``initwise._rules_layer.
+    # correlated_rows``), where ``spread`` is theirs alone; measured on a tensor the example fixes (``realized``);
+    # a norm's eps caps ``1 / v_c`` for the channels whose rows are tiny (one-tap rows: ``E[1 / w^2]`` diverges,
+    # ``E[1 / (w^2 v + eps)]`` does not)
     rows: tuple[float, ...] | None = None
     rows_rest: float = 1.0  # the input channels' own spread under those rows (``spread`` = the rows' times this)
     # the correlation between neighbouring positions of the part that varies over positions (0: independent;
