@@ -506,3 +506,35 @@ def test_trace_hooks_go_through_a_module_class_that_registers_its_own_and_none_s
         for m in net.modules():
             assert not m._forward_hooks and not m._forward_pre_hooks and not m._forward_hooks_with_kwargs \
                 and not m._forward_pre_hooks_with_kwargs and not m._forward_hooks_always_called
+
+
+class KeywordLinear(nn.Module):
+    """Swin-V2's attention calls ``F.linear(input=x, weight=self.qkv.weight, bias=...)``: the signal is a keyword."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(8, 32)
+        self.qkv = nn.Linear(32, 48, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(48))
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        return F.linear(input=h, weight=self.qkv.weight, bias=self.q_bias)
+
+
+def test_a_functional_layer_reads_its_signal_from_a_keyword() -> None:
+    """The layer node of ``F.linear(input=h, ...)`` has ``h`` (the ReLU) as its input, so the propagation reads
+    the ReLU's moments (the old trace found no input, took it as 1 and cut the backward there: Swin2SR's qkv
+    predicted 64x off)."""
+    import initwise as iw
+
+    torch.manual_seed(0)
+    model, x = KeywordLinear(), torch.randn(16, 8)
+    g = trace(model, x)
+    node = next(n for n in g.nodes if n.kind == "layer" and n.module == "qkv")
+    relu = next(n for n in g.nodes if n.kind == "act")
+    assert node.inputs == (relu.id,)
+    prof = iw.diagnose(model, x, generator=torch.Generator().manual_seed(0)).runs[0]
+    stem = prof["stem"]
+    assert stem.backward > 0 and stem.predicted_backward > 0
+    assert abs(math.log(stem.backward / stem.predicted_backward)) < math.log(1.1) + 4 * stem.backward_noise

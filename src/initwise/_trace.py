@@ -235,8 +235,10 @@ class Recorder(Joins, TorchFunctionMode):
         inplace = result is a0
         if name in WEIGHT_OPS and owner is not None and (n0 is not None or name.startswith("embedding")):
             # a functional conv / linear / embedding on a parameter (or a tensor computed from parameters)
-            ins = tuple(n for n in map(self.nid, _tensors(args[:1] if name != "bilinear" else args[:2]))
-                        if n is not None)
+            # the signal may come as a keyword (Swin-V2: F.linear(input=x, weight=..., bias=...))
+            firsts = [a0] if name != "bilinear" else list(args[:2]) if len(args) >= 2 else [
+                args[0] if args else kwargs.get("input1"), kwargs.get("input2")]
+            ins = tuple(n for n in map(self.nid, _tensors(firsts)) if n is not None)
             self.emit("layer", name, ins, outs, module=owner, param=self.params.last_weight)
             return
         if func in _FUNCTIONS or name in ("rrelu", "prelu"):
