@@ -124,6 +124,13 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
                             m, nn.modules.conv._ConvNd) else ())
 
 
+def _kept_rows(w: torch.Tensor | None) -> torch.Tensor | None:
+    """A kept weight's rows, one per output channel, in float64 (None without values)."""
+    if w is None or w.is_meta or not w.is_floating_point():
+        return None
+    return w.detach().reshape(w.shape[0], -1).double()
+
+
 def _kernel_rows(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) -> tuple[tuple[float, ...], ...] | None:
     """A per-channel layer's rows (``LayerMoments.kernels``): its weights when kept (up to ``KERNEL_ROWS``
     channels, evenly spaced), else Gaussian rows of the kernel's size (a fixed generator: every independent
@@ -133,9 +140,9 @@ def _kernel_rows(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) ->
     if k <= 1:
         return None
     if method == "keep":
-        if w is None or w.is_meta or not w.is_floating_point():
+        rows = _kept_rows(w)
+        if rows is None:
             return None
-        rows = w.detach().reshape(w.shape[0], -1).double()
         if rows.shape[0] > KERNEL_ROWS:
             rows = rows[torch.linspace(0, rows.shape[0] - 1, KERNEL_ROWS).round().long()]
         return tuple(map(tuple, rows.tolist()))
@@ -158,9 +165,8 @@ def _row_sums(w: torch.Tensor | None, method: str, shape: tuple[int, ...]) -> tu
     if k <= 1:
         return None
     if method == "keep":
-        if w is None or w.is_meta or not w.is_floating_point():
-            return None
-        return _sums_of(w.detach().reshape(w.shape[0], -1).double())
+        rows = _kept_rows(w)
+        return _sums_of(rows) if rows is not None else None
     if method in ("orthogonal", "identity", "dirac"):
         return None
     return _gaussian_row_sums(k)

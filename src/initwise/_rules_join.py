@@ -97,11 +97,11 @@ def mul_backward(d: Grad, ins: list[Sig], shapes: list[tuple[int, ...]], out_sha
         dc_o = math.prod(x.dc for x in others)
         dcb_o = math.prod(x.dcb for x in others)
         local = Grad(d.g * q_o, d.dc * dc_o, d.dcb * dcb_o)
+        r = n / max(_numel(s), 1)
         if _over_positions(s, out_shape):  # summed over positions: the fluctuations' product (module doc)
-            r = n / max(_numel(s), 1)
             dc = min(max(d.dc, d.g / r), d.g)  # a sample's mean over r positions holds at least 1/r of a white one
             local = Grad(max(d.g - dc, 0.0) * max(q_o - dc_o, 0.0) + dc * dc_o, dc * dc_o, local.dcb)
-        out.append(_summed(local, n / max(_numel(s), 1), local.dc, s))
+        out.append(_summed(local, r, local.dc, s))
     return out, BOUND_GATE if gated else 1.0
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._batch_stats import finite_set_factor
+from ._rules_near import lag_matrix
 from ._signal import Grad, Sig, layout
 
 __all__ = ["LayerMoments", "NormMoments", "layer_forward", "layer_backward", "norm_forward", "norm_backward"]
@@ -169,7 +170,8 @@ def correlated_rows(kernels: tuple[tuple[float, ...], ...], size: tuple[int, ...
     """The channels' variances after a per-channel (depthwise) layer whose input is correlated between
     neighbouring positions (``Sig.near``, the lags geometric: ``R(d) = near^d`` per spatial dim, separable):
     channel ``c`` has ``v_c = (sum_t k_ct)^2 a + k_c^T P k_c b`` for the input's per-sample constant part ``a``
-    and varying part ``b``, ``P_tt' = prod_dims near^(dilation |t - t'|)``. A smooth map meets a row that sums to
+    and varying part ``b``, ``P`` the input's geometric lags over the taps (:func:`initwise._rules_near.
+    lag_matrix`). A smooth map meets a row that sums to
     ~0 as a high-pass filter: those channels carry little variance, and a norm after the layer divides by it
     (``E_c[v / v_c]`` far above the white input's ``E_c[s / s_c]``). Returns ``(E_c[v / v_c], v_c / v,
     |k_c|^2 / mean)`` (``Sig.spread``, ``Sig.rows``, ``Sig.norms``), None when the kernel's shape is unknown."""
@@ -184,12 +186,8 @@ def _correlated_rows(kernels, size, dilation, near, share):
     import torch  # the rules are plain floats; one quadratic form per channel, in float64
 
     k = torch.tensor(kernels, dtype=torch.float64)  # (C, taps)
-    p = torch.ones((1, 1), dtype=torch.float64)
-    for n, d in zip(size, dilation):
-        i = torch.arange(n, dtype=torch.float64)
-        p = torch.kron(p, near ** (d * (i[:, None] - i[None, :]).abs()))
     norms = k.square().sum(1)
-    v = share * k.sum(1).square() + (1.0 - share) * ((k @ p) * k).sum(1)
+    v = share * k.sum(1).square() + (1.0 - share) * ((k @ lag_matrix(size, dilation, near)) * k).sum(1)
     if not bool((norms > 0).all()) or not bool((v > 0).all()):
         return None
     vm, nm = float(v.mean()), float(norms.mean())

@@ -44,7 +44,7 @@ from ._gains import dual
 from ._rules_act import _pairs
 from ._signal import Sig, layout
 
-__all__ = ["channel_near", "near_after", "window_correlation", "varying"]
+__all__ = ["channel_near", "lag_matrix", "near_after", "window_correlation", "varying"]
 
 _KEEP = frozenset(("norm", "scale", "shift"))
 _SAME_SHAPE = frozenset(("to", "float", "double", "contiguous", "clone", "detach", "Identity", "type_as",
@@ -71,9 +71,9 @@ def _strided(near: float, s_in, s_out) -> float:
     return sum(near ** s for s in st) / len(st)
 
 
-def _per_channel_near(n, lm, x: Sig, s_in) -> tuple[float, float] | None:
-    """(variance-weighted, equal-weighted) ``near`` after the per-channel layer ``lm`` (:func:`channel_near`),
-    or None where its rows or strides are not at hand."""
+def _per_channel_near(n, lm, x: Sig, s_in) -> float | None:
+    """``near`` after the per-channel layer ``lm``, its channels' own taken alike (:func:`channel_near`), or None
+    where its rows or strides are not at hand."""
     if lm is None or not lm.per_channel or not lm.kernels or not 0.0 < x.near < 1.0 or len(s_in) != len(n.shape):
         return None
     st = _strides(s_in, n.shape)
@@ -83,16 +83,26 @@ def _per_channel_near(n, lm, x: Sig, s_in) -> tuple[float, float] | None:
                         max(x.q - x.dc, 0.0))
 
 
+def lag_matrix(size: tuple[int, ...], dilation: tuple[int, ...], near: float, shift: tuple[int, ...] | None = None):
+    """``P_tt' = prod_d near^|dilation_d (t_d - t'_d) + shift_d|`` over a kernel's taps (the input's geometric
+    lags between two receptive fields ``shift`` input steps apart; 0: the same field), a float64 tensor."""
+    import torch  # the rules are plain floats; the quadratic forms over a kernel's taps are torch's
+
+    p = torch.ones((1, 1), dtype=torch.float64)
+    for d, (n, dil) in enumerate(zip(size, dilation)):
+        i = torch.arange(n, dtype=torch.float64) * dil
+        p = torch.kron(p, near ** (i[:, None] - i[None, :] + (shift[d] if shift else 0)).abs())
+    return p
+
+
 def channel_near(kernels: tuple[tuple[float, ...], ...], size: tuple[int, ...], dilation: tuple[int, ...],
-                 strides: tuple[int, ...], near: float, b: float) -> tuple[float, float] | None:
+                 strides: tuple[int, ...], near: float, b: float) -> float | None:
     """``near`` after a per-channel (depthwise) layer of a correlated input, each channel's own taken alike:
     channel ``c``'s output neighbours (``stride`` input steps apart) correlate ``k_c^T P_s k_c / k_c^T P_0 k_c``
-    (``P_s``: the input's geometric lags between the two receptive fields' taps). A row that sums to ~0 is a
-    high-pass filter: its channel is far less smooth than the input, and a norm after the layer gives it the
-    weight of any other (the variance-weighted mean over channels, ``near^s`` for independent weights, is what
-    the layer's output shows before that norm). Returns ``(variance-weighted, equal-weighted)``; the rules carry
-    the second (such a layer is followed by a norm in every net seen here), None when the kernel's shape is
-    unknown."""
+    (:func:`lag_matrix`). A row that sums to ~0 is a high-pass filter: its channel is far less smooth than the
+    input, and a norm after the layer gives it the weight of any other (the variance-weighted mean over channels,
+    ``near^s`` for independent weights, is what the layer's output shows before that norm; such a layer is
+    followed by a norm in every net seen here). None when the kernel's shape is unknown."""
     if not kernels or not size or math.prod(size) != len(kernels[0]) or len(strides) != len(size) or b <= 0:
         return None
     return _channel_near(kernels, size, dilation or (1,) * len(size), strides, round(near, 3))
@@ -100,24 +110,18 @@ def channel_near(kernels: tuple[tuple[float, ...], ...], size: tuple[int, ...], 
 
 @functools.lru_cache(maxsize=256)
 def _channel_near(kernels, size, dilation, strides, near):
-    import torch  # one pair of quadratic forms per channel, in float64
+    import torch
 
     k = torch.tensor(kernels, dtype=torch.float64)
+    v0 = ((k @ lag_matrix(size, dilation, near)) * k).sum(1)
+    if not bool((v0 > 0).all()):
+        return None
     lags = []
     for axis in range(len(size)):
-        p0 = torch.ones((1, 1), dtype=torch.float64)
-        ps = torch.ones((1, 1), dtype=torch.float64)
-        for d, (n, dil) in enumerate(zip(size, dilation)):
-            i = torch.arange(n, dtype=torch.float64) * dil
-            diff = i[:, None] - i[None, :]
-            p0 = torch.kron(p0, near ** diff.abs())
-            ps = torch.kron(ps, near ** (diff + (strides[d] if d == axis else 0)).abs())
-        v0, vs = ((k @ p0) * k).sum(1), ((k @ ps) * k).sum(1)
-        if not bool((v0 > 0).all()):
-            return None
-        lags.append(((vs / v0).clamp(-1.0, 1.0).mean(), vs.sum() / v0.sum()))
-    return (float(min(max(sum(float(w) for _, w in lags) / len(lags), -1.0), 1.0)),
-            float(sum(float(e) for e, _ in lags) / len(lags)))
+        shift = tuple(strides[d] if d == axis else 0 for d in range(len(size)))
+        vs = ((k @ lag_matrix(size, dilation, near, shift)) * k).sum(1)
+        lags.append(float((vs / v0).clamp(-1.0, 1.0).mean()))
+    return sum(lags) / len(lags)
 
 
 @functools.lru_cache(maxsize=256)
@@ -161,8 +165,8 @@ def near_after(n, out: Sig, ins: list[Sig], shapes: list, layers, batch: int | N
         lm = layers.get(n.module or "")
         if lm is None or lm.kind != "affine" or len(n.inputs) != 1 or lm.centered:
             return 0.0  # a standardized weight's rows sum to zero: a high-pass of a smooth map (unless measured)
-        both = _per_channel_near(n, lm, x, s_in)  # its channels' own, alike: what the norm after it shows
-        return both[1] if both is not None else _strided(x.near, s_in, n.shape)
+        own = _per_channel_near(n, lm, x, s_in)  # its channels' own, alike: what the norm after it shows
+        return own if own is not None else _strided(x.near, s_in, n.shape)
     if k in _KEEP:
         return x.near if tuple(s_in) == tuple(n.shape) else 0.0
     if k == "act":
