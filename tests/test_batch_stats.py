@@ -221,3 +221,61 @@ def test_the_activation_after_a_norm_on_a_small_map_keeps_its_constants_as_sampl
         logs.append(math.log(float(xx.grad.double().pow(2).mean()) / predicted))
     mean, se = _stats(logs)
     assert abs(mean) <= MISMATCH_Z * se + 0.03, (mean, se)
+
+
+def test_a_pattern_the_samples_share_has_fewer_degrees_of_freedom():
+    """``x = alpha a[n, c] + sigma s[c, p] + beta b[n, c, p]``: the pattern ``s`` over positions is the same in every
+    sample (``Sig.pos_shared``), so a batch norm's variance sees it on ``P - 1`` directions, not ``N (P - 1)``:
+    the backward of the real ``F.batch_norm`` (20000 channels, 2x2 maps at batch 2) against the factor with the
+    shared part and without it."""
+    n, c, p, eps = 2, 20000, 4, 1e-5
+    alpha, sigma, beta = 0.4, 0.9, 0.6
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(1, c, p, generator=gen, dtype=torch.float64)
+    x = (alpha * torch.randn(n, c, 1, generator=gen, dtype=torch.float64) + sigma * (s - s.mean(2, keepdim=True))
+         + beta * torch.randn(n, c, p, generator=gen, dtype=torch.float64)).reshape(n, c, 2, 2).requires_grad_(True)
+    dy = torch.randn(n, c, 2, 2, generator=gen, dtype=torch.float64)
+    y = nn.functional.batch_norm(x, None, None, training=True, eps=eps)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    per = dx.pow(2).mean((0, 2, 3))  # per channel: independent draws
+    measured, se = float(per.mean()), float(per.std()) / math.sqrt(c)
+    q = alpha**2 + sigma**2 * (p - 1) / p + beta**2
+    dc, dcb = alpha**2 + beta**2 / p, alpha**2 / n + beta**2 / (n * p)
+    g, gdc, gdcb = 1.0, 1.0 / p, 1.0 / (n * p)
+
+    def predicted(shared):
+        f = _batch_stats.finite_set_factor("batch", q, dc, dcb, g, gdc, gdcb, n, p, eps, shared=shared,
+                                           shared_dims=p - 1)
+        return f * (g - gdcb) / (q - dcb + eps)
+
+    assert abs(measured - predicted(sigma**2 * (p - 1) / p)) <= 4 * se, (measured, predicted(sigma**2 * 0.75), se)
+    assert abs(measured - predicted(0.0)) > 4 * se, (measured, predicted(0.0), se)
+
+
+def test_a_padded_convolutions_border_pattern_is_one_direction():
+    """A 3x3 convolution on a 2x2 map turns its input's batch constant ``m_c`` into ``m_c k_c[p]``: one fixed
+    pattern per channel (its rows' tap sums at each position), the same in every sample: on one direction of the
+    positional part (``shared_dims=1``), not spread over all ``P - 1`` (the real ``F.batch_norm``, 20000
+    channels, batch 2)."""
+    n, c, p, eps = 2, 20000, 4, 1e-5
+    sigma, beta = 0.9, 0.6
+    gen = torch.Generator().manual_seed(1)
+    k = torch.randn(1, c, p, generator=gen, dtype=torch.float64)
+    k = (k - k.mean(2, keepdim=True)) / (k - k.mean(2, keepdim=True)).pow(2).mean(2, keepdim=True).sqrt()
+    m = torch.randn(1, c, 1, generator=gen, dtype=torch.float64)
+    x = (sigma * m * k + beta * torch.randn(n, c, p, generator=gen, dtype=torch.float64)).reshape(n, c, 2, 2)
+    x.requires_grad_(True)
+    dy = torch.randn(n, c, 2, 2, generator=gen, dtype=torch.float64)
+    (dx,) = torch.autograd.grad(nn.functional.batch_norm(x, None, None, training=True, eps=eps), x, dy)
+    per = dx.pow(2).mean((0, 2, 3))
+    measured, se = float(per.mean()), float(per.std()) / math.sqrt(c)
+    q, dc, dcb = sigma**2 + beta**2, beta**2 / p, beta**2 / (n * p)
+    g, gdc, gdcb = 1.0, 1.0 / p, 1.0 / (n * p)
+
+    def predicted(dims):
+        f = _batch_stats.finite_set_factor("batch", q, dc, dcb, g, gdc, gdcb, n, p, eps, shared=sigma**2,
+                                           shared_dims=dims)
+        return f * (g - gdcb) / (q - dcb + eps)
+
+    assert abs(measured - predicted(1)) <= 4 * se, (measured, predicted(1), se)
+    assert abs(measured - predicted(p - 1)) > 4 * se, (measured, predicted(p - 1), se)

@@ -99,7 +99,8 @@ def _moments1(part: tuple[float, int], eps: float) -> tuple[float, list[float]]:
 
 
 def finite_set_factor(kind: str, q: float, dc: float, dcb: float, g: float, gdc: float, gdcb: float,
-                      n: int, p: int, eps: float, coherent: float = 0.0, realized: bool = False) -> float:
+                      n: int, p: int, eps: float, coherent: float = 0.0, realized: bool = False,
+                      shared: float = 0.0, shared_dims: int = 1) -> float:
     """The factor (module docstring) on a norm's backward rule for a statistics set of ``n`` samples by ``p``
     positions (``kind`` "batch"; "instance": one sample's positions), the input's moments ``q, dc, dcb`` and the
     gradient's ``g, gdc, gdcb`` per element. ``coherent``: the power per element of the gradient's mean part
@@ -108,10 +109,23 @@ def finite_set_factor(kind: str, q: float, dc: float, dcb: float, g: float, gdc:
     channels' own variances ``s`` of this very set are at hand (measured on the example: ``Sig.realized``) and the
     rule already divides by them, so ``E[1 / Z]`` is not averaged over chi-square draws; only the projection on
     ``xhat`` is left, each part's share of ``Z`` over its directions: ``1 - (coherent + sum_k G_k (w_k / Z) / d_k)
-    / G``."""
+    / G``. ``shared``: of the positional part ``q - dc``, the power of a pattern every sample shares
+    (``Sig.pos_shared``), on ``shared_dims`` of the ``P - 1`` directions of such patterns (1: one fixed pattern
+    per channel, as a padded convolution's borders make of its input's batch constant), the rest of the
+    positional part even over all ``N (P - 1)`` directions; the gradient's positional power splits between the two
+    subspaces by their sizes (a gradient independent of ``x``)."""
     if kind == "batch":
         m = n * p
-        parts = [(max(dc - dcb, 0.0), n - 1, max(gdc - gdcb, 0.0)), (max(q - dc, 0.0), n * (p - 1), max(g - gdc, 0.0))]
+        pos, gpos = max(q - dc, 0.0), max(g - gdc, 0.0)
+        sh = min(max(shared, 0.0), pos) if n > 1 and p > 1 else 0.0
+        parts = [(max(dc - dcb, 0.0), n - 1, max(gdc - gdcb, 0.0))]
+        if sh > 0.0:
+            k = min(max(shared_dims, 1), p - 1)
+            f = k / (n * (p - 1))  # the shared directions' share of the N (P - 1) positional ones
+            rest = pos - sh  # even over all positional directions
+            parts += [(sh + rest * f, k, gpos * f), (rest * (1 - f), n * (p - 1) - k, gpos * (1 - f))]
+        else:
+            parts.append((pos, n * (p - 1), gpos))
     elif kind == "instance":
         m = p
         parts = [(max(q - dc, 0.0), p - 1, max(g - gdc, 0.0))]

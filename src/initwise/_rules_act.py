@@ -4,8 +4,10 @@ A pre-activation with moments :class:`initwise._signal.Sig` ``(q, mean, dc, dcb)
 ``mean`` and variance ``v = q - mean^2`` (over channels: a weight layer's per-channel constants are Gaussian over
 its random weights). Forward: ``E[phi(y)^2]`` and ``E[phi(y)]`` by quadrature at ``(v, mean)``; the constant parts
 by the dual kernel ``E[phi(a) phi(b)]`` of two points that share them (covariance ``dc - mean^2``, resp.
-``dcb - mean^2``). Backward: ``E[phi'(y)^2]`` times the gradient (independent of the pre-activation, as in
-He et al., 2015); the gradient's constant parts scale with the dual kernel of ``phi'`` (``E[phi'(y)]^2`` when
+``dcb - mean^2``). A ReLU of a rectified stream plus a Gaussian (``Sig.rect``: a post-activation residual join)
+takes its mean, second moment and ``P(z > 0)`` from :mod:`initwise._rules_rect` instead, the constant parts'
+covariances scaled with the variance. Backward: ``E[phi'(y)^2]`` times the gradient (independent of the
+pre-activation, as in He et al., 2015); the gradient's constant parts scale with the dual kernel of ``phi'`` (``E[phi'(y)]^2`` when
 the pre-activation has no constant part, up to ``E[phi'^2]`` when it is all constant).
 """
 
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import torch
 
 from ._gains import _derivative, _nodes, dual, moments
+from ._rules_rect import consistent, matched, relu_moments
 from ._signal import Grad, Sig, layout
 
 __all__ = ["act_forward", "act_backward", "slope_correlation"]
@@ -85,8 +89,31 @@ def act_forward(act, x: Sig, shape: tuple[int, ...] | None = None, batch: int | 
     m2 = mu * mu
     dc = dual(act, v, min(max(same - m2, -v), v), mu)
     dcb = dual(act, v, min(max(other - m2, -v), v), mu)
+    exact = _rectified(act, x)
+    if exact is not None:  # the same covariances of the constants, scaled with the exact variance
+        _, e1, e2 = exact
+        var_g, var_x = second - mean * mean, e2 - e1 * e1
+        k = var_x / var_g if var_g > 0 else 1.0
+        dc, dcb = e1 * e1 + (dc - mean * mean) * k, e1 * e1 + (dcb - mean * mean) * k
+        second, mean = e2, e1
     dc, dcb = _sampled(second, dc, dcb, shape, batch)
-    return Sig(second, mean, dc, dcb).clean(), 1.0
+    out = Sig(second, mean, dc, dcb).clean()
+    if _is_relu(act):
+        rect = matched(out.mean, out.q) if exact is not None else (mu, v, 0.0, 0.0)
+        if consistent(rect, out.q, out.mean):
+            out = replace(out, rect=rect)
+    return out, 1.0
+
+
+def _is_relu(act) -> bool:
+    return act is not None and act.known and act.name == "relu"
+
+
+def _rectified(act, x: Sig) -> tuple[float, float, float] | None:
+    """``(P(z > 0), E[relu z], E[relu(z)^2])`` of a ReLU whose input carries a consistent ``Sig.rect``."""
+    if not _is_relu(act) or not consistent(x.rect, x.q, x.mean):
+        return None
+    return relu_moments(x.rect)
 
 
 def act_backward(act, d: Grad, x: Sig, shape: tuple[int, ...] | None = None,
@@ -105,8 +132,10 @@ def act_backward(act, d: Grad, x: Sig, shape: tuple[int, ...] | None = None,
     m2 = mu * mu
     kdc = dual(act, v, min(max(same - m2, -v), v), mu, derivative=True)
     kdcb = dual(act, v, min(max(other - m2, -v), v), mu, derivative=True)
-    g = d.g * m.backward
-    dc, dcb = _sampled(g, gsame * kdc, gother * kdcb, shape, batch)
+    exact = _rectified(act, x)
+    k = exact[0] / m.backward if exact is not None and m.backward > 0 else 1.0  # the exact P(z > 0)
+    g = d.g * m.backward * k
+    dc, dcb = _sampled(g, gsame * kdc * k, gother * kdcb * k, shape, batch)
     return [Grad(g, dc, dcb)], 1.0
 
 

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from ._rules_rect import consistent, joined
 from ._signal import Grad, Sig, layout
 
 __all__ = ["AttentionMoments", "mha_forward", "mha_backward", "add_forward", "add_backward", "cat_forward", "mul_forward", "mul_backward", "softmax_stats",
@@ -63,7 +64,10 @@ def _over_positions(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
 
 def add_forward(ins: list[Sig], sub: bool) -> tuple[Sig, float]:
     mean = ins[0].mean + sum((-1 if sub else 1) * s.mean for s in ins[1:])
-    return Sig(sum(s.q for s in ins), mean, sum(s.dc for s in ins), sum(s.dcb for s in ins)).clean(), 1.0
+    out = Sig(sum(s.q for s in ins), mean, sum(s.dc for s in ins), sum(s.dcb for s in ins)).clean()
+    signs = [1] + [-1 if sub else 1] * (len(ins) - 1)
+    rect = joined([s.rect for s in ins], [s.mean for s in ins], [s.q for s in ins], signs)
+    return (replace(out, rect=rect) if consistent(rect, out.q, out.mean) else out), 1.0
 
 
 def add_backward(d: Grad, shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -> tuple[list[Grad], float]:

@@ -143,8 +143,10 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
         n = max(lm.channels * lm.taps, 2)  # E[w_i w_j] = E[w^2] (delta_ij - 1/n) n / (n - 1) for a zero-sum row
         q, dc, dcb = (v * n / (n - 1) for v in (q, dc, dcb))
         bound *= BOUND_CENTERED
+    shared = 0.0
     if lm.dc_keep != 1.0 or lm.dc_gain > 0.0:
         moved = lm.dc_gain * max(q - dc, 0.0)
+        shared = (1.0 - lm.dc_keep) * dcb if not lm.per_channel else 0.0  # the batch constant the borders spread over positions: shared
         # the moved part is each sample's own: the batch's mean keeps 1 / N of it
         dc, dcb = lm.dc_keep * dc + moved, lm.dc_keep * dcb + moved / max(batch or layout(shape)[0], 1)
         if moved > BORDER_MOVED * dc:  # positions taken as independent there
@@ -161,7 +163,7 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
                 bound *= BOUND_CORRELATED
     out = Sig(g * q + lm.bias_ms, 0.0, g * dc + lm.bias_ms, g * dcb + lm.bias_ms, spread,
               _dc_share(lm.row_sums, dc - dcb, q - dc) if lm.per_channel else 1.0,
-              rows, x.spread if lm.per_channel else 1.0, norms=norms)
+              rows, x.spread if lm.per_channel else 1.0, norms=norms, pos_shared=g * shared)
     return (out.no_positions() if len(shape) <= 2 else out).clean(), bound
 
 
@@ -281,7 +283,7 @@ def norm_forward(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, 
     q = gm * r + bm
     if nm.kind == "batch":
         dc = gm * max(x.dc - x.dcb, 0.0) * x.dc_share / (var + nm.eps) + bm
-        out = Sig(q, nm.beta_mean, dc, bm)
+        out = Sig(q, nm.beta_mean, dc, bm, pos_shared=gm * x.pos_shared / (var + nm.eps))
     elif nm.kind == "instance":
         out = Sig(q, nm.beta_mean, bm, bm)
     elif nm.kind == "rms":
@@ -345,7 +347,8 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...],
             shared = (h.dcb if nm.kind == "batch" else h.dc) - h.g / max(m, 1)
             coherent = kappa * kappa * max(shared, 0.0)
         fs = finite_set_factor(nm.kind, x.q, x.dc, x.dcb, d.g, d.dc, d.dcb, n, p, nm.eps, coherent,
-                               realized=x.realized and x.rows is not None and nm.kind == "batch")
+                               realized=x.realized and x.rows is not None and nm.kind == "batch",
+                               shared=x.pos_shared)
         f *= fs
         if abs(math.log(fs)) > math.log(SPREAD_EXACT) if fs > 0 else False:
             bound *= max(fs, 1.0 / fs)  # Gaussian values: approximate by as much as it moves (tests)

@@ -63,12 +63,26 @@ class Sig:
     # k_c``); what that layer's backward multiplies each channel by, for the norm's cancelled share. None: the
     # rows themselves
     norms: tuple[float, ...] | None = None
+    # the elements' shape where it is not Gaussian: ``relu(N(m1, v1)) + N(m2, v2)`` as ``(m1, v1, m2, v2)``
+    # (a ReLU's output, or a join of one with a Gaussian-like signal: :mod:`initwise._rules_rect`); None: Gaussian
+    rect: tuple[float, float, float, float] | None = None
+    # of the positional part ``q - dc``, the power that every sample shares (a per-channel pattern over positions,
+    # the same in each sample): a zero-padded convolution on a small map turns the input's batch constant into one
+    # (the borders, ``1 - keep`` of :func:`initwise._taps.constant_factors`). A batch norm's statistics see it
+    # with ``P - 1`` degrees of freedom, not ``N (P - 1)`` (:mod:`initwise._batch_stats`); set by a weight layer,
+    # scaled by a batch norm, dropped by every other op
+    pos_shared: float = 0.0
 
     def scaled(self, c2: float, c: float | None = None) -> "Sig":
         """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
-        return Sig(self.q * c2, self.mean * (c if c is not None else math.sqrt(c2)), self.dc * c2, self.dcb * c2,
+        a = c if c is not None else math.sqrt(c2)
+        rect = None
+        if self.rect is not None and a > 0 and abs(a * a - c2) <= 1e-12 * c2:
+            m1, v1, m2, v2 = self.rect
+            rect = (a * m1, c2 * v1, a * m2, c2 * v2)
+        return Sig(self.q * c2, self.mean * a, self.dc * c2, self.dcb * c2,
                    self.spread, rows=self.rows, rows_rest=self.rows_rest, near=self.near, realized=self.realized,
-                   norms=self.norms)
+                   norms=self.norms, rect=rect)
 
     def clean(self) -> "Sig":
         """Clip to ``mean^2 <= dcb <= dc <= q`` (rounding in rules that subtract)."""
@@ -77,7 +91,7 @@ class Sig:
         dcb = min(max(self.dcb, 0.0), dc)
         m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
         return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest, self.near, self.realized,
-                   self.norms)
+                   self.norms, self.rect, min(max(self.pos_shared, 0.0), q - dc))
 
     def no_positions(self) -> "Sig":
         """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own
