@@ -173,7 +173,7 @@ def test_one_tap_rows_cancel_the_spread_they_made(scheme, monkeypatch):
     def logs(cancel):
         def patch(mp):
             if not cancel:
-                mp.setattr(_rules_layer, "Grad", lambda g, dc=0.0, dcb=0.0, spread=1.0: Grad(g, dc, dcb))
+                mp.setattr(_rules_layer, "Grad", lambda g, dc=0.0, dcb=0.0, spread=1.0, own=False: Grad(g, dc, dcb))
         return _backward_log_ratio(OneTapBN, lambda: torch.randn(16, 8, 8, 8), "a", scheme, monkeypatch, patch)
 
     mean, se = logs(True)

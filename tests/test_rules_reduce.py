@@ -228,3 +228,16 @@ def test_a_mean_over_every_position_has_the_power_of_the_per_sample_constant(for
     s = iw.plan(model, x, "kaiming_fan_in")._propagation.signals[node.id]
     old = math.log((s.dc + (s.q - s.dc) / (hw * hw)) / s.dc)
     assert abs(mean - old) > MISMATCH_Z * se + 0.02, (mean, old, se)
+
+
+def test_max_pool_of_a_window_of_equal_values_is_them():
+    """A stem's output measured on a smooth patch can have ``near`` 1 (neighbours equal): the window's max is
+    its value (the rule had no variance left to take a max of and returned NaN)."""
+    from initwise._activations import resolve_activation
+    from initwise._rules_reduce import max_pool_forward
+    from initwise._signal import Sig
+
+    pre = Sig(1.0, 0.0, 0.45, 0.0, near=1.0)
+    x = Sig(0.5, 0.4, 0.29, 0.18, near=1.0)
+    out, _ = max_pool_forward(x, (3, 3), (2, 64, 24, 24), (2, 64, 12, 12), resolve_activation("relu"), pre)
+    assert (out.q, out.mean) == (x.q, x.mean)

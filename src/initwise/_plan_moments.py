@@ -18,6 +18,7 @@ from ._plan_options import _Options
 from ._plan_types import LayerPlan
 from ._propagate import LayerMoments, NormMoments, propagate
 from ._rules_layer import KERNEL_ROWS
+from ._signal import CORR_CHANNELS
 from ._reparam import effective_ms, reparams
 from ._row_norms import row_ms, sharable
 from ._plan_example import _batch, _input_moments, _measured_near, _patch_moments, _prefix_moments
@@ -121,7 +122,21 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
                         kernels=_kernel_rows(w, primary.method, primary.shape) if per_channel and not transposed
                         else None, kernel_size=tuple(int(v) for v in primary.shape[2:]),
                         dilation=tuple(int(v) for v in getattr(m, "dilation", ())) if isinstance(
-                            m, nn.modules.conv._ConvNd) else ())
+                            m, nn.modules.conv._ConvNd) else (),
+                        matrix=_matrix(w, primary.method, primary.shape, transposed))
+
+
+MATRIX_NUMEL = 1 << 16  # a kept weight is copied for its input's channel correlation up to this size (0.5 MiB)
+
+
+def _matrix(w: torch.Tensor | None, method: str, shape: tuple[int, ...], transposed: bool) -> torch.Tensor | None:
+    """A kept dense layer's weight as an (out x in x taps) float64 array (``LayerMoments.matrix``), for a channel
+    correlation the example fixes; None for drawn weights, a grouped or transposed layer, too many inputs, or a
+    weight above ``MATRIX_NUMEL`` (a copy per kept layer: the stems' followers it is for are small)."""
+    if method != "keep" or transposed or w is None or w.is_meta or not w.is_floating_point() or len(shape) < 2 \
+            or shape[1] > CORR_CHANNELS or shape[1] < 2 or math.prod(shape[2:]) > 49 or w.numel() > MATRIX_NUMEL:
+        return None
+    return w.detach().reshape(w.shape[0], w.shape[1], -1).double()
 
 
 def _kept_rows(w: torch.Tensor | None) -> torch.Tensor | None:

@@ -153,6 +153,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             src = nodes[n.inputs[0]]
             pre = sig.get(src.inputs[0]) if src.kind == "act" and src.inputs else None
             out, b = R.max_pool_forward(x, n.dims, s_in, n.shape, src.activation if pre else None, pre)
+            if x.corr is not None:  # the channels' correlation kept (approximate: :mod:`initwise._rules_corr`)
+                out = replace(out, corr=x.corr)
         elif k == "pass" and n.op in R.INTERPOLATE and n.mode is not None:
             out, b = R.interpolate_forward(n.op, n.mode, x, s_in, n.shape)
         elif k == "pass":

@@ -20,6 +20,7 @@ from dataclasses import replace
 import torch
 
 from ._gains import _derivative, _nodes, dual, moments
+from ._rules_corr import relu_corr
 from ._rules_rect import consistent, matched, relu_moments
 from ._signal import Grad, Sig, layout
 
@@ -97,7 +98,9 @@ def act_forward(act, x: Sig, shape: tuple[int, ...] | None = None, batch: int | 
         dc, dcb = e1 * e1 + (dc - mean * mean) * k, e1 * e1 + (dcb - mean * mean) * k
         second, mean = e2, e1
     dc, dcb = _sampled(second, dc, dcb, shape, batch)
-    out = Sig(second, mean, dc, dcb).clean()
+    # a centred input's channel correlation through a ReLU (the arc-cosine kernel): :mod:`initwise._rules_corr`
+    corr = relu_corr(x.corr) if x.corr is not None and _is_relu(act) and abs(mu) <= 1e-6 * math.sqrt(v) else None
+    out = Sig(second, mean, dc, dcb, corr=corr).clean()
     if _is_relu(act):
         rect = matched(out.mean, out.q) if exact is not None else (mu, v, 0.0, 0.0)
         if consistent(rect, out.q, out.mean):

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._batch_stats import finite_set_factor
+from ._rules_corr import layer_rows
 from ._rules_near import lag_matrix
 from ._signal import Grad, Sig, layout
 
@@ -92,6 +93,9 @@ class LayerMoments:
     kernels: tuple[tuple[float, ...], ...] | None = None
     kernel_size: tuple[int, ...] = ()
     dilation: tuple[int, ...] = ()
+    # a kept dense layer of at most CORR_CHANNELS inputs: its weight (out x in x taps, float64), for an input
+    # whose channel correlation the example fixes (``Sig.corr``: :mod:`initwise._rules_corr`)
+    matrix: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -161,9 +165,19 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
             rows, norms = (c_rows, c_norms) if lm.bias_ms == 0.0 else (None, None)
             if c_spread > SPREAD_EXACT:
                 bound *= BOUND_CORRELATED
+    corr, rest = None, x.spread if lm.per_channel else 1.0
+    if lm.matrix is not None and x.corr is not None:
+        lags = lag_matrix(lm.kernel_size, lm.dilation or (1,) * len(lm.kernel_size), x.near) \
+            if lm.kernel_size and 0.0 < x.near < 1.0 and math.prod(lm.kernel_size) == lm.matrix.shape[2] else None
+        exact = layer_rows(lm.matrix, x.corr, x.rows, lags)
+        if exact is not None:
+            spread, rows, norms, corr = exact
+            rest = 1.0
+            if spread > SPREAD_EXACT:
+                bound *= BOUND_CORRELATED
     out = Sig(g * q + lm.bias_ms, 0.0, g * dc + lm.bias_ms, g * dcb + lm.bias_ms, spread,
               _dc_share(lm.row_sums, dc - dcb, q - dc) if lm.per_channel else 1.0,
-              rows, x.spread if lm.per_channel else 1.0, norms=norms, pos_shared=g * shared)
+              rows, rest, norms=norms, pos_shared=g * shared, corr=corr)
     return (out.no_positions() if len(shape) <= 2 else out).clean(), bound
 
 
@@ -232,7 +246,9 @@ def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int, mixed: bool 
         return [Grad(0.0)] * n_inputs, 1.0
     f = lm.fan_out * lm.out_taps * lm.weight_ms
     bound = _border_bound(lm, 1)
-    if d.spread > 1.0 and lm.row_spread > 1.0 and lm.per_channel and (lm.taps == 1 or mixed):
+    if d.spread > 1.0 and lm.matrix is not None and d.own:
+        f /= d.spread  # the norm's spread came from this layer's own rows on a known correlation: its share
+    elif d.spread > 1.0 and lm.row_spread > 1.0 and lm.per_channel and (lm.taps == 1 or mixed):
         # the norm after this per-channel layer divided channel c's gradient by its variance |w_c|^2 v (one
         # tap: w_c^2 v_c exactly; wider rows: for an input independent over the taps); this backward multiplies
         # each input position by the row's squares again: the rows' share of the spread cancels. A wider row
@@ -283,7 +299,7 @@ def norm_forward(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[Sig, 
     q = gm * r + bm
     if nm.kind == "batch":
         dc = gm * max(x.dc - x.dcb, 0.0) * x.dc_share / (var + nm.eps) + bm
-        out = Sig(q, nm.beta_mean, dc, bm, pos_shared=gm * x.pos_shared / (var + nm.eps))
+        out = Sig(q, nm.beta_mean, dc, bm, pos_shared=gm * x.pos_shared / (var + nm.eps), corr=x.corr)
     elif nm.kind == "instance":
         out = Sig(q, nm.beta_mean, bm, bm)
     elif nm.kind == "rms":
@@ -353,8 +369,9 @@ def norm_backward(nm: NormMoments, d: Grad, x: Sig, shape: tuple[int, ...],
         if abs(math.log(fs)) > math.log(SPREAD_EXACT) if fs > 0 else False:
             bound *= max(fs, 1.0 / fs)  # Gaussian values: approximate by as much as it moves (tests)
     removed = d.dcb if level == 2 else d.dc if level == 1 else 0.0
+    spread = nm.kind in ("batch", "instance") and x.spread > 1.0
     out = Grad(f * max(d.g - removed, 0.0), f * max(d.dc - removed, 0.0), f * max(d.dcb - removed, 0.0),
-               cancels if nm.kind in ("batch", "instance") and x.spread > 1.0 else 1.0)
+               cancels if spread else 1.0, spread and x.rows is not None and x.norms is not None)
     return [out], bound
 
 

@@ -82,6 +82,8 @@ def _max_window(x: Sig, window: tuple[int, ...] | None, shape_in: tuple[int, ...
     if src.near > 0:  # neighbours alike (``Sig.near``): their mean correlation is shared by the window too
         rho = window_correlation(src.near, win)
         v, shared = v * (1.0 - rho), shared + v * rho
+        if not v > 0:  # a window of equal values (a smooth stem output measured with near 1): its max is them
+            return None
     return k, act, src, v, shared
 
 

@@ -17,7 +17,7 @@ decomposition of a gradient (its ``dcb`` is what a training-mode batch norm's ba
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -72,6 +72,12 @@ class Sig:
     # with ``P - 1`` degrees of freedom, not ``N (P - 1)`` (:mod:`initwise._batch_stats`); set by a weight layer,
     # scaled by a batch norm, dropped by every other op
     pos_shared: float = 0.0
+    # the channels' correlation matrix over the batch and positions (C x C, float64), where it is known: measured
+    # on a tensor the example fixes (a stem's output), carried by a batch norm, a ReLU of a centred input and max
+    # pooling, and read by a kept 1x1 layer, whose output channels' variances ``w_c^T C w_c`` it gives exactly
+    # (:mod:`initwise._rules_corr`): after a stem on a smooth image the channels span a few directions only, and
+    # the variances a batch norm divides by scatter far more than independent channels' would; None elsewhere
+    corr: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def scaled(self, c2: float, c: float | None = None) -> "Sig":
         """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
@@ -91,7 +97,7 @@ class Sig:
         dcb = min(max(self.dcb, 0.0), dc)
         m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
         return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest, self.near, self.realized,
-                   self.norms, self.rect, min(max(self.pos_shared, 0.0), q - dc))
+                   self.norms, self.rect, min(max(self.pos_shared, 0.0), q - dc), self.corr)
 
     def no_positions(self) -> "Sig":
         """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own
@@ -111,6 +117,9 @@ class Grad:
     # variances (``Sig.spread``); the weight layer whose rows made them cancels its own share of it (its
     # backward multiplies each channel by the same row norm), and every other op drops it
     spread: float = 1.0
+    # ``spread`` was taken against the producing layer's own row norms (``Sig.norms``): a dense layer whose rows
+    # met a known channel correlation cancels it too (:mod:`initwise._rules_corr`)
+    own: bool = False
 
     def scaled(self, c2: float) -> "Grad":
         return Grad(self.g * c2, self.dc * c2, self.dcb * c2)
@@ -169,7 +178,25 @@ def sig_of(t: torch.Tensor) -> Sig:
     dc = float(per.square().mean())
     spread, rows = _channel_spread(ms_c - per.mean(0).square())
     return Sig(q, float(per.mean()), dc, float(per.mean(0).square().mean()), spread, share, rows,
-               near=_near_of(x, q, dc) if x.dim() >= 4 else 0.0, realized=rows is not None).clean()
+               near=_near_of(x, q, dc) if x.dim() >= 4 else 0.0, realized=rows is not None,
+               corr=_corr_of(x.reshape(x.shape[0], x.shape[1], -1)) if x.dim() >= 4 else None).clean()
+
+
+CORR_CHANNELS = 512  # a channel correlation matrix is kept up to this many channels
+
+
+def _corr_of(rows: torch.Tensor) -> torch.Tensor | None:
+    """The channels' correlation over the batch and positions of ``(N, C, positions)`` values (``Sig.corr``)."""
+    c = rows.shape[1]
+    if c < 2 or c > CORR_CHANNELS or rows.shape[0] * rows.shape[2] < 2:
+        return None
+    z = rows.transpose(0, 1).reshape(c, -1).float()
+    z = z - z.mean(1, keepdim=True)
+    cov = (z @ z.T).double()  # float32 products: a correlation needs no more
+    d = cov.diagonal().clamp(min=0.0).sqrt()
+    if not bool((d > 0).all()):
+        return None
+    return cov / d[:, None] / d[None, :]
 
 
 def _channel_spread(v: torch.Tensor) -> tuple[float, tuple[float, ...] | None]:
