@@ -131,8 +131,9 @@ MATRIX_NUMEL = 1 << 16  # a kept weight is copied for its input's channel correl
 
 def _matrix(w: torch.Tensor | None, method: str, shape: tuple[int, ...], transposed: bool) -> torch.Tensor | None:
     """A kept dense layer's weight as an (out x in x taps) float64 array (``LayerMoments.matrix``), for a channel
-    correlation the example fixes; None for drawn weights, a grouped or transposed layer, too many inputs, or a
-    weight above ``MATRIX_NUMEL`` (a copy per kept layer: the stems' followers it is for are small)."""
+    correlation the example fixes; None for drawn weights, a transposed layer, too many inputs, or a weight above
+    ``MATRIX_NUMEL`` (a copy per kept layer: the stems' followers it is for are small). A grouped layer's rows
+    read fewer channels than the correlation has: :func:`initwise._rules_corr.layer_rows` finds no match."""
     if method != "keep" or transposed or w is None or w.is_meta or not w.is_floating_point() or len(shape) < 2 \
             or shape[1] > CORR_CHANNELS or shape[1] < 2 or math.prod(shape[2:]) > 49 or w.numel() > MATRIX_NUMEL:
         return None

@@ -7,8 +7,8 @@ by the dual kernel ``E[phi(a) phi(b)]`` of two points that share them (covarianc
 ``dcb - mean^2``). A ReLU of a rectified stream plus a Gaussian (``Sig.rect``: a post-activation residual join)
 takes its mean, second moment and ``P(z > 0)`` from :mod:`initwise._rules_rect` instead, the constant parts'
 covariances scaled with the variance. Backward: ``E[phi'(y)^2]`` times the gradient (independent of the
-pre-activation, as in He et al., 2015); the gradient's constant parts scale with the dual kernel of ``phi'`` (``E[phi'(y)]^2`` when
-the pre-activation has no constant part, up to ``E[phi'^2]`` when it is all constant).
+pre-activation, as in He et al., 2015); the gradient's constant parts scale with the dual kernel of ``phi'``
+(``E[phi'(y)]^2`` when the pre-activation has no constant part, up to ``E[phi'^2]`` when it is all constant).
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ import math
 
 import torch
 
-__all__ = ["layer_rows", "relu_corr", "SPREAD_CAP"]
+from ._signal import _channel_spread
 
-SPREAD_CAP = 1e6
+__all__ = ["layer_rows", "relu_corr"]
 
 
 def relu_corr(r: torch.Tensor) -> torch.Tensor:
@@ -55,11 +55,11 @@ def layer_rows(w: torch.Tensor, corr: torch.Tensor, rows: tuple[float, ...] | No
         wc = torch.einsum("tu,ouj->otj", lags, wc)  # sum_u P_tu W_u C
     cov = torch.einsum("pit,oti->op", ws, wc)
     v = cov.diagonal().clamp(min=0.0)
-    mean = float(v.mean())
     norms = w.square().sum((1, 2))
-    if not mean > 0.0 or not bool((v > 0).all()) or not float(norms.mean()) > 0.0:
+    if not bool((v > 0).all()) or not float(norms.mean()) > 0.0:
         return None
-    r = v / mean
-    spread = float((1.0 / r.clamp(min=1.0 / SPREAD_CAP)).mean())
+    spread, r = _channel_spread(v)
+    if r is None:
+        return None
     d = v.sqrt()
-    return spread, tuple(r.tolist()), tuple((norms / norms.mean()).tolist()), cov / d[:, None] / d[None, :]
+    return spread, r, tuple((norms / norms.mean()).tolist()), cov / d[:, None] / d[None, :]

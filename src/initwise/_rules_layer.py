@@ -150,7 +150,8 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
     shared = 0.0
     if lm.dc_keep != 1.0 or lm.dc_gain > 0.0:
         moved = lm.dc_gain * max(q - dc, 0.0)
-        shared = (1.0 - lm.dc_keep) * dcb if not lm.per_channel else 0.0  # the batch constant the borders spread over positions: shared
+        # the batch constant the borders spread over positions: one pattern per channel, shared by the samples
+        shared = (1.0 - lm.dc_keep) * dcb if not lm.per_channel else 0.0
         # the moved part is each sample's own: the batch's mean keeps 1 / N of it
         dc, dcb = lm.dc_keep * dc + moved, lm.dc_keep * dcb + moved / max(batch or layout(shape)[0], 1)
         if moved > BORDER_MOVED * dc:  # positions taken as independent there

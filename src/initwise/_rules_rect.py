@@ -11,9 +11,9 @@ block.
 A tensor carries the shape of its elements as ``Sig.rect = (m1, v1, m2, v2)``: each element is ``relu(a) + b``
 with ``a ~ N(m1, v1)`` and ``b ~ N(m2, v2)`` independent. A ReLU of a Gaussian sets ``(mean, v, 0, 0)``; a join
 adds an independent Gaussian-like operand to ``b``; a positive constant scale scales both (``Sig.scaled``); every
-other op drops it. At the next ReLU :func:`relu_moments` integrates exactly over ``a`` (``b`` in closed form): ``P(z > 0)``,
-``E[relu(z)]`` and ``E[relu(z)^2]``; its output is again taken as a rectified Gaussian, the one with the same
-mean and second moment (:func:`matched`). A tag is used only where its implied moments are the tensor's own
+other op drops it. At the next ReLU :func:`relu_moments` integrates exactly over ``a`` (``b`` in closed form):
+``P(z > 0)``, ``E[relu(z)]`` and ``E[relu(z)^2]``; its output is again taken as a rectified Gaussian, the one with
+the same mean and second moment (:func:`matched`). A tag is used only where its implied moments are the tensor's own
 (:func:`consistent`): a rule that moved ``q`` or ``mean`` without it makes it void.
 """
 

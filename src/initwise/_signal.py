@@ -68,13 +68,13 @@ class Sig:
     rect: tuple[float, float, float, float] | None = None
     # of the positional part ``q - dc``, the power that every sample shares (a per-channel pattern over positions,
     # the same in each sample): a zero-padded convolution on a small map turns the input's batch constant into one
-    # (the borders, ``1 - keep`` of :func:`initwise._taps.constant_factors`). A batch norm's statistics see it
-    # with ``P - 1`` degrees of freedom, not ``N (P - 1)`` (:mod:`initwise._batch_stats`); set by a weight layer,
-    # scaled by a batch norm, dropped by every other op
+    # (the borders, ``1 - keep`` of :func:`initwise._taps.constant_factors`): one fixed pattern per channel, so a
+    # batch norm's statistics see it on one direction, not spread over ``N (P - 1)`` (:mod:`initwise._batch_stats`);
+    # set by a weight layer, scaled by a batch norm, dropped by every other op
     pos_shared: float = 0.0
     # the channels' correlation matrix over the batch and positions (C x C, float64), where it is known: measured
     # on a tensor the example fixes (a stem's output), carried by a batch norm, a ReLU of a centred input and max
-    # pooling, and read by a kept 1x1 layer, whose output channels' variances ``w_c^T C w_c`` it gives exactly
+    # pooling, and read by a kept dense layer, whose output channels' variances ``w_c^T C w_c`` it gives
     # (:mod:`initwise._rules_corr`): after a stem on a smooth image the channels span a few directions only, and
     # the variances a batch norm divides by scatter far more than independent channels' would; None elsewhere
     corr: torch.Tensor | None = field(default=None, compare=False, repr=False)
@@ -183,6 +183,7 @@ def sig_of(t: torch.Tensor) -> Sig:
 
 
 CORR_CHANNELS = 512  # a channel correlation matrix is kept up to this many channels
+CORR_COLUMNS = 8192  # ... estimated from at most this many (sample, position) values per channel
 
 
 def _corr_of(rows: torch.Tensor) -> torch.Tensor | None:
@@ -190,7 +191,10 @@ def _corr_of(rows: torch.Tensor) -> torch.Tensor | None:
     c = rows.shape[1]
     if c < 2 or c > CORR_CHANNELS or rows.shape[0] * rows.shape[2] < 2:
         return None
-    z = rows.transpose(0, 1).reshape(c, -1).float()
+    z = rows.transpose(0, 1).reshape(c, -1)
+    if z.shape[1] > CORR_COLUMNS:  # evenly strided values: an estimate needs no more, and it costs C per value
+        z = z[:, ::-(-z.shape[1] // CORR_COLUMNS)]
+    z = z.float()
     z = z - z.mean(1, keepdim=True)
     cov = (z @ z.T).double()  # float32 products: a correlation needs no more
     d = cov.diagonal().clamp(min=0.0).sqrt()
