@@ -91,3 +91,41 @@ def test_a_model_whose_output_layer_is_empty() -> None:
     assert {pp.param: pp.note for pp in p.params}["2.weight"] == "empty: nothing to draw"
     initwise.init_(model, x, seed=0)
     initwise.diagnose(model, x)
+
+
+def test_predictions_through_empty_layers_match_the_real_layers() -> None:
+    """An empty layer's output has no values: no prediction (None), as nothing is measured there; a layer with an
+    empty weight outputs its bias alone, exactly (checked against the real ``nn.Linear`` on an empty input), and
+    no gradient flows back through it. Before, the empty layers passed their input's moments on (0.81 against
+    nothing measured) and the bias-only layer predicted that too (against 0 measured)."""
+    model, x = _squeezed(), torch.randn(64, 4)
+    with torch.no_grad():
+        model[4].bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    profile = initwise.diagnose(model, x)
+    rows = {lp.name: lp for lp in profile.layers}
+    assert rows["2"].predicted_forward is None and rows["2"].forward is None  # Linear(8, 0): no elements
+    assert rows["2"].predicted_backward is None and rows["2"].backward is None
+    out = model[4](torch.empty(7, 0))  # the real layer: its bias in every row
+    measured = float(out.detach().double().pow(2).mean())
+    p = initwise.plan(model, x, "current")
+    lp = {lp.name: lp for lp in p.layers}["4"]
+    q0 = float(x.double().pow(2).mean())
+    assert lp.forward * q0 == pytest.approx(measured, rel=1e-9)
+    assert lp.forward_bound == 1.0  # exact: the bias is the whole output
+    assert rows["4"].forward * q0 == pytest.approx(measured, rel=1e-6)  # diagnose measured the same
+    # the first layer gets no gradient through the empty one (the model's output does not depend on it)
+    assert rows["0"].predicted_backward == 0.0 and rows["0"].backward == 0.0
+
+
+def test_an_empty_side_branch_does_not_leak_into_the_signal_path() -> None:
+    """DynamicPosBias's pattern: an empty MLP on a coordinate table whose (bias-only) output is added to the
+    signal; the layer after the join is predicted from the signal plus the bias, not from the table's moments."""
+    model, x = _model(), torch.rand(4, 3, 8, 8)
+    with torch.no_grad():
+        model.pos[2].bias.fill_(0.0)
+    p = initwise.plan(model, x, "current")
+    rows = {lp.name: lp for lp in p.layers}
+    assert rows["pos_proj"].forward is None and rows["pos.2"].forward == 0.0
+    ref = nn.Sequential(model.conv, nn.ReLU(), model.out)  # the same model without the (zero) position bias
+    p_ref = initwise.plan(ref, x, "current")
+    assert rows["out"].forward == pytest.approx({lp.name: lp for lp in p_ref.layers}["2"].forward, rel=1e-9)

@@ -77,6 +77,11 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
     functional = role is not None and role.role in ("weight", "table") and role.fans is not None and not role.computed
     if isinstance(m, nn.MultiheadAttention) and primary is not None:
         return _attention_moments(m, lp)
+    if primary is not None and 0 in primary.shape and (isinstance(m, _AFFINE) or functional):
+        # a zero-width layer (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``: a tiny model's ``dim // 16``): its output
+        # is its bias alone, and no gradient reaches its (empty) input
+        b_ms, b_mean = _bias_moments(info, m, lp)
+        return LayerMoments(0.0, 0.0, 0.0, b_ms, kind="bias", bias_mean=b_mean)
     if primary is None or 0 in primary.shape or isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) or not (
             isinstance(m, (*_AFFINE, nn.Embedding, nn.EmbeddingBag)) or functional):
         return LayerMoments(1.0, 1.0, 1.0, kind="opaque")
@@ -95,15 +100,7 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
         w_ms = float(w.detach().double().pow(2).mean())
     if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) or role is not None and role.role == "table":
         return LayerMoments(1.0, 1.0, w_ms, kind="embedding")
-    bias = next((p for p in lp.params if p.param.endswith("bias") or len(p.shape) < 2), None)
-    b_ms = 0.0
-    if bias is not None:
-        b = dict(m.named_parameters(recurse=False)).get(bias.param[len(info.owner_name) + 1:] if info.owner_name
-                                                         else bias.param)
-        if bias.std is not None:
-            b_ms = bias.std ** 2
-        elif b is not None and not b.is_meta and b.is_floating_point():
-            b_ms = float(b.detach().double().pow(2).mean())
+    b_ms, _ = _bias_moments(info, m, lp)
     f = role.fans if functional else primary.fans if primary.fans is not None else role.fans if (
         role is not None and role.fans is not None) else layer_fans(m, "weight")
     t_in, t_out, b_in, b_out, dc_keep, dc_gain = _taps_of(info, m, role if functional else None, primary.shape, g)
@@ -124,6 +121,21 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
                         dilation=tuple(int(v) for v in getattr(m, "dilation", ())) if isinstance(
                             m, nn.modules.conv._ConvNd) else (),
                         matrix=_matrix(w, primary.method, primary.shape, transposed))
+
+
+def _bias_moments(info: LayerInfo, m: nn.Module, lp: LayerPlan) -> tuple[float, float]:
+    """The layer's bias's second moment and mean: drawn (its std, mean 0), kept (its values) or none (0, 0)."""
+    bias = next((p for p in lp.params if p.param.endswith("bias") or len(p.shape) < 2), None)
+    if bias is None:
+        return 0.0, 0.0
+    if bias.std is not None:
+        return bias.std ** 2, 0.0
+    b = dict(m.named_parameters(recurse=False)).get(bias.param[len(info.owner_name) + 1:] if info.owner_name
+                                                     else bias.param)
+    if b is None or b.is_meta or not b.is_floating_point() or not b.numel():
+        return 0.0, 0.0
+    v = b.detach().double()
+    return float(v.pow(2).mean()), float(v.mean())
 
 
 MATRIX_NUMEL = 1 << 16  # a kept weight is copied for its input's channel correlation up to this size (0.5 MiB)

@@ -106,6 +106,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = known[n.id], 1.0
         elif k == "input":
             out, b = _as_sig(input_ms.get(n.id)), 1.0
+        elif 0 in n.shape and k != "output":  # no elements: nothing to predict, and nothing flows on from it
+            out, b = Sig(0.0), 1.0
         elif k == "layer" and _attention(layers, n) is not None:
             out, b = J.mha_forward(_attention(layers, n), x, n.shape)
         elif k == "layer":
@@ -181,7 +183,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             if nr != out.near:
                 out = replace(out, near=nr)
         sig[n.id] = out
-        prop.forward[n.id] = out.q
+        if 0 not in n.shape:
+            prop.forward[n.id] = out.q
         read = n.inputs if k not in ("add", "sub") or W.pooled_pair(nodes, n, R.EXACT_PASS) is None else \
             [n.inputs[W.pooled_pair(nodes, n, R.EXACT_PASS)[1]]]  # the join with its own pooling reads the skip
         fb[n.id] = b * max((fb.get(i, 1.0) for i in read), default=1.0)
@@ -297,6 +300,8 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
         k = n.kind
         if k == "output":
             contrib, b = [d] * len(n.inputs), 1.0
+        elif 0 in n.shape:  # an empty output: no gradient flows back through it
+            contrib, b = [Grad(0.0)] * len(n.inputs), 1.0
         elif k == "layer" and _attention(layers, n) is not None:
             one, b = J.mha_backward(_attention(layers, n), d, x, shapes[0])
             contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
@@ -389,4 +394,4 @@ def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tup
             bound = here * b * (fb.get(i, 1.0) if dep else 1.0)
             bb[i] = max(bb.get(i, 1.0), bound)
             rm[i] = max(rm.get(i, 0.0), removed)
-    prop.backward.update({i: g.g for i, g in grads.items()})
+    prop.backward.update({i: g.g for i, g in grads.items() if 0 not in nodes[i].shape})

@@ -50,7 +50,8 @@ class LayerMoments:
     """What propagation needs of one weight layer: effective fans and the second moments of its parameters.
 
     ``kind``: "affine" (Linear/Conv/...), "embedding", "attention" (``nn.MultiheadAttention``: ``attention``
-    holds its projections), "opaque" (not modelled: passes the signal on).
+    holds its projections), "bias" (a zero-width weight: the output is the bias, ``bias_ms`` and ``bias_mean``),
+    "opaque" (not modelled: passes the signal on).
     """
 
     fan_in: float
@@ -96,6 +97,7 @@ class LayerMoments:
     # a kept dense layer of at most CORR_CHANNELS inputs: its weight (out x in x taps, float64), for an input
     # whose channel correlation the example fixes (``Sig.corr``: :mod:`initwise._rules_corr`)
     matrix: Any = field(default=None, compare=False, repr=False)
+    bias_mean: float = 0.0  # kind "bias": the bias's mean (kept values; 0 when drawn)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ def layer_forward(lm: LayerMoments | None, x: Sig, shape: tuple[int, ...],
         return x, math.inf
     if lm.kind == "embedding":
         return Sig(lm.weight_ms, 0.0, lm.weight_ms / max(layout(shape)[2], 1), 0.0), 1.0
+    if lm.kind == "bias":  # the same per-channel constant in every sample and position
+        return Sig(lm.bias_ms, lm.bias_mean, lm.bias_ms, lm.bias_ms).clean(), 1.0
     g = lm.fan_in * lm.in_taps * lm.weight_ms
     spread = lm.row_spread * (x.spread if lm.per_channel else 1.0)
     q, dc, dcb, bound = x.q, x.dc, x.dcb, _border_bound(lm, 0)
@@ -243,7 +247,7 @@ def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int, mixed: bool 
     between: the signal and the gradient it meets carry no structure of this layer's rows)."""
     if lm is None or lm.kind == "opaque":
         return [d] * n_inputs, math.inf
-    if lm.kind == "embedding":
+    if lm.kind in ("embedding", "bias"):
         return [Grad(0.0)] * n_inputs, 1.0
     f = lm.fan_out * lm.out_taps * lm.weight_ms
     bound = _border_bound(lm, 1)
