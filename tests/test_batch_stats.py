@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import initwise as iw
-from initwise import _batch_stats, _propagate, _rules_layer
+from initwise import _batch_stats, _propagate_backward, _rules_layer
 from initwise._diagnose import MISMATCH_Z
 
 
@@ -95,7 +95,7 @@ def test_an_activation_after_the_norm_meets_a_pooled_gradient(act, monkeypatch):
     it over-predicts ~1.5x at 2x2 maps and batch 2)."""
     mean, se = _logs(2, 2, 1.0, act)
     assert abs(mean) <= MISMATCH_Z * se + 0.03, (mean, se)
-    monkeypatch.setattr(_propagate, "_after", lambda *a: None)
+    monkeypatch.setattr(_propagate_backward, "_after", lambda *a: None)
     old, old_se = _logs(2, 2, 1.0, act)
     assert abs(old) > MISMATCH_Z * old_se + 0.03, (old, old_se)
 
@@ -170,7 +170,7 @@ def test_a_depthwise_layer_cancels_the_spread_it_made(monkeypatch):
                     def one_tap_only(lm, d, n_inputs, mixed=False):
                         return orig(lm, d, n_inputs, False)
 
-                    mp.setattr(_propagate, "layer_backward", one_tap_only)
+                    mp.setattr(_propagate_backward, "layer_backward", one_tap_only)
                 run = iw.diagnose(DepthwiseBN(), torch.randn(16, 8, 8, 8), schemes=["kaiming_fan_in"],
                                   generator=torch.Generator().manual_seed(seed)).runs[0]
             out.append(math.log(run["a"].backward / run["a"].predicted_backward))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import initwise as iw
-from initwise import _propagate
+from initwise import _propagate, _propagate_backward
 from initwise._diagnose import MISMATCH_Z
 from initwise._rules_fft import BOUND_SPECTRAL
 
@@ -68,6 +68,7 @@ def test_the_independent_product_rule_is_far_off_there(monkeypatch):
     """Without the spectral rule (the product of two spectra taken as an elementwise product of independent
     signals) the forward is off by about P = 256 (more with the constants): the test above can tell."""
     monkeypatch.setattr(_propagate, "_spectral_pair", lambda nodes, n: None)
+    monkeypatch.setattr(_propagate_backward, "_spectral_pair", lambda nodes, n: None)
     (mean, se), _ = _logs(False)
     assert mean > math.log(100.0), (mean, se)
 

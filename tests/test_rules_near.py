@@ -115,7 +115,7 @@ def test_an_activation_read_by_a_max_pool_passes_the_gradient_at_the_windows_lar
     x = _field(4, 3, 64, r) if r > 0 else 0.4 + 0.25 * torch.randn(4, 3, 64, 64)
     mean, noise = _logs(model, x, "conv1", "backward", "predicted_backward")
     assert abs(mean) <= MISMATCH_Z * noise + 0.05, (mean, noise)
-    import initwise._propagate as P
+    import initwise._propagate_backward as P
     monkeypatch.setattr(P, "_max_pool_after", lambda *a: None)  # the old rule: E[phi'(z)^2] of every value
     old, _ = _logs(model, x, "conv1", "backward", "predicted_backward", n=2)
     # (measured here: -0.013 .. -0.028 in ln; the old rule +0.28 .. +0.67)

@@ -20,6 +20,7 @@ from ._graph import Graph, LayerInfo, trace
 from ._kept_kernels import kernel_kind
 from ._meta_pass import TORCH_NORMS
 from ._row_norms import shared as shared_rows
+from ._plan_example import param_consts
 from ._plan_moments import (_input_moments, _moments_of, _norm_kind, _norm_modules, _norm_ms,  # noqa: F401
                             propagated, propagation_inputs)  # (propagated: importable from here)
 from ._plan_options import SCHEMES, _Options, _check_options, parse_scheme
@@ -116,7 +117,7 @@ def _plan_graph(model: nn.Module, example_inputs: Any, scheme: str, mode: str, o
                           stacklevel=3)
     # what the propagation reads from the example and the model is read now; the propagation itself runs when a
     # prediction is first read (init_ never reads one)
-    inputs = propagation_inputs(g, layers, layer_ms, example_inputs)
+    inputs = propagation_inputs(g, layers, layer_ms, example_inputs, param_consts(model, g))
     # modules none of whose parameters the example's forward used (a functional F.linear(x, self.qkv.weight)
     # uses qkv without calling it)
     canonical = {id(p): k for k, p in model.named_parameters()}

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ._plan import Plan, _input_moments, propagation_inputs
+from ._plan_example import param_consts
 
 __all__ = ["lookup", "store", "clear", "MAX_ENTRIES"]
 
@@ -170,10 +171,11 @@ def lookup(model: nn.Module, example: Any, scheme: Any, mode: Any, options: dict
     modules = dict(model.named_modules())
     graph = _bound(hit.graph, modules.__getitem__)
     out = _copy(hit, graph)
-    if _input_moments(graph, example) != input_ms:  # another example's second moment: propagate again (when read)
-        layer_ms, norm_ms, _ = hit._moments
+    consts = param_consts(model, graph)  # values of this model's parameter operands (a class token)
+    if consts or _input_moments(graph, example) != input_ms:  # another example or such values: propagate again
+        layer_ms, norm_ms, _ = hit._moments  # (when read)
         layer_ms = dict(layer_ms)  # patched for this example: the cached plan's own stay
-        inputs = propagation_inputs(graph, out.layers, layer_ms, example)
+        inputs = propagation_inputs(graph, out.layers, layer_ms, example, consts)
         out._defer((layer_ms, norm_ms, inputs))
     return key, out
 

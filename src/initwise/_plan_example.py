@@ -29,6 +29,29 @@ def _input_moments(g: Graph, example_inputs: Any) -> dict[int, Sig | None]:
     return out
 
 
+CONST_NUMEL = 1 << 20  # a parameter operand of a cat or a shift is copied for the propagation up to this size
+
+
+def param_consts(model: Any, g: Graph) -> dict[str, torch.Tensor]:
+    """The values (float64 copies, read now) of the parameters that the graph's cats and shifts take as
+    operands the trace saw no values of (ViT's class token and position embedding: :mod:`initwise._rules_tokens`);
+    none on the meta device, sharded, or above ``CONST_NUMEL`` elements."""
+    names = {n.source for n in g.nodes if n.kind == "shift" and n.source is not None}
+    names |= {src for n in g.nodes if n.kind == "cat" and n.parts for _, src in n.parts if isinstance(src, str)}
+    if not names:
+        return {}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    out = {}
+    with torch.no_grad(), torch._C.DisableTorchFunction():
+        for k in sorted(names):
+            p = params.get(k)
+            if p is None or p.is_meta or not p.is_floating_point() or p.numel() > CONST_NUMEL or \
+                    type(p.data) is not torch.Tensor:  # (a DTensor shard holds part of the values)
+                continue
+            out[k] = p.detach().to("cpu", torch.float64, copy=True)
+    return out
+
+
 _PURE_FORWARD = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward}
 
 

@@ -42,21 +42,22 @@ def propagated(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMomen
 
 
 def propagation_inputs(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
-                       example_inputs: Any) -> tuple:
+                       example_inputs: Any, consts: dict[str, torch.Tensor] | None = None) -> tuple:
     """What :func:`propagated` reads from the example and the model's values (the example's moments, the exact
-    prefix, patch moments: filled into ``layer_ms``), so that :func:`attach_propagation` can run later."""
+    prefix, patch moments: filled into ``layer_ms``; ``consts``: :func:`initwise._plan_example.param_consts`), so
+    that :func:`attach_propagation` can run later."""
     input_ms = _input_moments(g, example_inputs)
     known, values = _prefix_moments(g, example_inputs, layers)
     _patch_moments(g, layer_ms, example_inputs)
-    return input_ms, known, _batch(example_inputs), _measured_near(g, layer_ms, values, known)
+    return input_ms, known, _batch(example_inputs), _measured_near(g, layer_ms, values, known), consts or {}
 
 
 def attach_propagation(g: Graph, layers: list[LayerPlan], layer_ms: dict[str, LayerMoments],
                        norm_ms: dict[str, tuple[float, float]],
                        inputs: tuple) -> tuple[float, float | None, list[str], Any]:
     """The second half of :func:`propagated`, from :func:`propagation_inputs`' result."""
-    input_ms, known, batch, near = inputs
-    prop = propagate(g, layer_ms, norm_ms, input_ms, batch, known, near)
+    input_ms, known, batch, near, *rest = inputs
+    prop = propagate(g, layer_ms, norm_ms, input_ms, batch, known, near, rest[0] if rest else None)
     q0 = next((v.q for v in input_ms.values() if v is not None and v.q > 0), 1.0)
     _attach(g, layers, prop, q0)
     out_f = [prop.forward.get(i) for i in g.output_ids]

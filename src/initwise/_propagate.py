@@ -22,19 +22,22 @@ the path is.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from typing import Any
+from dataclasses import replace
 
 from . import _rules_fft as F
 from . import _rules_join as J
 from . import _rules_near as N
 from . import _rules_reduce as R
 from . import _rules_shared as S
+from . import _rules_tokens as T
 from . import _rules_window as W
 from ._operands import along as _along, softmax_source as _softmax_source
-from ._rules_act import act_backward, act_forward, slope_correlation
-from ._rules_layer import (LayerMoments, NormMoments, layer_backward, layer_forward, norm_backward, norm_forward,
-                           normalize_backward, normalize_forward)
-from ._signal import Grad, Sig, layout
+from ._rules_act import act_forward
+from ._rules_layer import LayerMoments, NormMoments, layer_forward, norm_forward, normalize_forward
+from ._propagate_backward import backward
+from ._propagate_nodes import Propagation, _as_sig, _attention, _branch, _const_moments, _norm_of, _spectral_pair
+from ._signal import Sig
 
 __all__ = ["LayerMoments", "NormMoments", "Propagation", "propagate", "EXACT_PASS"]
 
@@ -42,39 +45,10 @@ EXACT_PASS = R.EXACT_PASS
 _EXACT_PASS = EXACT_PASS  # the old private name
 _HOMOGENEOUS = {"linear", "relu", "leaky_relu", "prelu"}
 
-
-@dataclass
-class Propagation:
-    """Per node: forward second moment ``q`` of its output, backward second moment ``g`` of the gradient there,
-    the full moments (``signals``, ``grads``) and the error bounds (``forward_bound``, ``backward_bound``: 1.0 is
-    exact)."""
-
-    forward: dict[int, float] = field(default_factory=dict)
-    backward: dict[int, float] = field(default_factory=dict)
-    approximate: list[str] = field(default_factory=list)
-    signals: dict[int, Sig] = field(default_factory=dict)
-    grads: dict[int, Grad] = field(default_factory=dict)
-    forward_bound: dict[int, float] = field(default_factory=dict)
-    backward_bound: dict[int, float] = field(default_factory=dict)
-    backward_removed: dict[int, float] = field(default_factory=dict)  # the factor batch statistics removed
-
-
-def _as_norm(v) -> NormMoments:
-    if isinstance(v, NormMoments):
-        return v
-    gm, bm = v
-    return NormMoments("generic", gamma_ms=gm, beta_ms=bm)
-
-
-def _as_sig(v) -> Sig:
-    if isinstance(v, Sig):
-        return v
-    return Sig(float(v) if v else 1.0)
-
-
 def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, NormMoments | tuple[float, float]],
               input_ms: Mapping[int, float | Sig | None], batch: int | None = None,
-              known: Mapping[int, Sig] | None = None, near: Mapping[int, float] | None = None) -> Propagation:
+              known: Mapping[int, Sig] | None = None, near: Mapping[int, float] | None = None,
+              consts: Mapping[str, Any] | None = None) -> Propagation:
     """Propagate moments through ``graph`` (an :class:`initwise.Graph`).
 
     Args:
@@ -90,8 +64,11 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             :func:`initwise._plan_example._prefix_moments`); they replace the forward rule there.
         near: per node id, its output's neighbour correlation (``Sig.near``) measured on the example
             (:func:`initwise._plan_example._measured_near`); it replaces the rule's there.
+        consts: per dotted parameter name, the values (float64) of the parameters that a cat or a shift takes as
+            an operand the trace has no values of (a class token, a position embedding:
+            :mod:`initwise._rules_tokens`).
     """
-    known, near = known or {}, near or {}
+    known, near, consts = known or {}, near or {}, dict(consts or {})
     prop = Propagation()
     sig, fb = prop.signals, prop.forward_bound
     nodes = {n.id: n for n in graph.nodes}
@@ -102,6 +79,7 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         shapes = [nodes[i].shape for i in n.inputs]
         s_in = shapes[0] if shapes else n.shape
         k = n.kind
+        cat = T.cat_parts(n, ins, shapes, consts) if k == "cat" else None
         if n.id in known:
             out, b = known[n.id], 1.0
         elif k == "input":
@@ -123,7 +101,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         elif k == "scale":
             out, b = R.scale_forward(x, n.factor)
         elif k == "shift":
-            out, b = R.shift_forward(x, _const_moments(n.const), n.op)
+            const = _const_moments(n.const)
+            out, b = R.shift_forward(x, const if const is not None else T.shift_const(n, consts), n.op)
         elif k == "add" and _branch(nodes, n, norms) is not None:
             found = _branch(nodes, n, norms)
             out, b = W.branch_forward(nodes, found, R.EXACT_PASS, sig[found[1]], _norm_of(norms, nodes[found[5]]),
@@ -134,6 +113,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = W.window_join_forward(ins[skip], n.shape, pn.dims, pn.window, signs)
         elif k in ("add", "sub"):
             out, b = J.add_forward(ins, k == "sub")
+        elif k == "cat" and cat is not None:  # with the operands that are parameters (a class token)
+            out, b = J.cat_forward(*cat)
         elif k == "cat":
             dim = n.cat_dim or 0
             sizes = [s[dim] if len(s) > dim else 1 for s in shapes]
@@ -176,6 +157,13 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = x, 1.0
         else:  # unknown (or a kind the rules do not know)
             out, b = R.pass_forward(n.op, x, n.shape, False)
+        if n.id not in known and k not in ("input", "output") and (out.prof is not None or any(
+                s.prof is not None for s in ins) or k in ("cat", "shift")):
+            before = out.q
+            out = T.forward_profile(n, out, ins, shapes, layers.get(n.module or "") if k == "layer" else None,
+                                    _norm_of(norms, n) if k == "norm" else None, consts, cat)
+            if out.q != before and before > 0 and out.q > 0:  # a norm's rows held by eps: approximate by as much
+                b *= max(out.q / before, before / out.q)
         if k in ("act", "pass", "scale") and out.spread == 1.0 and x.spread != 1.0 and n.id not in known:
             out = replace(out, spread=x.spread, rows=x.rows, rows_rest=x.rows_rest, norms=x.norms)  # pointwise maps
         if n.id not in known and k not in ("input", "output"):
@@ -190,208 +178,5 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
         fb[n.id] = b * max((fb.get(i, 1.0) for i in read), default=1.0)
         if b > 1.0:
             prop.approximate.append(f"{n.module or ''}:{n.op}".lstrip(":"))
-    _backward(graph, nodes, layers, norms, prop, aux, batch)
+    backward(graph, nodes, layers, norms, prop, aux, batch)
     return prop
-
-
-def _branch(nodes, n, norms):
-    """:func:`initwise._rules_window.pooled_branch` for the add node ``n``."""
-    return W.pooled_branch(nodes, n, R.EXACT_PASS, lambda m: _norm_of(norms, m))
-
-
-def _spectral_pair(nodes, n) -> tuple[int, tuple[int, ...]] | None:
-    """(positions transformed, the signal's shape) when both operands of the product ``n`` are spectra of the
-    same size (:mod:`initwise._rules_fft`), else None."""
-    if len(n.inputs) != 2:
-        return None
-    src = [F.spectral_source(nodes, i, R.EXACT_PASS) for i in n.inputs]
-    if src[0] is None or src[1] is None:
-        return None
-    p = F.fft_size(nodes, src[0])
-    if p is None or p != F.fft_size(nodes, src[1]):
-        return None
-    return p, nodes[nodes[src[0]].inputs[0]].shape
-
-
-def _const_moments(const) -> tuple[float, float, int] | None:
-    """(mean, mean square, number of values) of a shift's constant (``Node.const``), or None when the trace did
-    not see it."""
-    if not const or not const[1]:
-        return None
-    v = const[1]
-    return sum(v) / len(v), sum(t * t for t in v) / len(v), len(v)
-
-
-def _attention(layers, n):
-    lm = layers.get(n.module or "")
-    return lm.attention if lm is not None and lm.kind == "attention" and len(n.inputs) == 1 else None
-
-
-def _norm_of(norms, n) -> NormMoments:
-    v = norms.get(n.module or "") if n.module else None
-    if v is not None:
-        return _as_norm(v)
-    kind = {"batch_norm": "batch", "instance_norm": "instance", "group_norm": "group", "rms_norm": "rms",
-            "layer_norm": "layer"}.get(n.op, "generic")
-    return NormMoments(kind, functional=True)
-
-
-def _after(n, users, grads, sig) -> tuple[float, Grad] | None:
-    """The activation that alone reads the norm ``n``'s output (through value-moving ops: timm's fused norm-act
-    modules pass an Identity first): its ``kappa`` and the gradient at its output."""
-    u = users.get(n.id, [])
-    while len(u) == 1 and u[0].kind == "pass" and u[0].op in R.EXACT_PASS and u[0].op not in R.MAX_POOLS:
-        u = users.get(u[0].id, [])
-    if len(u) != 1 or u[0].kind != "act" or u[0].id not in grads:
-        return None
-    return slope_correlation(u[0].activation, sig.get(u[0].inputs[0], Sig(1.0))), grads[u[0].id]
-
-
-def _max_pool_after(n, users, nodes):
-    """The max pool that alone reads the activation ``n``'s output (directly), or None."""
-    u = users.get(n.id, [])
-    if len(u) != 1 or u[0].kind != "pass" or u[0].op not in R.MAX_POOLS or n.activation is None:
-        return None
-    return u[0]
-
-
-def _mixed_since(nodes, n, layers) -> bool:
-    """Was the per-channel layer ``n``'s input mixed over channels by a dense layer since the last per-channel
-    one (through pointwise ops, norms, value moves and joins of the first operand)?"""
-    i, steps = (n.inputs[0] if n.inputs else None), 0
-    while i is not None and steps < 256:
-        m = nodes[i]
-        if m.kind == "layer":
-            lm = layers.get(m.module or "")
-            return lm is not None and not lm.per_channel
-        if m.kind in ("input", "output") or not m.inputs:
-            return True
-        i, steps = m.inputs[0], steps + 1
-    return True
-
-
-def _depends_on_forward(n) -> bool:
-    """Does the node's backward rule read the forward moments of its input?"""
-    if n.kind == "act":
-        return n.activation is None or n.activation.name not in _HOMOGENEOUS
-    return n.kind in ("norm", "mul", "matmul", "attention", "softmax")
-
-
-def _backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tuple[float, float]], batch: int | None) -> None:
-    sig, grads, bb, fb = prop.signals, prop.grads, prop.backward_bound, prop.forward_bound
-    rm = prop.backward_removed
-    users: dict[int, list] = {}
-    for n in graph.nodes:
-        for i in n.inputs:
-            users.setdefault(i, []).append(n)
-    for oid in graph.output_ids:
-        nb, _, p = layout(nodes[oid].shape)
-        nb = batch or nb
-        grads[oid] = grads.get(oid, Grad(0.0)) + Grad(1.0, 1.0 / max(p, 1), 1.0 / max(p * nb, 1))
-        bb[oid] = 1.0
-    for n in reversed(graph.nodes):
-        d = grads.get(n.id)
-        if d is None or not n.inputs:
-            continue
-        here = bb.get(n.id, 1.0)
-        ins = [sig.get(i, Sig(1.0)) for i in n.inputs]
-        x = ins[0]
-        shapes = [nodes[i].shape for i in n.inputs]
-        k = n.kind
-        if k == "output":
-            contrib, b = [d] * len(n.inputs), 1.0
-        elif 0 in n.shape:  # an empty output: no gradient flows back through it
-            contrib, b = [Grad(0.0)] * len(n.inputs), 1.0
-        elif k == "layer" and _attention(layers, n) is not None:
-            one, b = J.mha_backward(_attention(layers, n), d, x, shapes[0])
-            contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
-        elif k == "layer":
-            lm = layers.get(n.module or "")
-            contrib, b = layer_backward(lm, d, len(n.inputs), lm is not None and lm.per_channel
-                                        and _mixed_since(nodes, n, layers))
-        elif k == "norm" and n.op == "normalize" and n.dims:
-            contrib, b = normalize_backward(d, x, shapes[0][n.dims[0]] if len(shapes[0]) > n.dims[0] else 1)
-        elif k == "norm":
-            contrib, b = norm_backward(_norm_of(norms, n), d, x, shapes[0], batch, _after(n, users, grads, sig))
-        elif k == "act":
-            contrib, b = act_backward(n.activation, d, x, n.shape, batch)
-            pool = _max_pool_after(n, users, nodes)
-            if pool is not None:  # the pool's gradient reaches each window's largest value only
-                f = R.max_pool_slope(n.activation, x, pool.dims, n.shape, pool.shape)
-                if f is not None:
-                    contrib, b = [c.scaled(f) for c in contrib], R.BOUND_MAX_POOL
-        elif k == "scale":
-            f = n.factor
-            contrib, b = [d.scaled(f * f) if f is not None else d], 1.0 if f is not None else R.BOUND_UNKNOWN
-        elif k == "shift":
-            contrib, b = [d], 1.0
-        elif k in ("add", "sub") and W.pooled_pair(nodes, n, R.EXACT_PASS) is not None:
-            pool, skip, signs = W.pooled_pair(nodes, n, R.EXACT_PASS)
-            pn = nodes[n.inputs[pool]]
-            pooled, _ = R.pool_backward(pn.op, d, pn.dims, nodes[pn.inputs[0]].shape, pn.shape)
-            contrib, b = [d, d], 1.0
-            contrib[skip], b = W.window_join_backward(d, n.shape, pn.dims, pn.window, signs, pooled)
-        elif k in ("add", "sub"):
-            contrib, b = J.add_backward(d, shapes, n.shape)
-            found = _branch(nodes, n, norms) if k == "add" else None
-            if found is not None:  # the fork's cross term, which the two paths to it cannot carry
-                root = found[1]
-                cross, cb = W.branch_cross(nodes, found, R.EXACT_PASS, sig.get(root, Sig(1.0)),
-                                           _norm_of(norms, nodes[found[5]]), d, n.shape)
-                grads[root] = grads.get(root, Grad(0.0)) + cross
-                bb[root] = max(bb.get(root, 1.0), here * cb)
-        elif k == "cat":
-            contrib, b = [d] * len(n.inputs), 1.0
-        elif k == "mul" and _spectral_pair(nodes, n) is not None:
-            contrib, b = F.spectral_product_backward(d, ins[0], ins[1], *_spectral_pair(nodes, n))
-        elif k == "mul":
-            contrib, b = J.mul_backward(d, ins, shapes, n.shape, n.branch is not None)
-            sp = S.shared_product(nodes, n, R.EXACT_PASS)
-            if sp is not None:  # the two paths to the shared source are correlated (rules_shared)
-                grads[sp.root] = grads.get(sp.root, Grad(0.0)) + S.shared_cross(nodes, sp, sig, d, ins[sp.other],
-                                                                                ins[sp.gate])
-                bb[sp.root] = max(bb.get(sp.root, 1.0), here)
-        elif k == "reduce":
-            one, b = R.reduce_backward(n.op, d, n.dims or (), shapes[0])
-            contrib = [one]
-        elif k == "pass" and n.op in R.DROPOUT and n.factor is not None:
-            # the same mask multiplies the gradient: E[dx^2] = E[m^2] E[dy^2]; its constant parts as forward
-            contrib, b = [Grad(d.g * n.factor, d.dc * (n.factor if n.op == "DropPath" else 1.0), d.dcb)], 1.0
-        elif k == "pass" and (n.op in R.AVG_POOLS or n.op in R.ADAPTIVE_AVG):
-            one, b = R.pool_backward(n.op, d, n.dims, shapes[0], n.shape)
-            contrib = [one]
-        elif k == "pass" and n.op in R.INTERPOLATE and n.mode is not None:
-            one, b = R.interpolate_backward(n.op, n.mode, d, shapes[0], n.shape)
-            contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
-        elif k == "pass":
-            one, b = R.pass_backward(n.op, d, shapes[0], n.shape, True, n.dims)
-            contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
-        elif k == "softmax":
-            size = shapes[0][n.dims[0]] if n.dims and len(shapes[0]) > n.dims[0] else 1
-            contrib, b = J.softmax_backward(d, aux.get(n.id, (1.0, 0.0)), size)
-        elif k == "matmul" and len(ins) == 2:
-            src = _softmax_source(nodes, n.inputs[0])
-            contrib, b = J.matmul_backward(d, ins[0], ins[1], shapes[0], n.shape,
-                                           aux.get(src) if src is not None else None)
-        elif k == "matmul" and len(ins) == 1 and n.dims and n.factor is not None:
-            left = n.dims[0] == len(shapes[0]) - 1  # x @ W: x's rows feed the output's last dim
-            fanout = (n.shape[-1] if left else n.shape[-2]) if len(n.shape) >= 2 else 1
-            contrib, b = J.constant_matmul_backward(d, fanout, n.factor)
-        elif k == "attention" and len(ins) == 3:
-            contrib, b = J.attention_backward(d, *ins, shapes[0], shapes[1], n.factor, aux.get(n.id, (1.0, 0.0)))
-        elif n.op in F.FFT_OPS:  # a spectrum carries its signal's moments (rules_fft)
-            contrib, b = [d] + [Grad(0.0)] * (len(n.inputs) - 1), R.BOUND_UNKNOWN
-        else:  # unknown: move values around
-            one, b = R.pass_backward(n.op, d, shapes[0], n.shape, False)
-            contrib = [one] + [Grad(0.0)] * (len(n.inputs) - 1)
-        dep = _depends_on_forward(n)
-        removed = rm.get(n.id, 1.0)
-        if k == "norm" and d.g > 0 and contrib and _norm_of(norms, n).kind in ("batch", "instance"):
-            kept = max(d.g - (d.dcb if _norm_of(norms, n).kind == "batch" else d.dc), 0.0) / d.g
-            removed *= kept
-        for i, c in zip(n.inputs, contrib):
-            grads[i] = grads.get(i, Grad(0.0)) + c
-            bound = here * b * (fb.get(i, 1.0) if dep else 1.0)
-            bb[i] = max(bb.get(i, 1.0), bound)
-            rm[i] = max(rm.get(i, 0.0), removed)
-    prop.backward.update({i: g.g for i, g in grads.items() if 0 not in nodes[i].shape})

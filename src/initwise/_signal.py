@@ -78,6 +78,9 @@ class Sig:
     # (:mod:`initwise._rules_corr`): after a stem on a smooth image the channels span a few directions only, and
     # the variances a batch norm divides by scatter far more than independent channels' would; None elsewhere
     corr: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    # each position's power over the mean, for tokens ``(N, T, C)`` whose positions differ (ViT's class token
+    # beside the patches: :mod:`initwise._rules_tokens`); None: the positions are alike
+    prof: tuple[float, ...] | None = None
 
     def scaled(self, c2: float, c: float | None = None) -> "Sig":
         """The moments of ``a x`` for a constant with ``a^2 = c2`` (mean multiplied by ``c`` when given)."""
@@ -88,7 +91,7 @@ class Sig:
             rect = (a * m1, c2 * v1, a * m2, c2 * v2)
         return Sig(self.q * c2, self.mean * a, self.dc * c2, self.dcb * c2,
                    self.spread, rows=self.rows, rows_rest=self.rows_rest, near=self.near, realized=self.realized,
-                   norms=self.norms, rect=rect)
+                   norms=self.norms, rect=rect, prof=self.prof)
 
     def clean(self) -> "Sig":
         """Clip to ``mean^2 <= dcb <= dc <= q`` (rounding in rules that subtract)."""
@@ -97,7 +100,7 @@ class Sig:
         dcb = min(max(self.dcb, 0.0), dc)
         m = self.mean if self.mean * self.mean <= dcb else math.copysign(math.sqrt(dcb), self.mean)
         return Sig(q, m, dc, dcb, self.spread, self.dc_share, self.rows, self.rows_rest, self.near, self.realized,
-                   self.norms, self.rect, min(max(self.pos_shared, 0.0), q - dc), self.corr)
+                   self.norms, self.rect, min(max(self.pos_shared, 0.0), q - dc), self.corr, self.prof)
 
     def no_positions(self) -> "Sig":
         """The same tensor seen without positions (flattened to ``(N, features)``): every element is its own
@@ -120,16 +123,51 @@ class Grad:
     # ``spread`` was taken against the producing layer's own row norms (``Sig.norms``): a dense layer whose rows
     # met a known channel correlation cancels it too (:mod:`initwise._rules_corr`)
     own: bool = False
+    # each position's gradient power over the mean (tokens: ViT's head reads the class token only), as
+    # ``Sig.prof``; None: alike
+    prof: tuple[float, ...] | None = None
 
     def scaled(self, c2: float) -> "Grad":
-        return Grad(self.g * c2, self.dc * c2, self.dcb * c2)
+        return Grad(self.g * c2, self.dc * c2, self.dcb * c2, prof=self.prof)
 
     def __add__(self, other: "Grad") -> "Grad":
         g = self.g + other.g
         # each part's spread applies to its own share: (g1 + g2) / (g1 / s1 + g2 / s2)
         base = self.g / self.spread + other.g / other.spread
         spread = g / base if base > 0 and (self.spread != 1.0 or other.spread != 1.0) else 1.0
-        return Grad(g, self.dc + other.dc, self.dcb + other.dcb, spread)
+        return Grad(g, self.dc + other.dc, self.dcb + other.dcb, spread, prof=mixed_profile(
+            [(self.g, self.prof), (other.g, other.prof)]))
+
+
+def mixed_profile(parts: list[tuple[float, tuple[float, ...] | None]]) -> tuple[float, ...] | None:
+    """The position profile of a sum of independent parts of powers ``w`` and profiles ``p`` (None: flat):
+    ``sum w p / sum w``; None when every part is flat, their lengths differ or the sum has no power."""
+    if all(p is None for _, p in parts):
+        return None
+    n = {len(p) for _, p in parts if p is not None}
+    total = sum(w for w, _ in parts)
+    if len(n) != 1 or not total > 0:
+        return None
+    size = n.pop()
+    out = [0.0] * size
+    for w, p in parts:
+        for i in range(size):
+            out[i] += w * (p[i] if p is not None else 1.0)
+    return flat_or(tuple(v / total for v in out))
+
+
+PROFILE_FLAT = 1e-9  # a profile within this of 1 everywhere is flat (None)
+
+
+def flat_or(p: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """``p`` normalized to mean 1, or None when it is flat (or has no power)."""
+    if p is None or not p:
+        return None
+    m = sum(p) / len(p)
+    if not m > 0:
+        return None
+    out = tuple(v / m for v in p)
+    return None if all(abs(v - 1.0) <= PROFILE_FLAT for v in out) else out
 
 
 ZERO_GRAD = Grad(0.0)

@@ -277,6 +277,10 @@ class Recorder(Joins, TorchFunctionMode):
                         kw["dims"] = (dim % max(a0.dim(), 1),)
                 if name in NORM_ARGS and owner is not None:
                     kw["module"] = owner  # F.batch_norm(x, ..., self.weight, self.bias): this module's norm
+                if name == "getitem" and a0.dim() == 3 and len(args) > 1:
+                    sel = _selected(args[1], a0.shape[1])
+                    if sel is not None:
+                        kw["select"] = sel
                 if name in _SPLIT_OPS and len(outs) > 1:  # one node per piece: x1 * x2 is then a product
                     for t in outs:
                         self.emit("pass", name, (n0,), [t])
@@ -288,7 +292,10 @@ class Recorder(Joins, TorchFunctionMode):
             ins = tuple(n for n in map(self.nid, seq) if n is not None)
             if ins:
                 dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-                self.emit("cat", name, ins, outs, cat_dim=int(dim))
+                kw = {}
+                if len(ins) != len(seq) and name != "stack" and all(isinstance(t, torch.Tensor) for t in seq):
+                    kw["parts"] = tuple(self._part(t, int(dim)) for t in seq)
+                self.emit("cat", name, ins, outs, cat_dim=int(dim), **kw)
                 return
         elif name in _BINARY or name in ("neg", "negative", "copy"):
             if self._binary(_BINARY.get(name, name), reflected, args, kwargs, outs, inplace):
@@ -296,6 +303,15 @@ class Recorder(Joins, TorchFunctionMode):
         ins = tuple(dict.fromkeys(n for n in map(self.nid, _tensors((args, kwargs))) if n is not None))
         if ins:
             self.emit("unknown", raw, ins, outs, inplace=inplace)
+
+    def _part(self, t: torch.Tensor, dim: int) -> tuple[int, int | str | None]:
+        """One operand of a cat: its size along ``dim`` and its node, or the parameter it is a view of."""
+        size = int(t.shape[dim]) if t.dim() else 1
+        n = self.nid(t)
+        if n is not None:
+            return size, n
+        src = self.params.sources(t)  # a view of one parameter (``expand``, ``reshape``): its values
+        return size, next(iter(src)) if src and len(src) == 1 and "direct" in src.values() else None
 
     def _reduction(self, name: str, a0: Any, n0: int | None, args: tuple, kwargs: dict, outs: list) -> bool:
         """mean/sum (reduced dims), softmax (its dim), matmul of two signals or of a signal and a constant
@@ -376,3 +392,18 @@ class Recorder(Joins, TorchFunctionMode):
                     self.nodes[n.id] = n
                 self.nodes[i] = join
         self._composed.clear()
+
+
+def _selected(index: Any, size: int) -> tuple[int, ...] | None:
+    """The positions of dim 1 that ``x[index]`` keeps, for an ``(N, T, C)`` tensor indexed ``[:, i]``,
+    ``[:, a:b]`` (also with a trailing ``:`` or ``...``); None for any other index."""
+    if not isinstance(index, tuple) or len(index) < 2 or index[0] != slice(None):
+        return None
+    if any(not (i == slice(None) or i is Ellipsis) for i in index[2:]):
+        return None
+    i = index[1]
+    if isinstance(i, bool) or not isinstance(i, (int, slice)):
+        return None
+    if isinstance(i, int):
+        return (i % size,) if -size <= i < size else None
+    return tuple(range(size))[i] or None

@@ -53,9 +53,12 @@ class Joins:
         if n is None:
             return False
         if op in ("add", "sub"):
+            const = self._const(other, kwargs.get("alpha", 1)) if na is not None else self._const(other) if \
+                kwargs.get("alpha", 1) == 1 else None
+            src = self.params.sources(other) if const is None and kwargs.get("alpha", 1) == 1 else None
             self.emit("shift", "rsub" if op == "sub" and (reflected or na is None) else op, (n,), outs,
-                      inplace=inplace, const=self._const(other, kwargs.get("alpha", 1)) if na is not None
-                      else self._const(other) if kwargs.get("alpha", 1) == 1 else None)
+                      inplace=inplace, const=const,
+                      source=next(iter(src)) if src and len(src) == 1 and "direct" in src.values() else None)
             return True
         f = _factor(other)
         if f is None or op == "div" and (na is None or reflected or f == 0.0):

@@ -55,6 +55,14 @@ class Node:
     # an average pooling: ``(stride, padding, count_include_pad)``, one int per spatial dim for the first two (None
     # where the trace did not see them or a divisor override replaces the window's count)
     window: tuple[tuple[int, ...], tuple[int, ...], bool] | None = None
+    # a "shift" by a parameter the trace has no values of (on the meta device; ViT's ``x + self.pos_embed``): its
+    # dotted name, whose values (or drawn std) the plan reads
+    source: str | None = None
+    # a "cat" with operands that are no traced tensors (ViT's class token ``self.cls_token.expand(N, -1, -1)``):
+    # every operand's size along ``cat_dim`` and what it is (a node id, a parameter's dotted name, None: unknown)
+    parts: tuple[tuple[int, int | str | None], ...] | None = None
+    # a "pass" getitem that keeps some positions of an ``(N, T, C)`` tensor (ViT's ``x[:, 0]``): those positions
+    select: tuple[int, ...] | None = None
 
 
 def _classes(*names: str) -> tuple[type, ...]:
