@@ -185,7 +185,9 @@ def store(key: tuple | None, plan: Plan, example: Any) -> None:
     would make it stale)."""
     if key is None or plan._moments is None or plan._moments[2]:
         return
-    _cache[key] = (_template(plan), _input_moments(plan.graph, example))
+    lazy = plan.__dict__.get("_lazy")  # the example's moments, read by the plan already (when not yet resolved)
+    input_ms = lazy[2][0] if lazy is not None else _input_moments(plan.graph, example)
+    _cache[key] = (_template(plan), input_ms)
     _cache.move_to_end(key)
     while len(_cache) > MAX_ENTRIES:
         _cache.popitem(last=False)
