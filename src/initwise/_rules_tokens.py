@@ -133,8 +133,8 @@ def forward_profile(n: Any, out: Sig, ins: list[Sig], shapes: list[tuple[int, ..
             prof = _fits(x.prof, n.shape)
         elif k == "act" and same and n.activation is not None and n.activation.name in _HOMOGENEOUS:
             prof = _fits(x.prof, n.shape)
-        elif k == "layer" and lm is not None and lm.kind == "affine" and len(shapes[0]) == 3 \
-                and shapes[0][1] == t and _fits(x.prof, shapes[0]) is not None and out.q > 0:
+        elif k == "layer" and _over_channels(lm) and len(shapes[0]) == 3 and shapes[0][1] == t \
+                and _fits(x.prof, shapes[0]) is not None and out.q > 0:
             b = min(lm.bias_ms, out.q)
             prof = flat_or(tuple((out.q - b) * p + b for p in x.prof))
         elif k == "norm" and nm is not None and _per_token(nm) and same and _fits(x.prof, n.shape) is not None:
@@ -149,6 +149,12 @@ def forward_profile(n: Any, out: Sig, ins: list[Sig], shapes: list[tuple[int, ..
     if prof is None and out.prof is None:
         return out
     return replace(out, prof=prof)
+
+
+def _over_channels(lm: Any) -> bool:
+    """A dense layer over the last dim only (``nn.Linear`` on tokens), not a convolution (a Conv1d's ``(N, C, L)``
+    mixes what this module takes as the rows)."""
+    return lm is not None and lm.kind == "affine" and not lm.kernel_size
 
 
 def _per_token(nm: Any) -> bool:
@@ -231,8 +237,7 @@ def backward_profiles(n: Any, d: Grad, contrib: list[Grad], shapes: list[tuple[i
                 p = _fits(d.prof, sh)
             elif k == "act" and same:
                 p = _fits(d.prof, sh)  # the slope at each row's own variance taken as the mean's (approximate)
-            elif k == "layer" and j == 0 and lm is not None and lm.kind == "affine" and len(n.shape) == 3 \
-                    and n.shape[1] == t:
+            elif k == "layer" and j == 0 and _over_channels(lm) and len(n.shape) == 3 and n.shape[1] == t:
                 p = _fits(d.prof, n.shape)
             elif k == "norm" and same:
                 p = prof_norm
