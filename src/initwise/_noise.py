@@ -40,7 +40,7 @@ from torch import nn
 
 from . import _rules_reduce as R
 from ._gains import moments
-from ._plan_moments import _norm_kind
+from ._plan_norms import _norm_kind
 from ._signal import layout
 
 __all__ = ["noises"]

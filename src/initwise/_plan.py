@@ -21,8 +21,9 @@ from ._kept_kernels import kernel_kind
 from ._meta_pass import TORCH_NORMS
 from ._row_norms import shared as shared_rows
 from ._plan_example import param_consts
-from ._plan_moments import (_input_moments, _moments_of, _norm_kind, _norm_modules, _norm_ms,  # noqa: F401
+from ._plan_moments import (_input_moments, _moments_of,  # noqa: F401
                             propagated, propagation_inputs)  # (propagated: importable from here)
+from ._plan_norms import _norm_kind, _norm_modules, _norm_ms
 from ._plan_options import SCHEMES, _Options, _check_options, parse_scheme
 from ._plan_params import (_branch_end, _check_dtype, _current_param, _full, _param_plan, _reparam_plan, _role_keep,
                            _torch_default_param, _weight_params)

@@ -27,7 +27,7 @@ from ._trace_joins import Joins
 from ._trace_vocab import (_ACT_POSITIONAL, _AVG_POOLS, _BINARY, _CAT_OPS, _CONST_LIMIT, _CONVERT_OPS,
                            _INTERPOLATE_OPS, _MATMUL_OPS, _NORM_OPS, _PASS_OPS, _REDUCE_OPS, _SOURCE_OPS, _SPLIT_OPS,
                            Node, _avg_window, _drop_path, _dropout, _factor, _interp_mode, _ints, _normalize, _op_name,
-                           _pointwise, _replayable, _shape, einsum_is_matmul, shapes_str)
+                           _pointwise, _replayable, _selected, _shape, einsum_is_matmul, shapes_str)
 
 __all__ = ["Recorder"]
 
@@ -393,17 +393,3 @@ class Recorder(Joins, TorchFunctionMode):
                 self.nodes[i] = join
         self._composed.clear()
 
-
-def _selected(index: Any, size: int) -> tuple[int, ...] | None:
-    """The positions of dim 1 that ``x[index]`` keeps, for an ``(N, T, C)`` tensor indexed ``[:, i]``,
-    ``[:, a:b]`` (also with a trailing ``:`` or ``...``); None for any other index."""
-    if not isinstance(index, tuple) or len(index) < 2 or index[0] != slice(None):
-        return None
-    if any(not (i == slice(None) or i is Ellipsis) for i in index[2:]):
-        return None
-    i = index[1]
-    if isinstance(i, bool) or not isinstance(i, (int, slice)):
-        return None
-    if isinstance(i, int):
-        return (i % size,) if -size <= i < size else None
-    return tuple(range(size))[i] or None

@@ -285,3 +285,18 @@ def einsum_is_matmul(equation: Any) -> bool:
     i, j = a[-2:]
     k = b[-1] if b[-2] == j else b[-2] if b[-1] == j else None
     return k is not None and k not in (i, j) and out[-2:] == i + k
+
+
+def _selected(index: Any, size: int) -> tuple[int, ...] | None:
+    """The positions of dim 1 that ``x[index]`` keeps, for an ``(N, T, C)`` tensor indexed ``[:, i]``,
+    ``[:, a:b]`` (also with a trailing ``:`` or ``...``); None for any other index."""
+    if not isinstance(index, tuple) or len(index) < 2 or index[0] != slice(None):
+        return None
+    if any(not (i == slice(None) or i is Ellipsis) for i in index[2:]):
+        return None
+    i = index[1]
+    if isinstance(i, bool) or not isinstance(i, (int, slice)):
+        return None
+    if isinstance(i, int):
+        return (i % size,) if -size <= i < size else None
+    return tuple(range(size))[i] or None
