@@ -94,6 +94,8 @@ def worker(rank: int, world: int, store: str, out: str, kind: str) -> None:
                             "seconds": [g[1] for g in gathered], "world": world}, Path(out) / f"{name}.pt")
         if kind == "test":
             _ddp(rank, world, out)
+        dist.barrier()  # both ranks done before the group goes (a rank tearing it down under the other's pending
+        # gloo work aborted once on a loaded machine: "terminate called without an active exception")
     finally:
         dist.destroy_process_group()
 
@@ -112,6 +114,7 @@ def _ddp(rank: int, world: int, out: str) -> None:
     dist.all_gather_object(gathered, state)
     if rank == 0:
         torch.save(gathered, Path(out) / "ddp.pt")
+    del ddp  # its reducer released while the process group is still there
 
 
 def main() -> None:
