@@ -22,8 +22,8 @@ the path is.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import replace
+from typing import Any
 
 from . import _rules_fft as F
 from . import _rules_join as J
@@ -43,7 +43,6 @@ __all__ = ["LayerMoments", "NormMoments", "Propagation", "propagate", "EXACT_PAS
 
 EXACT_PASS = R.EXACT_PASS
 _EXACT_PASS = EXACT_PASS  # the old private name
-_HOMOGENEOUS = {"linear", "relu", "leaky_relu", "prelu"}
 
 def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, NormMoments | tuple[float, float]],
               input_ms: Mapping[int, float | Sig | None], batch: int | None = None,

@@ -13,14 +13,11 @@ from . import _rules_tokens as T
 from . import _rules_window as W
 from ._operands import softmax_source as _softmax_source
 from ._propagate_nodes import Propagation, _attention, _branch, _norm_of, _spectral_pair
-from ._rules_act import act_backward, slope_correlation
+from ._rules_act import _HOMOGENEOUS, act_backward, slope_correlation
 from ._rules_layer import layer_backward, norm_backward, normalize_backward
 from ._signal import Grad, Sig, layout
 
 __all__ = ["backward"]
-
-_HOMOGENEOUS = {"linear", "relu", "leaky_relu", "prelu"}
-
 
 def _after(n, users, grads, sig) -> tuple[float, Grad] | None:
     """The activation that alone reads the norm ``n``'s output (through value-moving ops: timm's fused norm-act
@@ -99,8 +96,9 @@ def backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tupl
         elif k == "norm" and n.op == "normalize" and n.dims:
             contrib, b = normalize_backward(d, x, shapes[0][n.dims[0]] if len(shapes[0]) > n.dims[0] else 1)
         elif k == "norm":
-            contrib, b = norm_backward(_norm_of(norms, n), d, x, shapes[0], batch, _after(n, users, grads, sig))
-            fac, prof_norm = T.norm_backward_factor(_norm_of(norms, n), d, x, shapes[0])
+            nm = _norm_of(norms, n)
+            contrib, b = norm_backward(nm, d, x, shapes[0], batch, _after(n, users, grads, sig))
+            fac, prof_norm = T.norm_backward_factor(nm, d, x, shapes[0])
             if fac != 1.0:  # rows of different variance (a class token): each divided by its own
                 contrib = [replace(c, g=c.g * fac, dc=c.dc * fac, dcb=c.dcb * fac) for c in contrib]
                 b *= max(fac, 1.0 / fac)  # the rows' variances from the profile rules: approximate by as much

@@ -141,6 +141,12 @@ class RoleTracker:
         d = self._derived.get(id(t))
         return d.how if d is not None and d.ref() is t else None
 
+    def view_of(self, t: Any) -> str | None:
+        """The one parameter ``t`` is (or is a view of: ``expand``, ``reshape``), whose values are then its own;
+        None for anything else."""
+        src = self.sources(t)
+        return next(iter(src)) if src and len(src) == 1 and "direct" in src.values() else None
+
     def touches(self, args: tuple, kwargs: dict) -> bool:
         """A fast first look (every torch call of the forward passes here): does an argument, or an item of a
         list/tuple argument, hold a parameter or a tensor computed from parameters?"""

@@ -33,7 +33,9 @@ from typing import Any
 
 import torch
 
-from ._signal import Grad, Sig, flat_or, layout, mixed_profile
+from ._rules_act import _HOMOGENEOUS
+from ._rules_layer import _shared
+from ._signal import Grad, Sig, flat_or, mixed_profile
 
 __all__ = ["PROFILE_MAX", "cat_backward", "cat_parts", "forward_profile", "backward_profiles", "norm_backward_factor",
            "shift_const"]
@@ -41,7 +43,6 @@ __all__ = ["PROFILE_MAX", "cat_backward", "cat_parts", "forward_profile", "backw
 PROFILE_MAX = 4096
 _SAME = frozenset(("Identity", "identity", "contiguous", "clone", "detach", "to", "float", "type_as", "Dropout",
                    "dropout", "DropPath", "drop_path", "alpha"))
-_HOMOGENEOUS = frozenset(("linear", "relu", "leaky_relu", "prelu"))
 
 
 def _tokens(shape: tuple[int, ...]) -> int:
@@ -162,13 +163,8 @@ def _per_token(nm: Any) -> bool:
 
 
 def _variance(nm: Any, x: Sig, shape: tuple[int, ...]) -> tuple[float, float]:
-    """The variance a per-token norm divides the mean row by (as :func:`initwise._rules_layer.norm_backward`)."""
-    if nm.kind == "rms":
-        return x.q, nm.eps
-    _, c, _ = layout(shape)
-    m2 = x.mean ** 2
-    shared = m2 + (x.q - m2) / max(nm.normalized or c, 1)
-    return max(x.q - shared, 0.0), nm.eps
+    """The variance a per-token norm divides the mean row by, and its eps (the norm rules' own)."""
+    return max(_shared(nm, x, shape)[0], 0.0), nm.eps
 
 
 def norm_backward_factor(nm: Any, d: Grad, x: Sig, shape: tuple[int, ...]) -> tuple[float, tuple[float, ...] | None]:
@@ -225,12 +221,11 @@ def backward_profiles(n: Any, d: Grad, contrib: list[Grad], shapes: list[tuple[i
         same = tuple(sh) == tuple(n.shape)
         if t:
             if k == "pass" and n.op == "getitem" and n.select is not None and j == 0:
-                keep = set(n.select)
                 inner = _fits(d.prof, n.shape) if len(n.shape) == 3 and n.shape[1] == len(n.select) else None
                 rows = [0.0] * t
                 for r, i in enumerate(n.select):
                     rows[i] = inner[r] if inner else 1.0
-                p = flat_or(tuple(rows)) if keep else None
+                p = flat_or(tuple(rows))
             elif k in ("add", "sub", "shift", "output") and same:
                 p = _fits(d.prof, sh)
             elif k in ("pass", "scale") and same and (k == "scale" or n.op in _SAME):

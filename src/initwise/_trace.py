@@ -310,8 +310,7 @@ class Recorder(Joins, TorchFunctionMode):
         n = self.nid(t)
         if n is not None:
             return size, n
-        src = self.params.sources(t)  # a view of one parameter (``expand``, ``reshape``): its values
-        return size, next(iter(src)) if src and len(src) == 1 and "direct" in src.values() else None
+        return size, self.params.view_of(t)
 
     def _reduction(self, name: str, a0: Any, n0: int | None, args: tuple, kwargs: dict, outs: list) -> bool:
         """mean/sum (reduced dims), softmax (its dim), matmul of two signals or of a signal and a constant

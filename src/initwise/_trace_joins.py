@@ -55,10 +55,9 @@ class Joins:
         if op in ("add", "sub"):
             const = self._const(other, kwargs.get("alpha", 1)) if na is not None else self._const(other) if \
                 kwargs.get("alpha", 1) == 1 else None
-            src = self.params.sources(other) if const is None and kwargs.get("alpha", 1) == 1 else None
+            source = self.params.view_of(other) if const is None and kwargs.get("alpha", 1) == 1 else None
             self.emit("shift", "rsub" if op == "sub" and (reflected or na is None) else op, (n,), outs,
-                      inplace=inplace, const=const,
-                      source=next(iter(src)) if src and len(src) == 1 and "direct" in src.values() else None)
+                      inplace=inplace, const=const, source=source)
             return True
         f = _factor(other)
         if f is None or op == "div" and (na is None or reflected or f == 0.0):
