@@ -105,6 +105,8 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
         role is not None and role.fans is not None) else layer_fans(m, "weight")
     t_in, t_out, b_in, b_out, dc_keep, dc_gain = _taps_of(info, m, role if functional else None, primary.shape, g)
     transposed = bool(role.transposed) if functional else bool(getattr(m, "transposed", False))
+    stride = (role.stride if functional and role is not None and "conv" in role.op else
+              getattr(m, "stride", ()) if isinstance(m, nn.modules.conv._ConvNd) else ()) or ()
     per_channel = len(primary.shape) >= 3 and (primary.shape[0 if transposed else 1] == 1)
     spread = _row_spread(w, primary.method, f.fan_in * t_in, transposed)
     centered = role is not None and role.standardized and len(primary.shape) >= 2 and not transposed
@@ -120,7 +122,8 @@ def _moments_of(info: LayerInfo, lp: LayerPlan, g: Graph | None = None) -> Layer
                         else None, kernel_size=tuple(int(v) for v in primary.shape[2:]),
                         dilation=tuple(int(v) for v in getattr(m, "dilation", ())) if isinstance(
                             m, nn.modules.conv._ConvNd) else (),
-                        matrix=_matrix(w, primary.method, primary.shape, transposed))
+                        matrix=_matrix(w, primary.method, primary.shape, transposed),
+                        dc_back=1.0 if transposed else 1.0 / max(math.prod(int(v) for v in stride), 1))
 
 
 def _bias_moments(info: LayerInfo, m: nn.Module, lp: LayerPlan) -> tuple[float, float]:

@@ -71,6 +71,11 @@ class LayerMoments:
     # positional part the share that becomes constant (the borders: :func:`initwise._taps.constant_factors`)
     dc_keep: float = 1.0
     dc_gain: float = 0.0
+    # of the gradient's parts constant over positions, the share that stays constant through the backward: a
+    # stride-s convolution hands each input position the taps of its phase only (s^d phases), so a gradient
+    # constant over the output becomes a periodic pattern whose mean holds 1 / s^d of its power (zero-mean
+    # independent weights: E[(sum_t w_t / s^d)^2] over E_phase[sum_{t in phase} w_t^2]); 1 for stride 1
+    dc_back: float = 1.0
     # ``E_c[s / s_c]`` for the squared norms ``s_c`` of the weight's rows (the output channels' fans), and whether
     # each output channel reads one input channel (depthwise: the input's own spread over channels carries over)
     row_spread: float = 1.0
@@ -263,7 +268,8 @@ def layer_backward(lm: LayerMoments | None, d: Grad, n_inputs: int, mixed: bool 
         f /= cancel
         if lm.taps != 1:
             bound *= cancel  # approximate by as much as it moves (tests/test_batch_stats.py)
-    return [d.scaled(f)] + [Grad(0.0)] * (n_inputs - 1), bound
+    out = d.scaled(f) if lm.dc_back == 1.0 else Grad(d.g * f, d.dc * f * lm.dc_back, d.dcb * f * lm.dc_back)
+    return [out] + [Grad(0.0)] * (n_inputs - 1), bound
 
 
 def _shared(nm: NormMoments, x: Sig, shape: tuple[int, ...]) -> tuple[float, float, float]:
