@@ -279,8 +279,10 @@ def _taps_of(info: LayerInfo, m: nn.Module, role: Any, shape: tuple[int, ...],
     in_shape = g.nodes[n.inputs[0]].shape
     taps = tap_factors(module, tuple(shape[2:]), in_shape, n.shape, stride, dilation, transposed,
                        (fwd.get(n.inputs[0], 0), bwd.get(n.id, 0)))
-    const = (1.0, 0.0) if transposed else constant_factors(module, tuple(shape[2:]), in_shape, n.shape, stride,
-                                                           dilation)
+    # a transposed conv of stride s spreads a constant input over s^d output phases, each with its own taps: the
+    # pattern's mean holds 1 / s^d of its power (as a strided conv's backward does to a constant gradient)
+    const = (1.0 / max(math.prod(int(v) for v in stride), 1), 0.0) if transposed else constant_factors(
+        module, tuple(shape[2:]), in_shape, n.shape, stride, dilation)
     return (*taps, *const)
 
 
