@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import _rules_fft as F
+from . import _rules_fusion as U
 from . import _rules_join as J
 from . import _rules_near as N
 from . import _rules_reduce as R
@@ -112,6 +113,9 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
             out, b = W.window_join_forward(ins[skip], n.shape, pn.dims, pn.window, signs)
         elif k in ("add", "sub"):
             out, b = J.add_forward(ins, k == "sub")
+            fused = U.fusion_skip(nodes, n, R.EXACT_PASS) if k == "add" else None
+            if fused is not None:  # one operand is also stacked inside the other (rules_fusion)
+                out, b = U.fusion_forward(out, sig.get(fused[1], Sig(1.0)), fused[2], fused[3]), U.BOUND_FUSION
         elif k == "cat" and cat is not None:  # with the operands that are parameters (a class token)
             out, b = J.cat_forward(*cat)
         elif k == "cat":
@@ -139,6 +143,8 @@ def propagate(graph, layers: Mapping[str, LayerMoments], norms: Mapping[str, Nor
                 out = replace(out, corr=x.corr)
         elif k == "pass" and n.op in R.INTERPOLATE and n.mode is not None:
             out, b = R.interpolate_forward(n.op, n.mode, x, s_in, n.shape)
+        elif k == "pass" and n.op in R.PIXEL_SHUFFLE:
+            out, b = R.pixel_shuffle_forward(x, s_in, n.shape)
         elif k == "pass":
             out, b = R.pass_forward(n.op, x, n.shape, True)
         elif k == "softmax":

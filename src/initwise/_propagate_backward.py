@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import _rules_fft as F
+from . import _rules_fusion as U
 from . import _rules_join as J
 from . import _rules_reduce as R
 from . import _rules_shared as S
@@ -122,6 +123,11 @@ def backward(graph, nodes, layers, norms, prop: Propagation, aux: dict[int, tupl
             contrib[skip], b = W.window_join_backward(d, n.shape, pn.dims, pn.window, signs, pooled)
         elif k in ("add", "sub"):
             contrib, b = J.add_backward(d, shapes, n.shape)
+            fused = U.fusion_skip(nodes, n, R.EXACT_PASS) if k == "add" else None
+            if fused is not None:  # the root reached through both operands, coherently (rules_fusion)
+                root = fused[1]
+                grads[root] = grads.get(root, Grad(0.0)) + U.fusion_cross(d, fused[2], fused[3])
+                bb[root] = max(bb.get(root, 1.0), here * U.BOUND_FUSION)
             found = _branch(nodes, n, norms) if k == "add" else None
             if found is not None:  # the fork's cross term, which the two paths to it cannot carry
                 root = found[1]

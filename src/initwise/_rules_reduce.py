@@ -26,8 +26,9 @@ from ._gains import max_moments, max_slope
 from ._rules_near import window_correlation
 from ._signal import Grad, Sig, channel_dim, layout
 
-__all__ = ["pass_forward", "pass_backward", "interpolate_forward", "interpolate_backward", "reduce_forward", "reduce_backward", "window_mean", "pool_forward", "pool_backward",
-           "scale_forward", "shift_forward"]
+__all__ = ["pass_forward", "pass_backward", "interpolate_forward", "interpolate_backward", "reduce_forward",
+           "reduce_backward", "window_mean", "pool_forward", "pool_backward", "scale_forward", "shift_forward",
+           "pixel_shuffle_forward"]
 
 EXACT_PASS = frozenset({
     "view", "reshape", "permute", "transpose", "flatten", "unflatten", "contiguous", "clone", "squeeze",
@@ -128,6 +129,26 @@ def dropout_forward(op: str, x: Sig, factor: float) -> Sig:
     per-sample constant by ``factor`` too."""
     dc = x.dc * factor if op == "DropPath" else x.dc
     return Sig(x.q * factor, x.mean, dc, x.dcb).clean()
+
+
+PIXEL_SHUFFLE = frozenset(("pixel_shuffle", "PixelShuffle"))
+
+
+def pixel_shuffle_forward(x: Sig, shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> tuple[Sig, float]:
+    """``PixelShuffle(r)``: each output channel's ``r^2`` positions of a block come from ``r^2`` input channels, so
+    a constant per input channel becomes a pattern of period ``r``: of the channels' constants (``dc - mean^2``,
+    independent between channels, as a conv's output channels are) the output's mean over positions keeps
+    ``1 / r^2`` (the rest varies over positions), and of the batch's constant the same share, the rest a pattern
+    every sample shares (``pos_shared``). The elements and their power are the input's (a permutation)."""
+    c_in, c_out = (shape_in[1], shape_out[1]) if len(shape_in) >= 4 and len(shape_out) >= 4 else (1, 1)
+    r2 = c_in // c_out if c_out and c_in % c_out == 0 else 1
+    if r2 <= 1:
+        return x, 1.0
+    m2 = x.mean * x.mean
+    dc = m2 + max(x.dc - m2, 0.0) / r2
+    dcb = m2 + max(x.dcb - m2, 0.0) / r2
+    shared = x.pos_shared + max(x.dcb - m2, 0.0) * (1.0 - 1.0 / r2)
+    return Sig(x.q, x.mean, dc, dcb, x.spread, near=x.near, pos_shared=shared, rect=x.rect).clean(), 1.0
 
 
 def pass_forward(op: str, x: Sig, shape: tuple[int, ...], known: bool) -> tuple[Sig, float]:
