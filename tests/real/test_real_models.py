@@ -75,7 +75,7 @@ def test_kept_params_found() -> None:
 
 
 # issue 10's "done when", over the whole corpus; strict xfail until the propagation rules meet it
-ISSUE10 = ("issue 10: 79.8% of the corpus' layers (1900/2382, one draw, after the class-token rule) have "
+ISSUE10 = ("issue 10: 80.7% of the corpus' layers (1923/2382, one draw, after the stride and fusion rules) have "
            "forward and backward predictions within 2x (target 95%); 0 of 234 predictions marked exact are off by "
            "more than both 10% and 4 standard errors (49 by more than 10%)")
 
